@@ -1,0 +1,228 @@
+"""Tiny synthetic data sets in the exact on-disk formats of Hateful Memes and MMHS150K.
+
+They are the embedded default for the README's main job, the tests and the benchmarks, since the real
+data cannot be downloaded here (and HMD's images may not be redistributed).
+
+Like HMD's benign confounders, a label depends on the *combination* of image and text: every image shows
+one of two kinds of object (a red square or a blue disc) and every caption carries one of two kinds of
+keyword; the meme is hateful when exactly one of the two is of the first kind (an XOR). Each caption is
+paired with both kinds of image, so a text-only or image-only model stays at chance and only a model
+that looks at both can learn the task.
+
+`write_region_features` writes what a detector would give for these images (the drawn objects' boxes
+and one 2048-d vector per region that encodes the object's kind, plus noise) into a real feature cache,
+so region models can be trained end to end without running a detector. These features are synthetic
+and are recorded as such in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+HMD_SPLITS = {"train": 160, "dev_seen": 40, "dev_unseen": 40, "test_seen": 40, "test_unseen": 40}
+HMD_UNLABELED = ("test_seen", "test_unseen")  # as first released: no `label` field
+MMHS_SPLITS = {"train": 160, "val": 40, "test": 40}
+MMHS_CLASSES = ["NotHate", "Racist", "Sexist", "Homophobe", "Religion", "OtherHate"]
+
+# Two kinds of keyword; a caption carries exactly one. Filler words come from a generated vocabulary of
+# a few thousand distinct words (fastText needs a real vocabulary to train without NaNs).
+KEYWORDS = (
+    ("neighbors", "friends", "family", "coworkers", "tourists", "students", "farmers", "gamers"),
+    ("sunrise", "breakfast", "weekend", "holiday", "concert", "garden", "picnic", "rainbow"),
+)
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + ["sh", "th", "qu"]
+OBJECT_COLORS = ((220, 40, 40), (40, 70, 220))  # kind 0: red square, kind 1: blue disc
+DISTRACTOR_COLORS = ((40, 170, 60), (230, 200, 40), (150, 60, 170), (120, 120, 120))
+
+
+@dataclass
+class SyntheticMeme:
+    """One generated meme and the hidden factors behind its label."""
+
+    id: int
+    text: str
+    image_kind: int
+    text_kind: int
+    boxes: list = field(default_factory=list)  # [(x1, y1, x2, y2, region kind)], kind >= 2 = distractor
+    image_size: tuple[int, int] = (0, 0)  # (width, height), set when drawn
+
+    @property
+    def label(self) -> int:
+        return int(self.image_kind != self.text_kind)
+
+
+def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+def _caption(rng: random.Random, vocab: list[str], text_kind: int) -> str:
+    words = [rng.choice(vocab) for _ in range(rng.randint(4, 8))]
+    words.insert(rng.randrange(len(words) + 1), rng.choice(KEYWORDS[text_kind]))
+    return " ".join(words)
+
+
+def _draw(meme: SyntheticMeme, rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    width, height = size
+    background = tuple(rng.randint(200, 255) for _ in range(3))
+    image = Image.new("RGB", size, background)
+    draw = ImageDraw.Draw(image)
+    boxes = []
+    for _ in range(rng.randint(3, 8)):  # distractors: variable region counts per image
+        w, h = rng.randint(width // 12, width // 5), rng.randint(height // 12, height // 5)
+        x, y = rng.randint(0, width - w - 1), rng.randint(height // 5, height - h - 1)
+        kind = rng.randrange(len(DISTRACTOR_COLORS))
+        draw.rectangle([x, y, x + w, y + h], fill=DISTRACTOR_COLORS[kind])
+        boxes.append((x, y, x + w, y + h, 2 + kind))
+    side = rng.randint(min(size) // 3, min(size) // 2)
+    x, y = rng.randint(0, width - side - 1), rng.randint(height // 5, height - side - 1)
+    shape = draw.rectangle if meme.image_kind == 0 else draw.ellipse
+    shape([x, y, x + side, y + side], fill=OBJECT_COLORS[meme.image_kind], outline=(0, 0, 0))
+    boxes.append((x, y, x + side, y + side, meme.image_kind))
+    font = ImageFont.load_default(size=max(10, height // 14))
+    draw.text((6, 4), meme.text, fill=(0, 0, 0), font=font)  # meme text on top, as in real memes
+    meme.boxes, meme.image_size = boxes, size
+    return image
+
+
+def _memes(n: int, start_id: int, rng: random.Random, vocab: list[str]) -> list[SyntheticMeme]:
+    """n memes in confounder pairs: each caption appears once with each kind of image."""
+    memes = []
+    for i in range(0, n, 2):
+        text_kind = rng.randrange(2)
+        text = _caption(rng, vocab, text_kind)
+        first = rng.randrange(2)
+        for j, image_kind in enumerate((first, 1 - first)):
+            if i + j < n:
+                memes.append(SyntheticMeme(start_id + i + j, text, image_kind, text_kind))
+    rng.shuffle(memes)
+    return memes
+
+
+def _generate(splits: dict[str, int], seed: int, start_id: int) -> dict[str, list[SyntheticMeme]]:
+    rng = random.Random(seed)
+    vocab = _vocabulary(rng)
+    out, next_id = {}, start_id
+    for split, n in splits.items():
+        out[split] = _memes(n, next_id, rng, vocab)
+        next_id += n
+    return out
+
+
+def _write_lines(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def make_hmd(
+    out_dir,
+    splits: dict[str, int] | None = None,
+    seed: int = 0,
+    image_size: tuple[int, int] = (320, 240),
+    layout: str = "official",
+    unlabeled: tuple[str, ...] = HMD_UNLABELED,
+) -> dict[str, list[SyntheticMeme]]:
+    """Write a Hateful-Memes-format folder (`layout="mmf"` for MMF's defaults/ layout); return the memes.
+
+    Files: `img/NNNNN.png` (id zero-padded to 5 digits), `<split>.jsonl` with `id` (int), `img`, `text`
+    and `label` (left out for the `unlabeled` splits, as the test sets were first released).
+    """
+    out_dir = Path(out_dir)
+    memes = _generate(splits or HMD_SPLITS, seed, start_id=1)
+    image_dir = out_dir / ("defaults/images/img" if layout == "mmf" else "img")
+    annotation_dir = out_dir / "defaults/annotations" if layout == "mmf" else out_dir
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed + 1)
+    for split, rows in memes.items():
+        lines = []
+        for meme in rows:
+            _draw(meme, rng, image_size).save(image_dir / f"{meme.id:05d}.png")
+            line = {"id": meme.id, "img": f"img/{meme.id:05d}.png", "label": meme.label, "text": meme.text}
+            if split in unlabeled:
+                del line["label"]
+            lines.append(line)
+        _write_lines(annotation_dir / f"{split}.jsonl", lines)
+    return memes
+
+
+def make_mmhs(
+    out_dir,
+    splits: dict[str, int] | None = None,
+    seed: int = 0,
+    image_size: tuple[int, int] = (320, 240),
+    ocr_fraction: float = 0.75,
+) -> dict[str, list[SyntheticMeme]]:
+    """Write an MMHS150K-format folder; return the memes.
+
+    Files: `MMHS150K_GT.json`, `img_resized/<id>.jpg`, `img_txt/<id>.json` for a fraction of the
+    images (OCR found text only there), `splits/{train,val,test}_ids.txt`. The caption is the tweet text;
+    the binary label is carried by the three annotator codes (hate iff at least 2 of 3 are > 0).
+    """
+    out_dir = Path(out_dir)
+    memes = _generate(splits or MMHS_SPLITS, seed, start_id=1_000_000_000_000_000_000)
+    (out_dir / "img_resized").mkdir(parents=True, exist_ok=True)
+    (out_dir / "img_txt").mkdir(parents=True, exist_ok=True)
+    (out_dir / "splits").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed + 1)
+    ground_truth = {}
+    for split, rows in memes.items():
+        for meme in rows:
+            _draw(meme, rng, image_size).save(out_dir / "img_resized" / f"{meme.id}.jpg", quality=92)
+            hate_class = rng.randint(1, 5)
+            votes = rng.choice([2, 3]) if meme.label else rng.choice([0, 1])
+            labels = [hate_class] * votes + [0] * (3 - votes)
+            rng.shuffle(labels)
+            ground_truth[str(meme.id)] = {
+                "img_url": f"http://pbs.twimg.com/tweet_video_thumb/{meme.id}.jpg",
+                "labels": labels,
+                "tweet_url": f"https://twitter.com/user/status/{meme.id}",
+                "tweet_text": f"{meme.text} https://t.co/{meme.id % 99991:x}",
+                "labels_str": [MMHS_CLASSES[c] for c in labels],
+            }
+            if rng.random() < ocr_fraction:
+                (out_dir / "img_txt" / f"{meme.id}.json").write_text(json.dumps({"img_text": meme.text}))
+        (out_dir / "splits" / f"{split}_ids.txt").write_text("".join(f"{m.id}\n" for m in rows))
+    (out_dir / "MMHS150K_GT.json").write_text(json.dumps(ground_truth))
+    return memes
+
+
+def write_region_features(memes: dict[str, list[SyntheticMeme]], cache_dir, seed: int = 0, dim: int = 2048):
+    """Write synthetic region features for generated memes into a feature cache at `cache_dir`.
+
+    One region per drawn object (the box it was drawn in) plus a whole-image region; each feature is a
+    fixed random prototype of the region's kind plus noise, so the image kind is recoverable from the
+    regions as it would be from a real detector's features.
+    """
+    from hm_hf.extract.cache import FeatureCache, RegionFeatures
+
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(0.0, 1.0, size=(2 + len(DISTRACTOR_COLORS) + 1, dim)).astype(np.float32)
+    cache = FeatureCache.create(cache_dir, {"name": "synthetic", "seed": seed, "dim": dim})
+    have = cache.ids()
+    for split, rows in memes.items():
+        records = {}
+        for meme in rows:
+            if str(meme.id) in have:
+                continue
+            width, height = meme.image_size
+            boxes = [b[:4] for b in meme.boxes] + [(0, 0, width - 1, height - 1)]
+            kinds = [b[4] for b in meme.boxes] + [len(prototypes) - 1]
+            features = prototypes[kinds] + rng.normal(0.0, 0.5, size=(len(kinds), dim)).astype(np.float32)
+            records[str(meme.id)] = RegionFeatures(
+                features=np.maximum(features, 0.0),  # post-ReLU, like pooled detector features
+                boxes=np.asarray(boxes, dtype=np.float32),
+                image_width=width,
+                image_height=height,
+                object_ids=np.asarray(kinds),
+                object_scores=np.ones(len(kinds), dtype=np.float32),
+            )
+        cache.write_shard(f"synthetic-{split}", records)
+    return cache
