@@ -88,7 +88,14 @@ def _draw(meme: SyntheticMeme, rng: random.Random, size: tuple[int, int]) -> Ima
     shape([x, y, x + side, y + side], fill=OBJECT_COLORS[meme.image_kind], outline=(0, 0, 0))
     boxes.append((x, y, x + side, y + side, meme.image_kind))
     font = ImageFont.load_default(size=max(10, height // 14))
-    draw.text((6, 4), meme.text, fill=(0, 0, 0), font=font)  # meme text on top, as in real memes
+    lines, line = [], ""
+    for word in meme.text.split():  # wrap to the image width so the whole caption is readable (OCR)
+        candidate = f"{line} {word}".strip()
+        if line and draw.textlength(candidate, font=font) > width - 12:
+            lines.append(line)
+            candidate = word
+        line = candidate
+    draw.multiline_text((6, 4), "\n".join(lines + [line]), fill=(0, 0, 0), font=font, spacing=2)
     meme.boxes, meme.image_size = boxes, size
     return image
 
@@ -226,3 +233,37 @@ def write_region_features(memes: dict[str, list[SyntheticMeme]], cache_dir, seed
             )
         cache.write_shard(f"synthetic-{split}", records)
     return cache
+
+
+def summarize(memes: dict[str, list[SyntheticMeme]]) -> str:
+    """A small table: rows, labelled-hateful share and confounder structure per split."""
+    lines = [f"{'split':<12} {'rows':>5} {'hateful':>8} {'captions':>9}"]
+    for split, rows in memes.items():
+        hateful = sum(m.label for m in rows) / max(len(rows), 1)
+        lines.append(f"{split:<12} {len(rows):>5} {hateful:>8.0%} {len({m.text for m in rows}):>9}")
+    return "\n".join(lines)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`hm-hf make-synthetic`: write a synthetic data set (and optionally its region-feature cache)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="hm-hf make-synthetic", description=cli.__doc__)
+    parser.add_argument("--dataset", choices=["hmd", "mmhs"], default="hmd")
+    parser.add_argument("--output", required=True, help="folder to write the data set into")
+    parser.add_argument("--features", help="also write a synthetic region-feature cache into this folder")
+    parser.add_argument("--layout", choices=["official", "mmf"], default="official", help="HMD only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every split's default size")
+    args = parser.parse_args(argv)
+    if args.dataset == "hmd":
+        splits = {k: max(2, int(v * args.scale)) for k, v in HMD_SPLITS.items()}
+        memes = make_hmd(args.output, splits=splits, seed=args.seed, layout=args.layout)
+    else:
+        splits = {k: max(2, int(v * args.scale)) for k, v in MMHS_SPLITS.items()}
+        memes = make_mmhs(args.output, splits=splits, seed=args.seed)
+    if args.features:
+        write_region_features(memes, args.features, seed=args.seed)
+    print(f"wrote a synthetic {args.dataset} data set to {args.output}")
+    print(summarize(memes))
+    return 0

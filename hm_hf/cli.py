@@ -1,0 +1,45 @@
+"""`hm-hf <command>`: one sub-command per user task.
+
+Each command lives in the module that owns the work, as a `cli(argv) -> int` with its own argparse;
+this file only dispatches, and imports a command's module only when that command runs (so
+`hm-hf --help` stays fast and a missing optional extra only affects the command that needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "make-synthetic": ("hm_hf.data.synthetic:cli", "write a tiny synthetic HMD / MMHS150K data set"),
+    "export-dataset": ("hm_hf.data.export:cli", "export a prepared data set as Parquet + card (and push)"),
+    "extract-features": ("hm_hf.extract.runner:cli", "extract bottom-up-attention region features"),
+    "import-features": ("hm_hf.extract.importers:cli", "convert MMF / BUA / UNITER features into the cache"),
+    "train-fasttext": ("hm_hf.text.fasttext_embeddings:cli", "train fastText on a split's text"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: hm-hf <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`hm-hf <command> --help` describes a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"hm-hf: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name = COMMANDS[command][0].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    return int(function(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Turns dataset rows into model batches; one collator for every hm_hf model.
+
+Batch keys (each model takes the ones it needs, see each model's `forward`):
+
+- ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, T): the tokenised text (and text pair);
+- ``visual_embeds`` (B, R, D) float32, ``visual_attention_mask`` (B, R) long (1 = real region,
+  0 = padding), ``visual_boxes`` (B, R, 4) float32 as x1/W, y1/H, x2/W, y2/H: the region features,
+  padded to the longest region set in the batch (at most ``max_regions``);
+- ``text_embedding`` (B, D) float32: a precomputed sentence vector (fastText);
+- ``pixel_values``: what ``image_processor`` makes of the images;
+- ``labels`` (B,) long, -100 where a row has no label (left out when no row of the batch has one, so an
+  unlabelled test split is predicted without a loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+
+
+def _as_array(value, dtype) -> np.ndarray:
+    """Region columns arrive as numpy arrays, lists of lists or pyarrow scalars depending on the format."""
+    if hasattr(value, "as_py"):
+        value = value.as_py()
+    return np.asarray(value, dtype=dtype)
+
+
+@dataclass
+class MemeCollator:
+    """Pads and tensorises a list of dataset rows.
+
+    >>> collator = MemeCollator(tokenizer=AutoTokenizer.from_pretrained("bert-base-uncased"))  # doctest: +SKIP
+    >>> batch = collator([dataset[0], dataset[1]])  # doctest: +SKIP
+    """
+
+    tokenizer: Any = None
+    text_column: str = "text"
+    text_pair_column: str | None = None  # e.g. "img_text" for MMHS (tweet text + text in the image)
+    max_length: int = 128
+    use_regions: bool = False
+    max_regions: int = 100
+    text_embedding_column: str | None = None
+    image_processor: Any = None
+    image_column: str = "image"
+    label_column: str = "label"
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if not rows:
+            raise ValueError("MemeCollator got an empty batch")
+        batch: dict[str, torch.Tensor] = {}
+        if self.tokenizer is not None:
+            batch.update(self._text(rows))
+        if self.use_regions:
+            batch.update(self._regions(rows))
+        if self.text_embedding_column is not None:
+            vectors = [_as_array(row[self.text_embedding_column], np.float32) for row in rows]
+            batch["text_embedding"] = torch.from_numpy(np.stack(vectors))
+        if self.image_processor is not None:
+            images = [row[self.image_column].convert("RGB") for row in rows]
+            batch["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        if self.label_column in rows[0]:
+            labels = [int(row[self.label_column]) for row in rows]
+            labels = [label if label >= 0 else IGNORE_INDEX for label in labels]
+            if any(label != IGNORE_INDEX for label in labels):
+                batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return batch
+
+    def _text(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        texts = [row[self.text_column] or "" for row in rows]
+        pairs = None
+        if self.text_pair_column is not None:
+            pairs = [row.get(self.text_pair_column) or "" for row in rows]
+        encoded = self.tokenizer(
+            texts,
+            pairs,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+            return_token_type_ids=True,
+        )
+        return dict(encoded)
+
+    def _regions(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        features = [_as_array(row["region_features"], np.float32)[: self.max_regions] for row in rows]
+        boxes = [_as_array(row["boxes"], np.float32)[: self.max_regions] for row in rows]
+        num_regions = max(len(f) for f in features)
+        dim = features[0].shape[1] if features[0].ndim == 2 else 2048
+        visual_embeds = np.zeros((len(rows), num_regions, dim), dtype=np.float32)
+        visual_boxes = np.zeros((len(rows), num_regions, 4), dtype=np.float32)
+        mask = np.zeros((len(rows), num_regions), dtype=np.int64)
+        for i, (row, feats, bxs) in enumerate(zip(rows, features, boxes)):
+            n = len(feats)
+            if n == 0:
+                continue
+            scale = np.array([row["image_width"], row["image_height"]] * 2, dtype=np.float32)
+            visual_embeds[i, :n] = feats
+            visual_boxes[i, :n] = np.clip(bxs / scale, 0.0, 1.0)
+            mask[i, :n] = 1
+        return {
+            "visual_embeds": torch.from_numpy(visual_embeds),
+            "visual_attention_mask": torch.from_numpy(mask),
+            "visual_boxes": torch.from_numpy(visual_boxes),
+        }

@@ -1,0 +1,78 @@
+import json
+from collections import defaultdict
+
+from PIL import Image
+
+from hm_hf.data.synthetic import make_hmd, make_mmhs, write_region_features
+from hm_hf.cli import main as hm_hf_main
+
+
+def test_hmd_files_are_in_the_official_format(tmp_path):
+    memes = make_hmd(tmp_path, splits={"train": 6, "test_seen": 4})
+    lines = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert len(lines) == 6
+    for line in lines:
+        assert set(line) == {"id", "img", "label", "text"}
+        assert isinstance(line["id"], int) and line["img"] == f"img/{line['id']:05d}.png"
+        assert line["label"] in (0, 1)
+        with Image.open(tmp_path / line["img"]) as image:
+            assert image.format == "PNG"
+    unlabeled = [json.loads(line) for line in (tmp_path / "test_seen.jsonl").read_text().splitlines()]
+    assert all("label" not in line for line in unlabeled)
+    assert sum(len(v) for v in memes.values()) == 10
+
+
+def test_hmd_mmf_layout(tmp_path):
+    make_hmd(tmp_path, splits={"train": 2}, layout="mmf")
+    assert (tmp_path / "defaults/annotations/train.jsonl").is_file()
+    assert len(list((tmp_path / "defaults/images/img").glob("*.png"))) == 2
+
+
+def test_labels_need_both_modalities(tmp_path):
+    """Every caption comes with both labels, and each image kind with both labels: no shortcut."""
+    memes = make_hmd(tmp_path, splits={"train": 40})["train"]
+    labels_by_text = defaultdict(set)
+    for meme in memes:
+        labels_by_text[meme.text].add(meme.label)
+    assert all(labels == {0, 1} for labels in labels_by_text.values())
+    for kind in (0, 1):
+        labels = [m.label for m in memes if m.image_kind == kind]
+        assert 0.25 < sum(labels) / len(labels) < 0.75
+
+
+def test_mmhs_files_are_in_the_official_format(tmp_path):
+    memes = make_mmhs(tmp_path, splits={"train": 10, "val": 4, "test": 4}, ocr_fraction=0.5)
+    ground_truth = json.loads((tmp_path / "MMHS150K_GT.json").read_text())
+    assert len(ground_truth) == 18
+    for tweet_id, entry in ground_truth.items():
+        assert set(entry) == {"tweet_url", "labels", "img_url", "tweet_text", "labels_str"}
+        assert len(entry["labels"]) == 3 and all(0 <= c <= 5 for c in entry["labels"])
+        assert (tmp_path / "img_resized" / f"{tweet_id}.jpg").is_file()
+    for split in ("train", "val", "test"):
+        ids = (tmp_path / "splits" / f"{split}_ids.txt").read_text().split()
+        assert ids == [str(m.id) for m in memes[split]]
+    ocr = list((tmp_path / "img_txt").glob("*.json"))
+    assert 0 < len(ocr) < 18, "some OCR files must be missing, as in the real data"
+    for meme in memes["train"]:  # binary label = at least 2 of 3 annotators chose a hate class
+        votes = sum(c > 0 for c in ground_truth[str(meme.id)]["labels"])
+        assert (votes >= 2) == bool(meme.label)
+
+
+def test_region_features_follow_the_drawn_objects(tmp_path):
+    memes = make_hmd(tmp_path / "data", splits={"train": 4})
+    cache = write_region_features(memes, tmp_path / "feats")
+    for meme in memes["train"]:
+        regions = cache.get(meme.id)
+        assert regions.features.dtype.name == "float16" and regions.features.shape[1] == 2048
+        assert regions.num_boxes == len(meme.boxes) + 1
+        assert (regions.image_width, regions.image_height) == meme.image_size
+        assert (regions.boxes[:, 2] <= regions.image_width).all()
+    # writing again adds nothing and keeps the fingerprint
+    before = cache.fingerprint()
+    assert write_region_features(memes, tmp_path / "feats").fingerprint() == before
+
+
+def test_make_synthetic_command(tmp_path, capsys):
+    assert hm_hf_main(["make-synthetic", "--dataset", "mmhs", "--output", str(tmp_path), "--scale", "0.05"]) == 0
+    assert "val" in capsys.readouterr().out
+    assert (tmp_path / "MMHS150K_GT.json").is_file()
