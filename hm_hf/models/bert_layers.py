@@ -1,0 +1,407 @@
+"""BERT-style building blocks shared by hm_hf's VisualBERT, UNITER and ViLBERT.
+
+Why a shared module: the three architectures use the very same transformer layer, and keeping one copy
+means one attention implementation (``torch.nn.functional.scaled_dot_product_attention``), one
+gradient-checkpointing path and one module naming that the PEFT code can rely on. The naming is exactly
+transformers' BERT naming, so BERT / VisualBERT / UNITER checkpoints map onto it key for key::
+
+    embeddings.{word_embeddings,position_embeddings,token_type_embeddings,LayerNorm}
+    encoder.layer.N.attention.self.{query,key,value}
+    encoder.layer.N.attention.output.{dense,LayerNorm}
+    encoder.layer.N.intermediate.dense
+    encoder.layer.N.output.{dense,dropout,LayerNorm}      # forward: LayerNorm(dropout(dense(h)) + input)
+    pooler.dense
+
+Every module takes its sizes as explicit arguments (so a ViLBERT visual stream of hidden size 1024 can be
+built from the same classes) and has a ``from_config(config, prefix="")`` constructor that reads
+``{prefix}hidden_size``, ``{prefix}num_attention_heads`` ... from any config.
+
+Example:
+    >>> import torch
+    >>> from hm_hf.models.bert_layers import BertEncoder, make_attention_mask
+    >>> enc = BertEncoder(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64)
+    >>> mask = make_attention_mask(torch.tensor([[1, 1, 0]]))
+    >>> enc(torch.randn(1, 3, 32), mask).last_hidden_state.shape
+    torch.Size([1, 3, 32])
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
+
+__all__ = [
+    "LAYER_CONFIG_FIELDS",
+    "BertAttention",
+    "BertClassificationHead",
+    "BertEmbeddings",
+    "BertEncoder",
+    "BertIntermediate",
+    "BertLayer",
+    "BertOutput",
+    "BertPooler",
+    "BertPredictionHeadTransform",
+    "BertSelfAttention",
+    "BertSelfOutput",
+    "classification_loss",
+    "layer_kwargs_from_config",
+    "load_bert_text_weights",
+    "make_attention_mask",
+]
+
+#: config attributes (without prefix) that size one transformer layer
+LAYER_CONFIG_FIELDS = (
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "layer_norm_eps",
+)
+
+_LAYER_DEFAULTS = {"hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+                   "layer_norm_eps": 1e-12}
+
+
+def layer_kwargs_from_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Read the layer sizes ``{prefix}hidden_size`` ... from ``config`` (``prefix="v_"`` for a visual stream).
+
+    ``layer_norm_eps`` and the dropouts fall back to the un-prefixed value, then to BERT's defaults.
+    """
+    out = {}
+    for name in LAYER_CONFIG_FIELDS:
+        if hasattr(config, prefix + name):
+            out[name] = getattr(config, prefix + name)
+        elif name in _LAYER_DEFAULTS:
+            out[name] = getattr(config, name, _LAYER_DEFAULTS[name])
+        else:
+            raise AttributeError(f"{type(config).__name__} has no attribute {prefix + name!r} needed to build a layer")
+    return out
+
+
+def make_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Turn a (B, S) 1/0 key mask into SDPA's boolean (B, 1, 1, S) mask (True = attend).
+
+    Returns None when nothing is masked, which lets SDPA pick its fused kernels. A boolean mask is used
+    rather than an additive one because it keeps its meaning under fp16/bf16 autocast.
+    """
+    if mask is None:
+        return None
+    if mask.dim() != 2:
+        raise ValueError(f"attention mask must be (batch, seq_len), got shape {tuple(mask.shape)}")
+    mask = mask.bool()
+    if bool(mask.all()):
+        return None
+    return mask[:, None, None, :]
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention``.
+
+    Self-attention by default; pass ``context`` (and build with ``context_size``) for cross-attention, as
+    ViLBERT's co-attention does. ``all_head_size`` may differ from ``hidden_size`` (ViLBERT's bi_hidden_size).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        attention_probs_dropout_prob: float = 0.1,
+        *,
+        context_size: int | None = None,
+        all_head_size: int | None = None,
+    ):
+        super().__init__()
+        all_head_size = all_head_size or hidden_size
+        if all_head_size % num_attention_heads != 0:
+            raise ValueError(
+                f"attention size {all_head_size} is not a multiple of the number of heads {num_attention_heads}"
+            )
+        self.num_attention_heads = num_attention_heads
+        self.attention_head_size = all_head_size // num_attention_heads
+        self.all_head_size = all_head_size
+        self.query = nn.Linear(hidden_size, all_head_size)
+        self.key = nn.Linear(context_size or hidden_size, all_head_size)
+        self.value = nn.Linear(context_size or hidden_size, all_head_size)
+        self.dropout_prob = attention_probs_dropout_prob
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(*x.shape[:-1], self.num_attention_heads, self.attention_head_size).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``attention_mask``: None, boolean (True = attend) or additive float, broadcastable to (B, H, Tq, Tk)."""
+        context = hidden_states if context is None else context
+        q = self._heads(self.query(hidden_states))
+        k = self._heads(self.key(context))
+        v = self._heads(self.value(context))
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask.to(q.dtype)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout_prob if self.training else 0.0
+        )
+        return out.transpose(1, 2).reshape(*hidden_states.shape[:-1], self.all_head_size)
+
+
+class BertSelfOutput(nn.Module):
+    """``LayerNorm(dropout(dense(h)) + input_tensor)`` after attention."""
+
+    def __init__(self, hidden_size: int, hidden_dropout_prob: float = 0.1, layer_norm_eps: float = 1e-12,
+                 input_size: int | None = None):
+        super().__init__()
+        self.dense = nn.Linear(input_size or hidden_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertAttention(nn.Module):
+    """Attention + its output block (``attention.self`` / ``attention.output``)."""
+
+    def __init__(self, hidden_size: int, num_attention_heads: int, hidden_dropout_prob: float = 0.1,
+                 attention_probs_dropout_prob: float = 0.1, layer_norm_eps: float = 1e-12,
+                 context_size: int | None = None):
+        super().__init__()
+        self.self = BertSelfAttention(hidden_size, num_attention_heads, attention_probs_dropout_prob,
+                                      context_size=context_size)
+        self.output = BertSelfOutput(hidden_size, hidden_dropout_prob, layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.output(self.self(hidden_states, attention_mask, context), hidden_states)
+
+
+class BertIntermediate(nn.Module):
+    """Feed-forward up-projection + activation."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "gelu"):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, intermediate_size)
+        self.intermediate_act_fn = ACT2FN[hidden_act] if isinstance(hidden_act, str) else hidden_act
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class BertOutput(nn.Module):
+    """Feed-forward down-projection: ``LayerNorm(dropout(dense(h)) + input_tensor)`` (transformers' BertOutput).
+
+    The PEFT bottleneck adapter of hm_hf.peft hooks into exactly this block.
+    """
+
+    def __init__(self, intermediate_size: int, hidden_size: int, hidden_dropout_prob: float = 0.1,
+                 layer_norm_eps: float = 1e-12):
+        super().__init__()
+        self.dense = nn.Linear(intermediate_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class BertLayer(GradientCheckpointingLayer):
+    """One transformer layer; recomputed in backward when ``model.gradient_checkpointing_enable()`` is on."""
+
+    def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int, hidden_act: str = "gelu",
+                 hidden_dropout_prob: float = 0.1, attention_probs_dropout_prob: float = 0.1,
+                 layer_norm_eps: float = 1e-12):
+        super().__init__()
+        self.attention = BertAttention(hidden_size, num_attention_heads, hidden_dropout_prob,
+                                       attention_probs_dropout_prob, layer_norm_eps)
+        self.intermediate = BertIntermediate(hidden_size, intermediate_size, hidden_act)
+        self.output = BertOutput(intermediate_size, hidden_size, hidden_dropout_prob, layer_norm_eps)
+
+    @classmethod
+    def from_config(cls, config: Any, prefix: str = "") -> BertLayer:
+        return cls(**layer_kwargs_from_config(config, prefix))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        attention_output = self.attention(hidden_states, attention_mask)
+        return self.output(self.intermediate(attention_output), attention_output)
+
+
+class BertEncoder(nn.Module):
+    """A stack of :class:`BertLayer` (``encoder.layer.N``)."""
+
+    def __init__(self, num_hidden_layers: int, **layer_kwargs: Any):
+        super().__init__()
+        self.layer = nn.ModuleList([BertLayer(**layer_kwargs) for _ in range(num_hidden_layers)])
+
+    @classmethod
+    def from_config(cls, config: Any, prefix: str = "") -> BertEncoder:
+        return cls(getattr(config, prefix + "num_hidden_layers"), **layer_kwargs_from_config(config, prefix))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                output_hidden_states: bool = False) -> BaseModelOutput:
+        """``attention_mask`` as returned by :func:`make_attention_mask` (or any SDPA mask)."""
+        all_hidden = (hidden_states,) if output_hidden_states else None
+        for layer in self.layer:
+            # hidden_states positional: required by re-entrant gradient checkpointing
+            hidden_states = layer(hidden_states, attention_mask)
+            if output_hidden_states:
+                all_hidden = all_hidden + (hidden_states,)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=all_hidden)
+
+
+class BertPooler(nn.Module):
+    """``tanh(dense(h[:, 0]))``: the first token's state as the sequence summary."""
+
+    def __init__(self, hidden_size: int, output_size: int | None = None):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, output_size or hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))
+
+
+class BertEmbeddings(nn.Module):
+    """Word + absolute position + token type embeddings, LayerNorm, dropout (transformers' BertEmbeddings)."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, max_position_embeddings: int = 512,
+                 type_vocab_size: int = 2, pad_token_id: int | None = 0, layer_norm_eps: float = 1e-12,
+                 hidden_dropout_prob: float = 0.1):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)
+        self.position_embeddings = nn.Embedding(max_position_embeddings, hidden_size)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(hidden_dropout_prob)
+        self.register_buffer("position_ids", torch.arange(max_position_embeddings).expand((1, -1)), persistent=False)
+
+    @classmethod
+    def from_config(cls, config: Any) -> BertEmbeddings:
+        return cls(config.vocab_size, config.hidden_size, config.max_position_embeddings, config.type_vocab_size,
+                   getattr(config, "pad_token_id", 0), config.layer_norm_eps, config.hidden_dropout_prob)
+
+    def embed_text(self, input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                   position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The sum word + position + token type, before LayerNorm (VisualBERT adds visual tokens to it)."""
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or inputs_embeds")
+            inputs_embeds = self.word_embeddings(input_ids)
+        seq_length = inputs_embeds.shape[1]
+        if seq_length > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"text of {seq_length} tokens is longer than max_position_embeddings="
+                f"{self.position_embeddings.num_embeddings}; truncate it in the tokenizer (max_length)"
+            )
+        if position_ids is None:
+            position_ids = self.position_ids[:, :seq_length]
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        return inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+
+    def forward(self, input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        return self.dropout(self.LayerNorm(self.embed_text(input_ids, token_type_ids, position_ids, inputs_embeds)))
+
+
+class BertPredictionHeadTransform(nn.Module):
+    """dense + activation + LayerNorm (BERT's head transform, the first half of MMF's VisualBERT classifier)."""
+
+    def __init__(self, hidden_size: int, hidden_act: str = "gelu", layer_norm_eps: float = 1e-12):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.transform_act_fn = ACT2FN[hidden_act] if isinstance(hidden_act, str) else hidden_act
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class BertClassificationHead(nn.Sequential):
+    """Classifier on the pooled output, with MMF's key naming (``classifier.0.dense``, ``classifier.1``).
+
+    ``transform=True``: dropout-free ``[BertPredictionHeadTransform, Linear]`` as MMF's VisualBERT
+    (593,666 parameters at hidden 768, 2 labels: the "head only" count of the PE paper);
+    ``transform=False``: a single ``Linear`` (``classifier.0``), as the seed's UNITER.
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, transform: bool = True, hidden_act: str = "gelu",
+                 layer_norm_eps: float = 1e-12):
+        layers: list[nn.Module] = []
+        if transform:
+            layers.append(BertPredictionHeadTransform(hidden_size, hidden_act, layer_norm_eps))
+        layers.append(nn.Linear(hidden_size, num_labels))
+        super().__init__(*layers)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int) -> torch.Tensor | None:
+    """Cross-entropy on logits; rows labelled -100 are ignored, and a batch with no labelled row gives 0.
+
+    (The seed applied cross-entropy to softmax outputs and crashed on unlabelled splits; this does neither.)
+    """
+    if labels is None:
+        return None
+    labels = labels.view(-1).long().to(logits.device)
+    if not bool((labels != -100).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.view(-1, num_labels).float(), labels, ignore_index=-100)
+
+
+#: BertConfig fields copied into a multimodal config by from_text_pretrained
+BERT_TEXT_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "initializer_range", "layer_norm_eps", "pad_token_id",
+)
+
+
+def load_bert_text_weights(
+    target: nn.Module,
+    bert: str | os.PathLike | nn.Module,
+    key_map: dict[str, str] | None = None,
+    modules: tuple[str, ...] = ("embeddings.", "encoder.", "pooler."),
+) -> list[str]:
+    """Copy a BERT checkpoint's embeddings / encoder / pooler weights into ``target`` (in place).
+
+    ``bert``: a folder saved by ``BertModel`` (or any BertFor*; AutoModel strips the ``bert.`` prefix) or a
+    loaded BertModel. ``key_map`` maps a BERT key prefix to the target's prefix (e.g.
+    ``{"embeddings.": "embeddings."}``; default identity). Returns the target keys that were copied; raises
+    if a BERT weight has no counterpart or a different shape, so a wrong config is caught, not ignored.
+    """
+    if not isinstance(bert, nn.Module):
+        from transformers import AutoModel
+
+        bert = AutoModel.from_pretrained(bert)
+    source = {k: v for k, v in bert.state_dict().items() if k.startswith(modules)}
+    if not source:
+        raise ValueError(f"{type(bert).__name__} has no {modules} weights: is it a BERT-style text model?")
+    target_state = target.state_dict()
+    copied, problems = [], []
+    for key, value in source.items():
+        new_key = key
+        for old, new in (key_map or {}).items():
+            if key.startswith(old):
+                new_key = new + key[len(old):]
+                break
+        if new_key not in target_state:
+            problems.append(f"{key} -> {new_key}: no such weight in {type(target).__name__}")
+        elif target_state[new_key].shape != value.shape:
+            problems.append(f"{key}: shape {tuple(value.shape)} != {tuple(target_state[new_key].shape)}")
+        else:
+            copied.append(new_key)
+    if problems:
+        raise ValueError("BERT weights do not fit the model (build its config from the BERT config):\n  "
+                         + "\n  ".join(problems))
+    with torch.no_grad():
+        for key, new_key in zip(source, copied):
+            target_state[new_key].copy_(source[key])
+    return copied
