@@ -1,0 +1,227 @@
+"""Configuration of the bottom-up-attention Faster R-CNN (ResNet-101 C4, Visual Genome).
+
+The defaults are the settings of the public checkpoint `unc-nlp/frcnn-vg-finetuned` (the detector used by
+transformers' LXMERT / VisualBERT research demos, itself a port of py-bottom-up-attention's
+`faster_rcnn_R_101_C4_attr_caffemaxpool` model): with them, the model's state dict has exactly that
+checkpoint's parameter names and shapes. The box-selection settings (score threshold 0.2, 10 to 100 boxes,
+or a fixed 36) and the test-time resize (shortest side 600, longest 1000) are those of
+bottom-up-attention's `generate_tsv.py` and py-bottom-up-attention.
+
+Only the tests change the architecture fields (`num_blocks_per_stage`, channel widths, class counts) to get
+a detector small enough to run on a CPU in milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import PretrainedConfig
+
+# Blocks in res2, res3, res4 for the standard depths; res5 (3 blocks) lives in the RoI head (C4 design).
+RESNET_BLOCKS = {50: (3, 4, 6), 101: (3, 4, 23), 152: (3, 8, 36)}
+
+
+class FrcnnConfig(PretrainedConfig):
+    r"""Settings of [`FrcnnForRegionFeatures`].
+
+    Architecture (these decide the state-dict layout; the defaults equal `unc-nlp/frcnn-vg-finetuned`):
+        depth (`int`, 101): ResNet depth (50, 101 or 152) of the res2-res4 backbone.
+        num_blocks_per_stage (`list[int]`, *optional*): blocks of res2, res3, res4; overrides `depth`
+            (tests only: a tiny backbone).
+        stem_out_channels, res2_out_channels, num_groups, width_per_group: ResNet widths; res5 gives
+            `res2_out_channels * 8` channels, the region-feature size (2048).
+        stride_in_1x1 (`bool`, True): MSRA/Caffe ResNets put the stride in the first 1x1 conv.
+        caffe_maxpool (`bool`, True): Caffe-style stem max-pool (no padding, ceil mode).
+        norm_eps (`float`, 1e-5): epsilon of the frozen batch norms (the reference runs BatchNorm2d in eval mode).
+        rpn_hidden_channels (`int`, 512): hidden width of the RPN head (VG modification).
+        anchor_sizes, anchor_aspect_ratios, anchor_offset: anchors on the stride-16 res4 map.
+        num_classes (`int`, 1600) / num_attributes (`int`, 400): Visual Genome vocabularies (+1 each for
+            background / no-attribute, which come last as in detectron2).
+        res5_halve (`bool`, False): False = VG modification (res5 keeps stride 1 with dilation 2).
+        pooler_resolution (`int`, 14): RoIPool output size before res5.
+        pooler_type (`str`, "ROIPool"): "ROIPool" (the reference) or "ROIAlign".
+        cls_agnostic_bbox_reg (`bool`, False).
+
+    Inference:
+        input_format (`str`, "BGR"): channel order the weights expect; pixel_mean / pixel_std are in that
+            order, 0-255 scale (Caffe convention).
+        min_size_test / max_size_test (600 / 1000): test-time resize of the shortest / longest side.
+        rpn_pre_nms_topk_test (6000), rpn_post_nms_topk_test (300), rpn_nms_thresh (0.7), rpn_min_size (0).
+        rpn_bbox_reg_weights (1, 1, 1, 1), roi_bbox_reg_weights (10, 10, 5, 5).
+        nms_thresh_test (`float`, 0.6): NMS over each region's best-class box (py-bottom-up-attention);
+            when fewer than `min_boxes` survive it is retried at 0.1 higher thresholds up to 0.9.
+        score_threshold (0.2), min_boxes (10), max_boxes (100): adaptive box count (keep the regions whose
+            best class score reaches the threshold, at least `min_boxes`, at most `max_boxes`); a fixed
+            count is `min_boxes == max_boxes` (e.g. 36).
+
+    Example:
+
+    ```python
+    >>> from hm_hf.extract.configuration_frcnn import FrcnnConfig
+    >>> config = FrcnnConfig()  # the unc-nlp/frcnn-vg-finetuned layout
+    >>> config.region_feature_dim
+    2048
+    ```
+    """
+
+    model_type = "hm_hf_frcnn"
+
+    def __init__(
+        self,
+        depth: int = 101,
+        num_blocks_per_stage: list[int] | None = None,
+        stem_out_channels: int = 64,
+        res2_out_channels: int = 256,
+        num_groups: int = 1,
+        width_per_group: int = 64,
+        stride_in_1x1: bool = True,
+        caffe_maxpool: bool = True,
+        norm_eps: float = 1e-5,
+        rpn_hidden_channels: int = 512,
+        anchor_sizes: list[float] = (32, 64, 128, 256, 512),
+        anchor_aspect_ratios: list[float] = (0.5, 1.0, 2.0),
+        anchor_offset: float = 0.0,
+        num_classes: int = 1600,
+        num_attributes: int = 400,
+        res5_halve: bool = False,
+        pooler_resolution: int = 14,
+        pooler_type: str = "ROIPool",
+        cls_agnostic_bbox_reg: bool = False,
+        pixel_mean: list[float] = (102.9801, 115.9465, 122.7717),
+        pixel_std: list[float] = (1.0, 1.0, 1.0),
+        input_format: str = "BGR",
+        min_size_test: int = 600,
+        max_size_test: int = 1000,
+        rpn_pre_nms_topk_test: int = 6000,
+        rpn_post_nms_topk_test: int = 300,
+        rpn_nms_thresh: float = 0.7,
+        rpn_min_size: float = 0.0,
+        rpn_bbox_reg_weights: list[float] = (1.0, 1.0, 1.0, 1.0),
+        roi_bbox_reg_weights: list[float] = (10.0, 10.0, 5.0, 5.0),
+        bbox_scale_clamp: float = math.log(1000.0 / 16),
+        nms_thresh_test: float = 0.6,
+        score_threshold: float = 0.2,
+        min_boxes: int = 10,
+        max_boxes: int = 100,
+        **kwargs,
+    ):
+        if num_blocks_per_stage is None and depth not in RESNET_BLOCKS:
+            raise ValueError(f"depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
+        if pooler_type not in ("ROIPool", "ROIAlign"):
+            raise ValueError(f"pooler_type must be 'ROIPool' or 'ROIAlign', got {pooler_type!r}")
+        if not 0 <= min_boxes <= max_boxes or max_boxes < 1:
+            raise ValueError(f"need 0 <= min_boxes <= max_boxes and max_boxes >= 1; got {min_boxes}, {max_boxes}")
+        self.depth = depth
+        self.num_blocks_per_stage = list(num_blocks_per_stage) if num_blocks_per_stage is not None else None
+        self.stem_out_channels = stem_out_channels
+        self.res2_out_channels = res2_out_channels
+        self.num_groups = num_groups
+        self.width_per_group = width_per_group
+        self.stride_in_1x1 = stride_in_1x1
+        self.caffe_maxpool = caffe_maxpool
+        self.norm_eps = norm_eps
+        self.rpn_hidden_channels = rpn_hidden_channels
+        self.anchor_sizes = [float(s) for s in anchor_sizes]
+        self.anchor_aspect_ratios = [float(r) for r in anchor_aspect_ratios]
+        self.anchor_offset = anchor_offset
+        self.num_classes = num_classes
+        self.num_attributes = num_attributes
+        self.res5_halve = res5_halve
+        self.pooler_resolution = pooler_resolution
+        self.pooler_type = pooler_type
+        self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
+        self.pixel_mean = [float(v) for v in pixel_mean]
+        self.pixel_std = [float(v) for v in pixel_std]
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
+        self.input_format = input_format
+        self.min_size_test = min_size_test
+        self.max_size_test = max_size_test
+        self.rpn_pre_nms_topk_test = rpn_pre_nms_topk_test
+        self.rpn_post_nms_topk_test = rpn_post_nms_topk_test
+        self.rpn_nms_thresh = rpn_nms_thresh
+        self.rpn_min_size = rpn_min_size
+        self.rpn_bbox_reg_weights = [float(v) for v in rpn_bbox_reg_weights]
+        self.roi_bbox_reg_weights = [float(v) for v in roi_bbox_reg_weights]
+        self.bbox_scale_clamp = bbox_scale_clamp
+        self.nms_thresh_test = nms_thresh_test
+        self.score_threshold = score_threshold
+        self.min_boxes = min_boxes
+        self.max_boxes = max_boxes
+        super().__init__(**kwargs)
+
+    @property
+    def blocks_per_stage(self) -> list[int]:
+        return list(self.num_blocks_per_stage or RESNET_BLOCKS[self.depth])
+
+    @property
+    def region_feature_dim(self) -> int:
+        return self.res2_out_channels * 8
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.anchor_sizes) * len(self.anchor_aspect_ratios)
+
+    @classmethod
+    def from_reference_yaml(cls, path, **overrides) -> "FrcnnConfig":
+        """Read the `config.yaml` that ships with `unc-nlp/frcnn-vg-finetuned` (the demo's nested format).
+
+        Keys are matched case-insensitively, at the top level or under MODEL, as the demo's `Config` does.
+        """
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+
+        def lower(d):
+            return {str(k).lower(): (lower(v) if isinstance(v, dict) else v) for k, v in d.items()}
+
+        raw = lower(raw)
+        model = raw.get("model", {})
+
+        def get(section, key, default):
+            for scope in (raw.get(section), model.get(section)):
+                if isinstance(scope, dict) and key in scope:
+                    return scope[key]
+            return default
+
+        def flat(v):  # [[32, 64, ...]] -> [32, 64, ...]
+            return list(v[0]) if v and isinstance(v[0], (list, tuple)) else list(v)
+
+        defaults = cls()
+        kwargs = dict(
+            depth=get("resnets", "depth", defaults.depth),
+            stem_out_channels=get("resnets", "stem_out_channels", defaults.stem_out_channels),
+            res2_out_channels=get("resnets", "res2_out_channels", defaults.res2_out_channels),
+            num_groups=get("resnets", "num_groups", defaults.num_groups),
+            width_per_group=get("resnets", "width_per_group", defaults.width_per_group),
+            stride_in_1x1=get("resnets", "stride_in_1x1", defaults.stride_in_1x1),
+            caffe_maxpool=model.get("max_pool", raw.get("max_pool", defaults.caffe_maxpool)),
+            rpn_hidden_channels=get("proposal_generator", "hidden_channels", defaults.rpn_hidden_channels),
+            rpn_min_size=get("proposal_generator", "min_size", defaults.rpn_min_size),
+            anchor_sizes=flat(get("anchor_generator", "sizes", defaults.anchor_sizes)),
+            anchor_aspect_ratios=flat(get("anchor_generator", "aspect_ratios", defaults.anchor_aspect_ratios)),
+            anchor_offset=get("anchor_generator", "offset", defaults.anchor_offset),
+            num_classes=get("roi_heads", "num_classes", defaults.num_classes),
+            num_attributes=get("roi_box_head", "num_attrs", defaults.num_attributes),
+            res5_halve=get("roi_box_head", "res5halve", defaults.res5_halve),
+            pooler_resolution=get("roi_box_head", "pooler_resolution", defaults.pooler_resolution),
+            norm_eps=defaults.norm_eps,
+            cls_agnostic_bbox_reg=get("roi_box_head", "cls_agnostic_bbox_reg", defaults.cls_agnostic_bbox_reg),
+            roi_bbox_reg_weights=get("roi_box_head", "bbox_reg_weights", defaults.roi_bbox_reg_weights),
+            pixel_mean=model.get("pixel_mean", defaults.pixel_mean),
+            pixel_std=model.get("pixel_std", defaults.pixel_std),
+            min_size_test=get("input", "min_size_test", defaults.min_size_test),
+            max_size_test=get("input", "max_size_test", defaults.max_size_test),
+            rpn_pre_nms_topk_test=get("rpn", "pre_nms_topk_test", defaults.rpn_pre_nms_topk_test),
+            rpn_post_nms_topk_test=get("rpn", "post_nms_topk_test", defaults.rpn_post_nms_topk_test),
+            rpn_nms_thresh=get("rpn", "nms_thresh", defaults.rpn_nms_thresh),
+            rpn_bbox_reg_weights=get("rpn", "bbox_reg_weights", defaults.rpn_bbox_reg_weights),
+            score_threshold=get("roi_heads", "score_thresh_test", defaults.score_threshold),
+            input_format=get("input", "format", defaults.input_format),
+        )
+        pooler_type = get("roi_box_head", "pooler_type", defaults.pooler_type)
+        if pooler_type in ("ROIPool", "ROIAlign"):
+            kwargs["pooler_type"] = pooler_type
+        kwargs.update(overrides)
+        return cls(**kwargs)

@@ -1,0 +1,372 @@
+"""`hm-hf extract-features`: bottom-up-attention region features for a whole data set, into a FeatureCache.
+
+    hm-hf extract-features --dataset hmd --data-dir data/hateful_memes --output feats/hmd_frcnn
+    accelerate launch --num_processes 4 -m hm_hf.extract.runner --dataset mmhs --data-dir data/MMHS150K \
+        --output feats/mmhs_frcnn --fp16 --batch-size 8          # multi-GPU / multi-node
+
+Why it is built this way:
+- Image paths are read straight from the official files (HMD: the `*.jsonl` annotations, official or
+  MMF layout; MMHS150K: `splits/*_ids.txt` + `img_resized/<id>.jpg`), so extraction needs nothing but the
+  download and does not depend on the dataset builders (which read this cache).
+- Resumable: finished ids are in the cache and are skipped; every `--flush-every` images a rank writes a
+  new shard atomically (`shard-<seq>-r<rank>.safetensors`), so a run killed at any moment loses at most
+  the images since its last flush and leaves no partial file; stale temporary files of a killed writer
+  are removed on the next start.
+- Distributed with accelerate's `PartialState`: every process lists the cache, all wait for each other,
+  then each takes a disjoint slice of the sorted to-do list, so no id is ever done twice.
+- The cache records the extractor, a hash of the weights and every setting that changes the output, so
+  the dataset builder's fingerprint changes when any of them does, and resuming with other settings is
+  refused instead of mixing two kinds of features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .cache import FeatureCache, RegionFeatures, atomic_write_bytes
+
+DEFAULT_MODEL = "unc-nlp/frcnn-vg-finetuned"
+SHARD_TAG = re.compile(r"^shard-(\d{6})-r(\d{3})\.safetensors$")
+EXTRACTOR = "hm_hf.extract.modeling_frcnn.FrcnnForRegionFeatures"
+
+
+class DataFilesError(ValueError):
+    """The data folder does not look like the data set it should be; the message says what is missing."""
+
+
+# ------------------------------------------------------------------------------------------ image lists
+
+
+def _sort_key(example_id: str):
+    return (0, int(example_id), "") if example_id.isdigit() else (1, 0, example_id)
+
+
+def hmd_images(data_dir, splits: list[str] | None = None) -> dict[str, Path]:
+    """id -> image path for every id in Hateful Memes' `*.jsonl` files (official or MMF layout)."""
+    data_dir = Path(data_dir)
+    layouts = [
+        (data_dir, data_dir),  # official: <dir>/*.jsonl, <dir>/img/*.png
+        (data_dir / "defaults" / "annotations", data_dir / "defaults" / "images"),  # MMF
+        (data_dir / "annotations", data_dir / "images"),  # MMF's defaults/ folder itself
+    ]
+    for annotation_dir, image_root in layouts:
+        files = sorted(annotation_dir.glob("*.jsonl"))
+        if files:
+            break
+    else:
+        raise DataFilesError(
+            f"no *.jsonl annotation files in {data_dir} (nor in defaults/annotations/): point --data-dir at "
+            "the Hateful Memes folder that holds train.jsonl and img/"
+        )
+    if splits:
+        wanted = {f"{s}.jsonl" for s in splits}
+        unknown = wanted - {f.name for f in files}
+        if unknown:
+            raise DataFilesError(f"{sorted(unknown)} not in {annotation_dir}; it has {[f.name for f in files]}")
+        files = [f for f in files if f.name in wanted]
+    images: dict[str, Path] = {}
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    example_id = str(int(row["id"]))
+                except (ValueError, KeyError, TypeError) as err:
+                    raise DataFilesError(f"{file}:{line_number}: not a Hateful Memes line ({err!r})") from err
+                relative = row.get("img") or f"img/{int(example_id):05d}.png"
+                images.setdefault(example_id, image_root / relative)
+    return images
+
+
+def mmhs_images(data_dir, splits: list[str] | None = None) -> dict[str, Path]:
+    """id -> image path for the tweet ids of MMHS150K's `splits/*_ids.txt` (or the GT file without them)."""
+    data_dir = Path(data_dir)
+    split_files = sorted((data_dir / "splits").glob("*_ids.txt"))
+    if splits:
+        split_files = [data_dir / "splits" / f"{s}_ids.txt" for s in splits]
+        missing = [str(f) for f in split_files if not f.is_file()]
+        if missing:
+            raise DataFilesError(f"split files not found: {missing}")
+    ids: list[str] = []
+    if split_files:
+        for file in split_files:
+            ids += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif (data_dir / "MMHS150K_GT.json").is_file():
+        ids = list(json.loads((data_dir / "MMHS150K_GT.json").read_text(encoding="utf-8")))
+    else:
+        raise DataFilesError(
+            f"neither {data_dir / 'splits'}/*_ids.txt nor {data_dir / 'MMHS150K_GT.json'} found: point --data-dir at "
+            "the MMHS150K folder"
+        )
+    return {i: data_dir / "img_resized" / f"{i}.jpg" for i in dict.fromkeys(ids)}
+
+
+def dataset_images(dataset: str, data_dir, splits: list[str] | None = None) -> dict[str, Path]:
+    """id -> image path, ids as the builders key them (HMD: unpadded int as str; MMHS: tweet id)."""
+    readers = {"hmd": hmd_images, "mmhs": mmhs_images}
+    if dataset not in readers:
+        raise ValueError(f"dataset must be one of {sorted(readers)}, got {dataset!r}")
+    images = readers[dataset](data_dir, splits)
+    return dict(sorted(images.items(), key=lambda item: _sort_key(item[0])))
+
+
+# ------------------------------------------------------------------------------------------ extraction
+
+
+def weights_digest(model) -> str:
+    """sha256 of the state dict (names, shapes, bytes): identifies the weights wherever they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def cache_source(model, fp16: bool) -> dict:
+    """What made the features: the cache refuses to mix features made with a different source."""
+    cfg = model.config
+    return {
+        "extractor": EXTRACTOR,
+        "weights_sha256": weights_digest(model),
+        "architecture": {
+            k: getattr(cfg, k)
+            for k in (
+                "depth", "num_blocks_per_stage", "res2_out_channels", "caffe_maxpool", "res5_halve",
+                "pooler_resolution", "pooler_type", "num_classes", "num_attributes", "input_format",
+                "pixel_mean", "pixel_std", "anchor_sizes", "anchor_aspect_ratios",
+            )
+        },  # fmt: skip
+        "min_size_test": cfg.min_size_test,
+        "max_size_test": cfg.max_size_test,
+        "rpn_pre_nms_topk_test": cfg.rpn_pre_nms_topk_test,
+        "rpn_post_nms_topk_test": cfg.rpn_post_nms_topk_test,
+        "rpn_nms_thresh": cfg.rpn_nms_thresh,
+        "nms_thresh_test": cfg.nms_thresh_test,
+        "score_threshold": cfg.score_threshold,
+        "min_boxes": cfg.min_boxes,
+        "max_boxes": cfg.max_boxes,
+        "fp16": fp16,
+    }
+
+
+def _next_sequence(cache: FeatureCache) -> int:
+    seqs = [int(m.group(1)) for p in cache.shard_paths() if (m := SHARD_TAG.match(p.name))]
+    return max(seqs, default=-1) + 1
+
+
+def _remove_stale_temporaries(cache_dir: Path) -> list[str]:
+    """Temporary shard files left by a writer that was killed mid-write (never renamed, never valid)."""
+    removed = []
+    for tmp in cache_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp.name)
+    return removed
+
+
+def to_record(regions) -> RegionFeatures:
+    return RegionFeatures(
+        features=regions.features.numpy().astype(np.float16),
+        boxes=regions.boxes.numpy(),
+        image_width=regions.image_width,
+        image_height=regions.image_height,
+        object_ids=regions.object_ids.numpy(),
+        object_scores=regions.object_scores.numpy(),
+        attribute_ids=regions.attribute_ids.numpy(),
+    )
+
+
+def extract_features(
+    dataset: str,
+    data_dir,
+    output,
+    model="unc-nlp/frcnn-vg-finetuned",
+    batch_size: int = 4,
+    fixed_boxes: int | None = None,
+    min_boxes: int = 10,
+    max_boxes: int = 100,
+    score_threshold: float = 0.2,
+    min_size: int | None = None,
+    max_size: int | None = None,
+    fp16: bool = False,
+    flush_every: int = 256,
+    splits: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Extract region features for every image of `dataset` not yet in the cache at `output`.
+
+    Returns this process's counts: `total`, `cached` (already done before this run), `extracted`,
+    `fallback` (images where nothing was detected: stored as one whole-image region), `missing` (no image
+    file), `unreadable`. Run under `accelerate launch` to split the work over processes.
+    """
+    import torch
+    from accelerate import PartialState
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .modeling_frcnn import FrcnnForRegionFeatures
+
+    state = PartialState()
+    if isinstance(model, (str, Path)):
+        model = FrcnnForRegionFeatures.from_pretrained(str(model))
+    cfg = model.config
+    if fixed_boxes is not None:
+        min_boxes = max_boxes = fixed_boxes
+    cfg.min_boxes, cfg.max_boxes, cfg.score_threshold = min_boxes, max_boxes, score_threshold
+    if not 0 <= cfg.min_boxes <= cfg.max_boxes or cfg.max_boxes < 1:
+        raise ValueError(f"need 0 <= min_boxes <= max_boxes and max_boxes >= 1, got {min_boxes}, {max_boxes}")
+    cfg.min_size_test = min_size or cfg.min_size_test
+    cfg.max_size_test = max_size or cfg.max_size_test
+    model = model.to(state.device).eval()
+    use_fp16 = bool(fp16 and state.device.type == "cuda")
+    if fp16 and not use_fp16 and state.is_main_process:
+        print("extract-features: --fp16 needs a CUDA device; running in float32", file=sys.stderr)
+
+    images = dataset_images(dataset, data_dir, splits)
+    output = Path(output)
+    source = cache_source(model, use_fp16)
+    if state.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        FeatureCache.create(output, source)
+        _remove_stale_temporaries(output)
+    state.wait_for_everyone()
+    cache = FeatureCache.create(output, source)  # validates the settings on every process
+    done = cache.ids()
+    start_seq = _next_sequence(cache)
+    state.wait_for_everyone()  # everyone has listed the cache before anyone writes to it
+
+    present = {i: p for i, p in images.items() if p.is_file()}
+    missing = [i for i in images if i not in present]
+    todo = [i for i in present if i not in done]
+    mine = todo[state.process_index :: state.num_processes]
+    stats = {
+        "rank": state.process_index,
+        "total": len(images),
+        "cached": len(set(images) & done),
+        "extracted": 0,
+        "fallback": 0,
+        "fallback_ids": [],
+        "missing": len(missing),
+        "missing_ids": missing[:20],
+        "unreadable": 0,
+        "unreadable_ids": [],
+        "shards": [],
+    }
+    seq = start_seq
+    pending: dict[str, RegionFeatures] = {}
+
+    def flush():
+        nonlocal seq, pending
+        if pending:
+            path = cache.write_shard(f"{seq:06d}-r{state.process_index:03d}", pending)
+            stats["shards"].append(path.name)
+            seq += 1
+            pending = {}
+
+    bar = tqdm(total=len(mine), desc=f"extract {dataset}", unit="img", disable=not (progress and state.is_main_process))
+    started = time.time()
+    for start in range(0, len(mine), batch_size):
+        batch_ids, batch_images = [], []
+        for example_id in mine[start : start + batch_size]:
+            try:
+                with Image.open(present[example_id]) as image:
+                    batch_images.append(image.convert("RGB"))
+                batch_ids.append(example_id)
+            except OSError as err:
+                stats["unreadable"] += 1
+                stats["unreadable_ids"].append(example_id)
+                print(f"extract-features: cannot read {present[example_id]} ({err}); skipped", file=sys.stderr)
+        if batch_images:
+            with torch.inference_mode():
+                results = model.extract(batch_images, fp16=use_fp16)
+            for example_id, regions in zip(batch_ids, results):
+                pending[example_id] = to_record(regions)
+                if regions.fallback:
+                    stats["fallback"] += 1
+                    stats["fallback_ids"].append(example_id)
+            stats["extracted"] += len(batch_ids)
+        bar.update(len(mine[start : start + batch_size]))
+        if len(pending) >= flush_every:
+            flush()
+    flush()
+    bar.close()
+    stats["seconds"] = round(time.time() - started, 3)
+    if stats["shards"] or stats["unreadable"]:
+        report = output / f"extract_report-{start_seq:06d}-r{state.process_index:03d}.json"
+        atomic_write_bytes(report, json.dumps(stats, indent=2).encode())
+    state.wait_for_everyone()
+    return stats
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hm-hf extract-features",
+        description="Bottom-up-attention region features (Faster R-CNN R101-C4, Visual Genome) into a feature "
+        "cache. Resumable; run under `accelerate launch` for several GPUs or nodes.",
+    )
+    parser.add_argument("--dataset", required=True, choices=["hmd", "mmhs"])
+    parser.add_argument("--data-dir", required=True, help="the data set's folder as downloaded")
+    parser.add_argument("--output", required=True, help="feature cache folder (created, or resumed)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="folder or Hub id of the detector")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--fixed-boxes", type=int, default=None, help="exactly N regions per image (e.g. 36)")
+    parser.add_argument("--min-boxes", type=int, default=10)
+    parser.add_argument("--max-boxes", type=int, default=100)
+    parser.add_argument("--score-threshold", type=float, default=0.2)
+    parser.add_argument("--min-size", type=int, default=None, help="test-time shortest side (default 600)")
+    parser.add_argument("--max-size", type=int, default=None, help="test-time longest side (default 1000)")
+    parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
+    parser.add_argument("--flush-every", type=int, default=256, help="images per shard (and lost at most on a kill)")
+    parser.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        stats = extract_features(
+            args.dataset,
+            args.data_dir,
+            args.output,
+            model=args.model,
+            batch_size=args.batch_size,
+            fixed_boxes=args.fixed_boxes,
+            min_boxes=args.min_boxes,
+            max_boxes=args.max_boxes,
+            score_threshold=args.score_threshold,
+            min_size=args.min_size,
+            max_size=args.max_size,
+            fp16=args.fp16,
+            flush_every=args.flush_every,
+            splits=args.splits,
+            progress=not args.no_progress,
+        )
+    except (DataFilesError, ValueError, FileNotFoundError) as err:
+        print(f"extract-features: error: {err}", file=sys.stderr)
+        return 2
+    summary = {k: v for k, v in stats.items() if not k.endswith("_ids") and k != "shards"}
+    print(json.dumps(summary))
+    if stats["missing"]:
+        print(
+            f"extract-features: {stats['missing']} ids have no image file (first: {stats['missing_ids'][:5]})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
