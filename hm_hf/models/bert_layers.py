@@ -50,6 +50,8 @@ __all__ = [
     "BertPredictionHeadTransform",
     "BertSelfAttention",
     "BertSelfOutput",
+    "TextPretrainedMixin",
+    "bert_config_fields",
     "classification_loss",
     "layer_kwargs_from_config",
     "load_bert_text_weights",
@@ -405,3 +407,40 @@ def load_bert_text_weights(
         for key, new_key in zip(source, copied):
             target_state[new_key].copy_(source[key])
     return copied
+
+
+def bert_config_fields(bert: str | os.PathLike | Any) -> dict[str, Any]:
+    """The text-encoder fields (:data:`BERT_TEXT_FIELDS`) of a BERT config or checkpoint folder.
+
+    Used by ``from_text_pretrained`` so a multimodal config gets the sizes of the BERT it starts from.
+    """
+    if isinstance(bert, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        bert = AutoConfig.from_pretrained(bert)
+    return {name: getattr(bert, name) for name in BERT_TEXT_FIELDS if getattr(bert, name, None) is not None}
+
+
+class TextPretrainedMixin:
+    """Adds ``from_text_pretrained(bert, **config_overrides)`` to a single-stream model class.
+
+    The config takes the BERT's sizes (plus the overrides), the model is randomly initialised, then the
+    BERT's embeddings / encoder / pooler are copied into the base model (same key names). Subclasses may
+    extend :meth:`_after_text_init` (VisualBERT copies the position / token-type embeddings to its visual ones).
+    """
+
+    @classmethod
+    def from_text_pretrained(cls, bert: str | os.PathLike, **config_overrides: Any):
+        """Build the model with its text side initialised from a BERT checkpoint folder (e.g. bert-base-uncased).
+
+        >>> model = HmVisualBertForHatefulMemes.from_text_pretrained("bert-base-uncased")  # doctest: +SKIP
+        """
+        fields = bert_config_fields(bert)
+        fields.update(config_overrides)
+        model = cls(cls.config_class(**fields))
+        load_bert_text_weights(model.base_model, bert)
+        model._after_text_init()
+        return model
+
+    def _after_text_init(self) -> None:
+        """Hook run after the BERT weights are copied."""
