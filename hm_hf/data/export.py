@@ -1,0 +1,229 @@
+"""Export a prepared data set as Parquet shards plus its dataset card, and optionally push it to the Hub.
+
+The folder loads with stock `datasets` and no hm_hf code::
+
+    <out>/README.md                         the card; its YAML `configs:` maps each config's splits
+    <out>/<config>/<split>-00000-of-00001.parquet
+
+    datasets.load_dataset("<out>")              # config "default"
+    datasets.load_dataset("<out>", "regions")   # or, once pushed, load_dataset("org/name", "regions")
+
+Images are embedded as bytes (datasets' `embed_table_storage`), not stored as local paths. Exporting a
+second config into the same folder adds it to the card's `configs`; re-exporting a config replaces it.
+
+CLI: ``hm-hf export-dataset --dataset hmd|mmhs --data-dir D --output O [--config default|regions]
+[--feature-cache F] [--push-to-hub org/name] [--public]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from datasets.table import embed_table_storage, table_cast
+
+from hm_hf.extract.cache import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+CARD_FOLDERS = {"hateful_memes": "hateful_memes", "mmhs150k": "mmhs150k"}
+DATASET_CHOICES = {"hmd": "hateful_memes", "mmhs": "mmhs150k"}
+ROWS_PER_GROUP = 100  # Parquet row groups of images stay small enough to read one at a time
+
+
+def dataset_scripts_dir() -> Path:
+    """The repository's dataset_scripts/ folder (cards live there, next to the hm_hf package)."""
+    return Path(__file__).resolve().parents[2] / "dataset_scripts"
+
+
+def parse_size(size) -> int:
+    """"500MB" / "2GB" / 1000 -> bytes."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", str(size), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"cannot read the size {size!r}; use e.g. 500MB")
+    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+    return int(float(match.group(1)) * units[(match.group(2) or "").upper()])
+
+
+def split_card(text: str) -> tuple[dict, str]:
+    """(YAML header, body) of a dataset card."""
+    if text.startswith("---"):
+        parts = text.split("\n---", 1)
+        if len(parts) == 2:
+            header = yaml.safe_load(parts[0][3:]) or {}
+            body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
+            return header, body
+    return {}, text
+
+
+def render_card(header: dict, body: str) -> str:
+    return "---\n" + yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=100) + "---\n" + body
+
+
+def _write_split(dataset: datasets.Dataset, folder: Path, split: str, max_bytes: int) -> list[str]:
+    """Write one split as Parquet shards with embedded images; return the file names."""
+    features = dataset.features
+    schema = features.arrow_schema
+    written: list[Path] = []
+    writer, shard_bytes = None, 0
+    try:
+        batches = dataset.with_format("arrow").iter(batch_size=ROWS_PER_GROUP) if len(dataset) else []
+        for batch in batches:
+            table = embed_table_storage(table_cast(batch, schema))
+            if writer is None or shard_bytes >= max_bytes:
+                if writer is not None:
+                    writer.close()
+                written.append(folder / f".{split}-{len(written):05d}.parquet")
+                writer, shard_bytes = pq.ParquetWriter(str(written[-1]), schema), 0
+            writer.write_table(table, row_group_size=ROWS_PER_GROUP)
+            shard_bytes += table.nbytes
+        if writer is None:  # an empty split still gets one (empty) shard, so the split exists
+            written.append(folder / f".{split}-00000.parquet")
+            pq.write_table(pa.Table.from_batches([], schema=schema), str(written[-1]))
+    finally:
+        if writer is not None:
+            writer.close()
+    names = []
+    for index, path in enumerate(written):
+        name = f"{split}-{index:05d}-of-{len(written):05d}.parquet"
+        os.replace(path, folder / name)
+        names.append(name)
+    return names
+
+
+def export_dataset(data, out_dir, card=None, config_name: str | None = None, max_shard_size="500MB",
+                   push_to_hub: str | None = None, private: bool = True, token=None,
+                   dataset_name: str | None = None) -> Path:
+    """Write `data` (a DatasetDict, or a builder from hm_hf.data) as Parquet + card into `out_dir`.
+
+    card: a dataset card (README.md) to use as the template; by default dataset_scripts/<name>/README.md
+    for a builder's data set. Its YAML `configs` is rewritten to list the configs exported to
+    `out_dir`. push_to_hub: "org/name" to upload the folder as a dataset repo (private unless
+    private=False; the token comes from `token`, HF_TOKEN or the cached login and is never printed).
+    HMD's images may not be redistributed, so a public push of Hateful Memes is refused.
+    """
+    from hm_hf.data.builder_base import MemeBuilder
+
+    if isinstance(data, MemeBuilder):
+        builder = data
+        config_name = config_name or builder.config.name
+        dataset_name = dataset_name or builder.DATASET_LABEL
+        builder.download_and_prepare()
+        data = builder.as_dataset()
+    if not isinstance(data, (datasets.DatasetDict, dict)):
+        raise TypeError(f"export_dataset needs a DatasetDict or an hm_hf builder, not {type(data).__name__}")
+    config_name = config_name or "default"
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", config_name):
+        raise ValueError(f"config name {config_name!r} must be letters, digits, '_', '-' or '.'")
+    if push_to_hub and not private and dataset_name == "hateful_memes":
+        raise ValueError("Hateful Memes images may not be redistributed: refusing a public push; push it "
+                         "privately (the default) and share it through the gated repo's access requests")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    max_bytes = parse_size(max_shard_size)
+
+    # 1. shards, written next to their final place and swapped in at the end
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{config_name}.tmp-"))
+    try:
+        data_files = []
+        for split, dataset in data.items():
+            _write_split(dataset, staging, split, max_bytes)
+            data_files.append({"split": split, "path": f"{config_name}/{split}-*.parquet"})
+        final = out / config_name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+    # 2. the card: template header/body, `configs` = what the folder holds now
+    if card is None and dataset_name in CARD_FOLDERS:
+        card = dataset_scripts_dir() / CARD_FOLDERS[dataset_name] / "README.md"
+    existing_configs = []
+    if (out / "README.md").is_file():
+        existing_configs = split_card((out / "README.md").read_text(encoding="utf-8"))[0].get("configs") or []
+    if card is not None and Path(card).is_file():
+        header, body = split_card(Path(card).read_text(encoding="utf-8"))
+    elif (out / "README.md").is_file():
+        header, body = split_card((out / "README.md").read_text(encoding="utf-8"))
+    else:
+        if card is not None:
+            logger.warning("dataset card %s not found; writing a minimal card", card)
+        header, body = {}, f"\n# {dataset_name or out.name}\n\nExported with `hm-hf export-dataset`.\n"
+    configs = [c for c in existing_configs
+               if c.get("config_name") != config_name and (out / c.get("config_name", "")).is_dir()]
+    entry = {"config_name": config_name, "data_files": data_files}
+    if config_name == "default":
+        entry["default"] = True
+    header["configs"] = sorted(configs + [entry], key=lambda c: (c["config_name"] != "default", c["config_name"]))
+    atomic_write_bytes(out / "README.md", render_card(header, body).encode("utf-8"))
+    for extra in (Path(card).parent.glob("*") if card is not None and Path(card).is_file() else []):
+        if extra.is_file() and extra.name != "README.md" and not extra.name.startswith("."):
+            shutil.copy2(extra, out / extra.name)  # e.g. a LICENSE note kept with the card
+    logger.info("exported %s (config %s) to %s", dataset_name or "data set", config_name, out)
+
+    if push_to_hub:
+        push_folder(out, push_to_hub, private=private, token=token)
+    return out
+
+
+def push_folder(folder, repo_id: str, private: bool = True, token=None) -> str:
+    """Upload `folder` as the dataset repo `repo_id` (created private unless private=False)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
+                      commit_message="Upload data set exported by hm-hf export-dataset",
+                      ignore_patterns=[".*", "**/.*"])
+    url = f"https://huggingface.co/datasets/{repo_id}"
+    logger.info("pushed %s to %s (%s)", folder, url, "private" if private else "public")
+    return url
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`hm-hf export-dataset`: build (or reuse) a data set, write Parquet + card, optionally push."""
+    parser = argparse.ArgumentParser(
+        prog="hm-hf export-dataset",
+        description="Write a prepared data set as Parquet shards plus its dataset card (loadable with "
+                    "datasets.load_dataset(<output>, <config>)) and optionally push it to the Hub.")
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASET_CHOICES))
+    parser.add_argument("--data-dir", required=True, help="folder with the data set's files as distributed")
+    parser.add_argument("--output", required=True, help="folder to write (created; the config is replaced)")
+    parser.add_argument("--config", default="default", choices=["default", "regions"])
+    parser.add_argument("--feature-cache", help='feature cache folder, needed by --config regions')
+    parser.add_argument("--cache-dir", help="datasets cache folder for the prepared data")
+    parser.add_argument("--strict", action="store_true", help="fail on the first bad input instead of skipping")
+    parser.add_argument("--card", help="dataset card template (default: dataset_scripts/<name>/README.md)")
+    parser.add_argument("--max-shard-size", default="500MB")
+    parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder as this dataset repo")
+    parser.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from hm_hf.data.hateful_memes import HatefulMemes
+    from hm_hf.data.mmhs150k import MMHS150K
+
+    builder_class = HatefulMemes if args.dataset == "hmd" else MMHS150K
+    builder = builder_class(data_dir=args.data_dir, config_name=args.config, feature_cache=args.feature_cache,
+                            strict=args.strict, cache_dir=args.cache_dir)
+    out = export_dataset(builder, args.output, card=args.card, max_shard_size=args.max_shard_size,
+                         push_to_hub=args.push_to_hub, private=not args.public)
+    report = builder.report
+    if report is not None:
+        print(report.summary())
+    print(f"wrote {out} (config {args.config}); load it with datasets.load_dataset({str(out)!r}, {args.config!r})")
+    return 0
