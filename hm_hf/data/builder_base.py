@@ -260,6 +260,15 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         if report is not None and self.strict:
             report.raise_first()  # a cached lenient build must not pass a strict request
 
+    def _as_dataset(self, split=datasets.Split.TRAIN, in_memory: bool = False) -> datasets.Dataset:
+        # A split whose every example was skipped still exists (empty, with the right columns):
+        # datasets' reader refuses splits with no data.
+        info = self.info.splits.get(str(split)) if self.info.splits else None
+        if info is not None and info.num_examples == 0:
+            return datasets.Dataset.from_dict({name: [] for name in self.info.features},
+                                              features=self.info.features, split=split)
+        return super()._as_dataset(split=split, in_memory=in_memory)
+
     @property
     def report(self) -> BuildReport | None:
         """The build report saved with the prepared data (None before download_and_prepare)."""
