@@ -1,0 +1,175 @@
+"""The dataclasses a recipe's keys belong to, and the YAML + command-line parser.
+
+A recipe is flat YAML whose keys are fields of `ModelArguments`, `DataArguments`, `PeftArguments`,
+`ExtraArguments` or `transformers.TrainingArguments`. The YAML supplies defaults, flags on the command
+line override them (typed by argparse, as `HfArgumentParser` types them), and a key no dataclass has is
+an error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert")
+PEFT_METHODS = ("none", "head_only", "lora", "ia3", "bottleneck")
+
+
+@dataclass
+class ModelArguments:
+    model_type: str = field(default="visual_bert", metadata={"help": f"one of {', '.join(MODEL_TYPES)}"})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "a pretrained multimodal checkpoint (Hub id or local folder); none: random init"},
+    )
+    text_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "a BERT checkpoint to initialise the text side (and the tokenizer) from"}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "tokenizer (Hub id or folder); default: the text or multimodal checkpoint's"},
+    )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "comma-separated key=value pairs applied to the model config, e.g. hidden_size=64"},
+    )
+    num_labels: int = field(default=2, metadata={"help": "2 for hateful / not; 6 for MMHS's fine classes"})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(default="hmd", metadata={"help": "hmd or mmhs"})
+    data_dir: str | None = field(default=None, metadata={"help": "the data set's folder, as distributed"})
+    feature_cache: str | None = field(
+        default=None, metadata={"help": "region-feature cache folder (region models and region concat)"}
+    )
+    synthetic_if_missing: bool = field(
+        default=False,
+        metadata={"help": "write the synthetic data set (and its features) to data_dir when it is missing"},
+    )
+    synthetic_scale: float = field(default=1.0, metadata={"help": "size of the synthetic data set"})
+    dataset_cache_dir: str | None = field(default=None, metadata={"help": "where datasets caches the build"})
+    train_split: str = field(default="train", metadata={"help": "the split trained on"})
+    eval_split: str = field(
+        default="dev_seen", metadata={"help": "the split for model selection (MMHS: val)"}
+    )
+    label_column: str = field(default="label", metadata={"help": "label (binary) or fine_label (MMHS 6-way)"})
+    text_pair_column: str | None = field(
+        default=None, metadata={"help": "a second text column paired with the first (MMHS: img_text)"}
+    )
+    max_text_length: int = field(default=128, metadata={"help": "tokens per meme text"})
+    max_regions: int = field(default=100, metadata={"help": "regions per image"})
+    fasttext_model: str | None = field(
+        default=None, metadata={"help": "fastText .bin for text_embedding (concat/fasttext); trained if missing"}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training split"})
+
+
+@dataclass
+class PeftArguments:
+    peft_method: str = field(default="none", metadata={"help": f"one of {', '.join(PEFT_METHODS)}"})
+    target_modules: list[str] | None = field(
+        default=None, metadata={"help": "modules to adapt; default: the model type's standard choice"}
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
+    bottleneck_reduction_factor: int = field(
+        default=10, metadata={"help": "adapter bottleneck = hidden size / this (the paper: 10, 768 -> 76)"}
+    )
+
+
+@dataclass
+class ExtraArguments:
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "stop after this many evaluations without a better metric"}
+    )
+    resume: bool = field(
+        default=True, metadata={"help": "resume from the last complete checkpoint in output_dir when there is one"}
+    )
+    card_title: str | None = field(default=None, metadata={"help": "title of the model card"})
+    recipe: str | None = field(default=None, metadata={"help": "set by the parser: the recipe file used"})
+
+
+RECIPE_DATACLASSES = (ModelArguments, DataArguments, PeftArguments, ExtraArguments, TrainingArguments)
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and the key."""
+
+
+def _read_recipe(path: Path) -> dict:
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path} must be a flat mapping of keys to values, not {type(values).__name__}")
+    return values
+
+
+def parse_recipe(argv: list[str] | None = None):
+    """`[recipe.yaml] [--key value ...]` -> (model, data, peft, extra, training) argument dataclasses."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(RECIPE_DATACLASSES)
+    recipe_values: dict = {}
+    recipe_path = None
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        recipe_path = Path(argv.pop(0))
+        recipe_values = _read_recipe(recipe_path)
+        known = {f.name for cls in RECIPE_DATACLASSES for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(recipe_values) - known)
+        if unknown:
+            raise RecipeError(
+                f"{recipe_path}: unknown key(s) {', '.join(unknown)}; every key must be a field of "
+                f"{', '.join(cls.__name__ for cls in RECIPE_DATACLASSES)}"
+            )
+        recipe_values["recipe"] = str(recipe_path)
+        parser.set_defaults(**recipe_values)
+        for action in parser._actions:  # a key the recipe gives is no longer required on the command line
+            if action.dest in recipe_values:
+                action.required = False
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except SystemExit as err:
+        if err.code:
+            raise RecipeError(f"bad command-line arguments {argv} (see the message above)") from err
+        raise
+    *dataclass_values, remaining = parsed
+    if remaining:
+        raise RecipeError(f"unknown command-line argument(s): {' '.join(remaining)}")
+    model_args, data_args, peft_args, extra_args, training_args = dataclass_values
+    if model_args.model_type not in MODEL_TYPES:
+        raise RecipeError(f"model_type {model_args.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
+    if peft_args.peft_method not in PEFT_METHODS:
+        raise RecipeError(f"peft_method {peft_args.peft_method!r} is not one of {', '.join(PEFT_METHODS)}")
+    return model_args, data_args, peft_args, extra_args, training_args
+
+
+def parse_overrides(text: str | None) -> dict:
+    """`"hidden_size=64,num_hidden_layers=2"` -> {"hidden_size": 64, "num_hidden_layers": 2} (YAML-typed)."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RecipeError(f"config_overrides: {item!r} is not key=value")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+__all__ = [
+    "ModelArguments",
+    "DataArguments",
+    "PeftArguments",
+    "ExtraArguments",
+    "RecipeError",
+    "parse_recipe",
+    "parse_overrides",
+]

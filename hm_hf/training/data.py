@@ -1,0 +1,138 @@
+"""Data for a training run: the splits (from the builders), the tokenizer and the collator.
+
+What a model reads is decided by its config (`model_inputs`), so a recipe only names the data set.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from accelerate import PartialState
+
+from hm_hf.data.collator import MemeCollator
+from hm_hf.training.arguments import DataArguments, ModelArguments, RecipeError
+
+logger = logging.getLogger(__name__)
+
+TEXT_COLUMNS = {"hmd": "text", "mmhs": "tweet_text"}
+
+
+def model_inputs(config) -> set[str]:
+    """What a model config consumes: any of "text", "regions", "text_embedding", "pixels"."""
+    if getattr(config, "model_type", "") == "hm_concat":
+        needs = set()
+        modalities = set(config.modalities)
+        if "text" in modalities:
+            needs.add("text_embedding" if config.text_encoder == "fasttext" else "text")
+        if "image" in modalities:
+            needs.add("regions" if config.image_encoder == "regions" else "pixels")
+        return needs
+    return {"text", "regions"}
+
+
+def default_feature_cache(data_args: DataArguments) -> str:
+    return data_args.feature_cache or str(Path(data_args.data_dir) / "region_features")
+
+
+def ensure_synthetic_data(data_args: DataArguments) -> None:
+    """Write the synthetic data set (and its region features) when asked to and it is not there yet."""
+    data_dir = Path(data_args.data_dir)
+    marker = data_dir / ("train.jsonl" if data_args.dataset == "hmd" else "MMHS150K_GT.json")
+    if marker.is_file() or not data_args.synthetic_if_missing:
+        return
+    from hm_hf.data import synthetic
+
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not marker.is_file():
+            scale = data_args.synthetic_scale
+            logger.info("writing the synthetic %s data set to %s", data_args.dataset, data_dir)
+            if data_args.dataset == "hmd":
+                splits = {k: max(2, int(v * scale)) for k, v in synthetic.HMD_SPLITS.items()}
+                memes = synthetic.make_hmd(data_dir, splits=splits)
+            else:
+                splits = {k: max(2, int(v * scale)) for k, v in synthetic.MMHS_SPLITS.items()}
+                memes = synthetic.make_mmhs(data_dir, splits=splits)
+            synthetic.write_region_features(memes, default_feature_cache(data_args))
+
+
+def load_splits(data_args: DataArguments, needs: set[str]):
+    """The data set's DatasetDict, with region features joined when the model reads them."""
+    from hm_hf.data.loading import load_hmd, load_mmhs
+
+    if not data_args.data_dir:
+        raise RecipeError("data_dir is not set: point it at the data set's folder (or a new one for synthetic)")
+    ensure_synthetic_data(data_args)
+    if not Path(data_args.data_dir).is_dir():
+        raise RecipeError(f"data_dir {data_args.data_dir} does not exist")
+    options = {}
+    if "regions" in needs:
+        cache = default_feature_cache(data_args)
+        if not Path(cache).is_dir():
+            raise RecipeError(
+                f"feature cache {cache} not found: run `hm-hf extract-features --dataset {data_args.dataset} "
+                f"--data-dir {data_args.data_dir} --output {cache}` (or set feature_cache)"
+            )
+        options = {"config_name": "regions", "feature_cache": cache}
+    loader = {"hmd": load_hmd, "mmhs": load_mmhs}.get(data_args.dataset)
+    if loader is None:
+        raise RecipeError(f"dataset {data_args.dataset!r} is not one of hmd, mmhs")
+    splits = loader(data_args.data_dir, cache_dir=data_args.dataset_cache_dir, **options)
+    for name in (data_args.train_split, data_args.eval_split):
+        if name not in splits:
+            raise RecipeError(f"split {name!r} not in {data_args.data_dir} (it has {', '.join(splits)})")
+    if "pixels" not in needs:  # nothing reads the pixels: don't decode images in the training loop
+        splits = splits.remove_columns("image")
+    if data_args.max_train_samples:
+        train = splits[data_args.train_split]
+        splits[data_args.train_split] = train.select(range(min(len(train), data_args.max_train_samples)))
+    return splits
+
+
+def load_tokenizer(model_args: ModelArguments, splits, data_args: DataArguments, output_dir: str):
+    """The tokenizer named by the recipe, else the text / multimodal checkpoint's, else one trained here."""
+    from transformers import AutoTokenizer
+
+    name = model_args.tokenizer_name_or_path or model_args.text_model_name_or_path or model_args.model_name_or_path
+    if name:
+        return AutoTokenizer.from_pretrained(name)
+    from hm_hf.text.tokenizer import train_wordpiece_tokenizer
+
+    train = splits[data_args.train_split]
+    text_column = TEXT_COLUMNS[data_args.dataset]
+    texts = list(train[text_column])
+    if data_args.text_pair_column:
+        texts += list(train[data_args.text_pair_column])
+    logger.info("no tokenizer named: training a WordPiece vocabulary on the %s split", data_args.train_split)
+    return train_wordpiece_tokenizer(texts, Path(output_dir) / "tokenizer")
+
+
+def build_collator(needs: set[str], data_args: DataArguments, tokenizer=None, image_processor=None):
+    return MemeCollator(
+        tokenizer=tokenizer if "text" in needs else None,
+        text_column=TEXT_COLUMNS[data_args.dataset],
+        text_pair_column=data_args.text_pair_column,
+        max_length=data_args.max_text_length,
+        use_regions="regions" in needs,
+        max_regions=data_args.max_regions,
+        text_embedding_column="text_embedding" if "text_embedding" in needs else None,
+        image_processor=image_processor if "pixels" in needs else None,
+        label_column=data_args.label_column,
+    )
+
+
+def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
+    """Add the `text_embedding` column, training fastText on the training split first if needed."""
+    from hm_hf.text.fasttext_embeddings import add_text_embeddings, train_fasttext
+
+    model_path = Path(data_args.fasttext_model or Path(output_dir) / "fasttext" / "fasttext.bin")
+    text_columns = [TEXT_COLUMNS[data_args.dataset]] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not model_path.is_file():
+            train = splits[data_args.train_split]
+            texts = [" ".join(row[c] or "" for c in text_columns) for row in train.select_columns(text_columns)]
+            logger.info("training fastText on the %s split -> %s", data_args.train_split, model_path)
+            train_fasttext(texts, model_path, bucket=200_000)
+    return add_text_embeddings(splits, model_path, text_column=text_columns)

@@ -1,0 +1,140 @@
+"""Building the model a recipe names, with its PEFT method, and loading what training saved.
+
+A training run saves either a whole model (no PEFT, head-only) or PEFT adapters. When the base model
+was randomly initialised (nothing on the Hub to point at), it is saved beside the adapters in
+`base_model/`, so the folder (or its Hub repo) is self-contained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError, parse_overrides
+
+logger = logging.getLogger(__name__)
+
+HF_MODEL_TYPES = {"concat": "hm_concat", "visual_bert": "hm_visual_bert", "uniter": "hm_uniter", "vilbert": "hm_vilbert"}
+BASE_MODEL_DIR = "base_model"
+
+
+def model_class(model_type: str):
+    """The `<Name>ForHatefulMemes` class of a recipe's model_type."""
+    import hm_hf  # noqa: F401  (registers the Auto classes)
+
+    config_class = type(AutoConfig.for_model(HF_MODEL_TYPES[model_type]))
+    return AutoModelForSequenceClassification._model_mapping[config_class]
+
+
+def _overrides(model_args: ModelArguments, vocab_size: int | None = None) -> dict:
+    overrides = parse_overrides(model_args.config_overrides)
+    overrides["num_labels"] = model_args.num_labels
+    if vocab_size is not None and model_args.model_type != "concat" and not model_args.model_name_or_path:
+        overrides.setdefault("vocab_size", vocab_size)  # a tokenizer trained here: size the embeddings to it
+    return overrides
+
+
+def build_config(model_args: ModelArguments, vocab_size: int | None = None):
+    """The recipe's model config (from the checkpoint when one is named), with its overrides applied."""
+    import hm_hf  # noqa: F401
+
+    overrides = _overrides(model_args, vocab_size)
+    if model_args.model_name_or_path:
+        config_class = model_class(model_args.model_type).config_class
+        return config_class.from_pretrained(model_args.model_name_or_path, **overrides)
+    return AutoConfig.for_model(HF_MODEL_TYPES[model_args.model_type], **overrides)
+
+
+def build_model(model_args: ModelArguments, config):
+    """The recipe's model: from a pretrained multimodal checkpoint, else random init (+ BERT text side)."""
+    cls = model_class(model_args.model_type)
+    if model_args.model_name_or_path:
+        return cls.from_pretrained(model_args.model_name_or_path, config=config)
+    if model_args.text_model_name_or_path:
+        if not hasattr(cls, "from_text_pretrained"):
+            raise RecipeError(f"{cls.__name__} cannot initialise its text side from a text checkpoint")
+        return cls.from_text_pretrained(model_args.text_model_name_or_path, **_overrides(model_args))
+    return cls(config)
+
+
+def load_image_processor(model_args: ModelArguments):
+    """The image processor of the concat model's vision backbone."""
+    from transformers import AutoImageProcessor
+
+    name = model_args.model_name_or_path or getattr(model_args, "image_processor_name_or_path", None)
+    if not name:
+        raise RecipeError("a vision-backbone model needs model_name_or_path (its image processor is read from it)")
+    return AutoImageProcessor.from_pretrained(name)
+
+
+def save_base_model(model, output_dir) -> None:
+    """Save the (randomly initialised) base model beside the adapters, so the folder loads on its own."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
+
+
+def build_peft_config(model, model_type: str, peft_args: PeftArguments):
+    """The peft config for `peft_args.peft_method`, or None for full fine-tuning / head only."""
+    from hm_hf.peft.defaults import build_peft_config as peft_config_for
+
+    if peft_args.peft_method in ("none", "head_only"):
+        return None
+    options = {"target_modules": peft_args.target_modules}
+    if peft_args.peft_method == "lora":
+        options.update(r=peft_args.lora_r, lora_alpha=peft_args.lora_alpha, lora_dropout=peft_args.lora_dropout)
+    elif peft_args.peft_method == "bottleneck":
+        options.update(reduction_factor=peft_args.bottleneck_reduction_factor)
+    return peft_config_for(model, peft_args.peft_method, **{k: v for k, v in options.items() if v is not None})
+
+
+def freeze_all_but_head(model) -> None:
+    """Head-only training (the paper's baseline): everything but the classifier is frozen."""
+    from hm_hf.peft.defaults import head_modules
+
+    heads = head_modules(model)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = any(name == h or name.startswith(h + ".") for h in heads)
+
+
+def load_trained_model(path: str, **kwargs):
+    """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
+    import hm_hf  # noqa: F401
+
+    local = Path(path)
+    adapter_config = _read_json(path, "adapter_config.json")
+    if adapter_config is None:
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    from peft import PeftModel
+
+    base = adapter_config.get("base_model_name_or_path")
+    if local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
+    elif base:
+        base_model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    else:  # a Hub repo whose base model travelled with it
+        base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
+    return PeftModel.from_pretrained(base_model, path)
+
+
+def _read_json(path: str, name: str) -> dict | None:
+    local = Path(path) / name
+    if local.is_file():
+        return json.loads(local.read_text())
+    if Path(path).is_dir():
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(path, name)).read_text())
+    except EntryNotFoundError:
+        return None
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

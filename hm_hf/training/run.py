@@ -1,0 +1,163 @@
+"""The training job behind `accelerate launch recipes/train_peft.py <recipe.yaml> [--key value ...]`.
+
+One function, `main(argv)`, so the whole job is testable in-process: parse the recipe, build data,
+model and PEFT method, train with `transformers.Trainer` (resuming from the last complete checkpoint by
+itself), evaluate every split, then save the model or adapters with a model card and figures, and push
+them to the Hub from the main process when asked.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import EarlyStoppingCallback, Trainer, set_seed
+
+from hm_hf.training.arguments import parse_recipe
+from hm_hf.training.checkpoints import last_complete_checkpoint
+
+logger = logging.getLogger("hm_hf.training")
+
+
+def _resolve_precision(training_args) -> None:
+    """fp16 on a GPU keeps fp32 master weights (Trainer's AMP); without a GPU it falls back to fp32, loudly."""
+    if training_args.fp16 and not torch.cuda.is_available():
+        logger.warning("fp16 was asked for but no CUDA GPU is present: training in fp32 on the CPU instead")
+        training_args.fp16 = False
+        training_args.fp16_full_eval = False
+
+
+def _predict_logits(trainer: Trainer, dataset) -> np.ndarray:
+    output = trainer.predict(dataset, metric_key_prefix="predict")
+    return output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+
+
+def _write_predictions(path: Path, ids, probabilities: np.ndarray) -> None:
+    """DrivenData's submission format: id,proba,label."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "proba", "label"])
+        for example_id, proba in zip(ids, probabilities[:, 1]):
+            writer.writerow([example_id, f"{proba:.6f}", int(proba >= 0.5)])
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from accelerate import PartialState
+
+    from transformers import EvalPrediction
+
+    from hm_hf.metrics import make_compute_metrics, softmax
+    from hm_hf.training import card, data, model_loading
+
+    model_args, data_args, peft_args, extra_args, training_args = parse_recipe(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    state = PartialState()
+    _resolve_precision(training_args)
+    # We push ourselves after training, so that a push failure never costs the trained model.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    training_args.remove_unused_columns = False  # the collator reads region features and ids
+    if training_args.metric_for_best_model and training_args.metric_for_best_model.startswith("eval_"):
+        training_args.metric_for_best_model = training_args.metric_for_best_model[len("eval_"):]
+    set_seed(training_args.seed)
+    output_dir = Path(training_args.output_dir)
+
+    # Model first (its config says what data it reads), then data, then the tokenizer-dependent parts.
+    needs = data.model_inputs(model_loading.build_config(model_args))
+    splits = data.load_splits(data_args, needs)
+    tokenizer = data.load_tokenizer(model_args, splits, data_args, output_dir) if "text" in needs else None
+    if "text_embedding" in needs:
+        splits = data.add_fasttext_embeddings(splits, data_args, output_dir)
+    vocab_size = len(tokenizer) if tokenizer is not None else None
+    model = model_loading.build_model(model_args, model_loading.build_config(model_args, vocab_size))
+    image_processor = model_loading.load_image_processor(model_args) if "pixels" in needs else None
+
+    peft_config = model_loading.build_peft_config(model, model_args.model_type, peft_args)
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    elif peft_args.peft_method == "head_only":
+        model_loading.freeze_all_but_head(model)
+    trainable, total = model_loading.count_parameters(model)
+    logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+    callbacks = []
+    if extra_args.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=extra_args.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits[data_args.train_split],
+        eval_dataset=splits[data_args.eval_split],
+        data_collator=data.build_collator(needs, data_args, tokenizer, image_processor),
+        processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(model_args.num_labels),
+        callbacks=callbacks,
+    )
+    resume_from = last_complete_checkpoint(output_dir) if extra_args.resume else None
+    if resume_from:
+        logger.info("resuming from %s", resume_from)
+    train_result = trainer.train(resume_from_checkpoint=resume_from)
+    trainer.save_model(str(output_dir))
+    if peft_config is not None and state.is_main_process and not model_args.model_name_or_path:
+        model_loading.save_base_model(trainer.model, output_dir)
+    trainer.log_metrics("train", train_result.metrics)
+
+    # Evaluate every split: metrics where labelled, a predictions.csv where not.
+    compute_metrics = make_compute_metrics(model_args.num_labels)
+    results, figures = {}, []
+    all_results = {f"train_{k}": v for k, v in train_result.metrics.items()}
+    for split_name, split in splits.items():
+        if split_name == data_args.train_split:
+            continue
+        logits = _predict_logits(trainer, split)
+        probabilities = softmax(logits)
+        labels = np.asarray(split[data_args.label_column])
+        labelled = labels >= 0
+        if labelled.any():
+            metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
+            results[split_name] = metrics
+            all_results.update({f"{split_name}_{k}": v for k, v in metrics.items()})
+            if state.is_main_process and model_args.num_labels == 2:
+                figures += card.save_figures(probabilities[labelled, 1], labels[labelled], output_dir, split_name)
+        if not labelled.all() and state.is_main_process and model_args.num_labels == 2:
+            _write_predictions(output_dir / f"predictions_{split_name}.csv", split["id"], probabilities)
+    if state.is_main_process:
+        (output_dir / "all_results.json").write_text(json.dumps(all_results, indent=2, default=float))
+        recipe_text = Path(extra_args.recipe).read_text() if extra_args.recipe else None
+        card.write_model_card(
+            output_dir,
+            model_name=training_args.hub_model_id or output_dir.name,
+            model_type=model_args.model_type,
+            base_model=model_args.model_name_or_path or model_args.text_model_name_or_path,
+            dataset=data_args.dataset,
+            peft_method=peft_args.peft_method,
+            results=results,
+            figures=figures,
+            trainable=trainable,
+            total=total,
+            recipe_text=recipe_text,
+            command="accelerate launch recipes/train_peft.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
+        )
+        logger.info("results: %s", json.dumps(results, default=float))
+    state.wait_for_everyone()
+    if push_to_hub and state.is_main_process:
+        from hm_hf.training.hub import PushError, push_folder
+
+        repo_id = training_args.hub_model_id or output_dir.name
+        try:
+            push_folder(output_dir, repo_id, private=training_args.hub_private_repo is not False,
+                        token=training_args.hub_token)
+        except PushError as err:
+            logger.error("%s", err)
+            return 1
+    return 0
