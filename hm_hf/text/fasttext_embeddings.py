@@ -1,0 +1,500 @@
+"""fastText sentence vectors for the concat model (`text_embedding` column).
+
+The seed trained an unsupervised fastText model (skipgram, dim 100, minCount 1, epoch 100) on the meme
+texts of `train.jsonl` and fed `get_sentence_vector(text)` to its concat model. This module does the same
+with three fixes: the text is read straight from the official files of either data set, the model is saved
+atomically (fastText's own `.bin` format, not a pickle) next to a small JSON record of how it was made,
+and the vectors are added with a cached `datasets.map` step whose fingerprint follows the model file's
+content (retraining a model at the same path invalidates the cache).
+
+Text handling: fastText splits on whitespace and its `get_sentence_vector` rejects newlines, so every run
+of whitespace (newlines included) becomes one space, for training and embedding alike. The seed did not
+lowercase; `lowercase=True` is available and is recorded with the model so embedding matches training.
+
+Example:
+
+```python
+>>> from hm_hf.text.fasttext_embeddings import read_split_texts, train_fasttext, add_text_embeddings
+>>> texts = read_split_texts("hmd", "data/hateful_memes", "train")
+>>> train_fasttext(texts, "models/fasttext.bin")            # the seed's settings
+>>> ds = add_text_embeddings(ds, "models/fasttext.bin")     # adds float32 "text_embedding" (dim 100)
+```
+
+Command line: `hm-hf train-fasttext --dataset hmd --data-dir data/hateful_memes --output models/fasttext.bin`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "SEED_DEFAULTS",
+    "clean_text",
+    "read_split_texts",
+    "train_fasttext",
+    "load_fasttext",
+    "sentence_vectors",
+    "add_text_embeddings",
+    "cli",
+]
+
+# What the seed used (fastText's own defaults for everything else: lr 0.05, ws 5, minn 3, maxn 6, ...).
+SEED_DEFAULTS = {"model": "skipgram", "dim": 100, "min_count": 1, "epoch": 100}
+_WHITESPACE = re.compile(r"\s+")
+_FORMAT_VERSION = 1
+
+
+def _import_fasttext():
+    try:
+        import fasttext  # noqa: PLC0415 (optional dependency, imported lazily)
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "fastText is not installed. Install the extra with `pip install 'hm_hf[fasttext]'` "
+            "(it provides the `fasttext-numpy2` package, which works with NumPy 2)."
+        ) from err
+    return fasttext
+
+
+def clean_text(text: str | None, lowercase: bool = False) -> str:
+    """One line of text as fastText wants it: whitespace runs (newlines too) -> one space, stripped."""
+    if text is None:
+        return ""
+    text = _WHITESPACE.sub(" ", str(text)).strip()
+    return text.lower() if lowercase else text
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading the text of a split from the official files
+# --------------------------------------------------------------------------------------------------------
+
+
+def _hmd_split_file(data_dir: Path, split: str) -> Path:
+    candidates = [data_dir / f"{split}.jsonl", data_dir / "defaults" / "annotations" / f"{split}.jsonl"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"Hateful Memes split file for split {split!r} not found: looked for "
+        + " and ".join(str(p) for p in candidates)
+        + ". Pass --data-dir pointing at the folder holding <split>.jsonl (or MMF's defaults/annotations)."
+    )
+
+
+def _read_hmd(data_dir: Path, split: str) -> list[str]:
+    path = _hmd_split_file(data_dir, split)
+    texts = []
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg}); fix or remove that line.") from err
+            if not isinstance(row, dict) or "text" not in row:
+                raise ValueError(f"{path}:{line_no}: the record has no 'text' field; every line needs one.")
+            texts.append(row["text"])
+    return texts
+
+
+def _read_mmhs(data_dir: Path, split: str, include_img_text: bool = True) -> list[str]:
+    ids_path = data_dir / "splits" / f"{split}_ids.txt"
+    gt_path = data_dir / "MMHS150K_GT.json"
+    for path in (ids_path, gt_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"MMHS150K file not found: {path}. Pass --data-dir pointing at the MMHS150K folder "
+                "(the one holding MMHS150K_GT.json and splits/)."
+            )
+    ids = [line.strip() for line in ids_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        ground_truth = json.loads(gt_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{gt_path}: not valid JSON ({err.msg} at line {err.lineno}).") from err
+    texts = []
+    for tweet_id in ids:
+        if tweet_id not in ground_truth:
+            raise ValueError(f"{ids_path}: tweet id {tweet_id} is not in {gt_path}; the files do not match.")
+        text = ground_truth[tweet_id].get("tweet_text", "")
+        ocr_path = data_dir / "img_txt" / f"{tweet_id}.json"
+        if include_img_text and ocr_path.is_file():
+            try:
+                img_text = json.loads(ocr_path.read_text(encoding="utf-8")).get("img_text", "")
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{ocr_path}: not valid JSON ({err.msg}).") from err
+            text = f"{text} {img_text}" if img_text else text
+        texts.append(text)
+    return texts
+
+
+def read_split_texts(dataset: str, data_dir, split: str = "train", include_img_text: bool = True) -> list[str]:
+    """The raw texts of one split: HMD `<split>.jsonl` `text`; MMHS `tweet_text` (+ OCR `img_text`)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"Data folder not found: {data_dir}")
+    name = dataset.lower()
+    if name in ("hmd", "hateful_memes"):
+        return _read_hmd(data_dir, split)
+    if name in ("mmhs", "mmh", "mmhs150k"):
+        return _read_mmhs(data_dir, split, include_img_text=include_img_text)
+    raise ValueError(f"Unknown dataset {dataset!r}: expected 'hmd' or 'mmhs'.")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Training and loading
+# --------------------------------------------------------------------------------------------------------
+
+
+def _metadata_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# Each training runs in a fresh Python process. fastText (checked with fasttext-numpy2 0.10.4) reads memory
+# that it never initialises while training: the first training in a process is deterministic, but later
+# ones in the same process give different vectors each time and, after a few dozen, "Encountered NaN".
+# A fresh process per training makes every run a first run: reproducible for a fixed thread count of 1.
+_CHILD_CODE = """
+import json, sys
+import numpy as np
+import fasttext
+job = json.loads(sys.argv[1])
+try:
+    ft = fasttext.train_unsupervised(job["corpus"], **job["params"])
+    if not np.all(np.isfinite(ft.get_sentence_vector(job["first_line"]))):
+        raise RuntimeError("training produced non-finite vectors")
+    ft.save_model(job["output"])
+except Exception as err:
+    with open(job["error_file"], "w", encoding="utf-8") as handle:
+        handle.write(f"{type(err).__name__}: {err}")
+    sys.exit(3)
+"""
+
+
+def _train_in_child(corpus: str, output: str, first_line: str, **params) -> None:
+    """Train with `fasttext.train_unsupervised(corpus, **params)` in a fresh process and save to `output`."""
+    import subprocess  # noqa: PLC0415
+
+    fd, error_file = tempfile.mkstemp(prefix="hm_hf_fasttext_error.", suffix=".txt")
+    os.close(fd)
+    try:
+        job = {"corpus": corpus, "output": output, "first_line": first_line, "params": params, "error_file": error_file}
+        completed = subprocess.run([sys.executable, "-c", _CHILD_CODE, json.dumps(job)], check=False)
+        message = Path(error_file).read_text(encoding="utf-8").strip()
+    finally:
+        Path(error_file).unlink(missing_ok=True)
+    if completed.returncode != 0:
+        raise RuntimeError(message or f"the fastText training process exited with code {completed.returncode}")
+
+
+def train_fasttext(
+    texts: Iterable[str],
+    output_path,
+    *,
+    model: str = SEED_DEFAULTS["model"],
+    dim: int = SEED_DEFAULTS["dim"],
+    min_count: int = SEED_DEFAULTS["min_count"],
+    epoch: int = SEED_DEFAULTS["epoch"],
+    lr: float = 0.05,
+    ws: int = 5,
+    minn: int = 3,
+    maxn: int = 6,
+    neg: int = 5,
+    bucket: int = 2_000_000,
+    thread: int | None = None,
+    lowercase: bool = False,
+    verbose: int = 0,
+    source: str | None = None,
+) -> Path:
+    """Train an unsupervised fastText model on `texts` and save it atomically at `output_path` (.bin).
+
+    Defaults are the seed's (skipgram, dim 100, minCount 1, epoch 100; fastText's defaults otherwise).
+    `bucket` sizes the subword table (bucket x dim floats, 800 MB at the defaults): lower it for small
+    corpora. A JSON record of the settings is written next to the model (`<output>.json`), so that
+    `add_text_embeddings` applies the same text cleaning. Training runs in a fresh child process (see
+    `_train_in_child`), so with `thread=1` the same texts and settings give the same model. Returns the path.
+    """
+    _import_fasttext()  # a clear message here if the extra is missing; training runs in a child process
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [clean_text(t, lowercase) for t in texts]
+    lines = [line for line in lines if line]
+    where = f" (from {source})" if source else ""
+    if not lines:
+        raise ValueError(f"The training corpus{where} is empty: no non-blank text to train fastText on.")
+    if model not in ("skipgram", "cbow"):
+        raise ValueError(f"model must be 'skipgram' or 'cbow', got {model!r}")
+    fd, corpus = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.corpus.", suffix=".txt")
+    fd_model, tmp_model = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".tmp")
+    os.close(fd_model)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        _train_in_child(
+            corpus,
+            tmp_model,
+            first_line=lines[0],
+            model=model,
+            dim=dim,
+            minCount=min_count,
+            epoch=epoch,
+            lr=lr,
+            ws=ws,
+            minn=minn,
+            maxn=maxn,
+            neg=neg,
+            bucket=bucket,
+            thread=thread or max(1, (os.cpu_count() or 2) - 1),
+            verbose=verbose,
+        )
+        os.replace(tmp_model, output_path)
+    except RuntimeError as err:
+        if "NaN" in str(err) or "non-finite" in str(err):
+            raise RuntimeError(
+                f"fastText training{where} diverged ({err}); the corpus is probably too small (too few "
+                "distinct words). Use more text, fewer epochs or a lower learning rate."
+            ) from err
+        raise
+    finally:
+        Path(corpus).unlink(missing_ok=True)
+        Path(tmp_model).unlink(missing_ok=True)
+    metadata = {
+        "format_version": _FORMAT_VERSION,
+        "model": model,
+        "dim": dim,
+        "min_count": min_count,
+        "epoch": epoch,
+        "lr": lr,
+        "ws": ws,
+        "minn": minn,
+        "maxn": maxn,
+        "neg": neg,
+        "bucket": bucket,
+        "lowercase": lowercase,
+        "num_lines": len(lines),
+        "source": source,
+    }
+    _atomic_write_text(_metadata_path(output_path), json.dumps(metadata, indent=2) + "\n")
+    return output_path
+
+
+def _read_metadata(model_path: Path) -> dict:
+    path = _metadata_path(model_path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}); delete it or retrain the model.") from err
+
+
+def load_fasttext(model_path):
+    """Load a fastText `.bin` model, with a clear error when the file is missing or not a fastText model."""
+    fasttext = _import_fasttext()
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"fastText model not found: {model_path}. Train one with `hm-hf train-fasttext ... --output {model_path}`."
+        )
+    try:
+        return fasttext.load_model(str(model_path))
+    except ValueError as err:
+        raise ValueError(f"{model_path}: not a fastText model file ({err}).") from err
+
+
+def sentence_vectors(model, texts: Sequence[str | None], lowercase: bool = False) -> np.ndarray:
+    """(N, dim) float32 sentence vectors of `texts` (cleaned as for training)."""
+    out = np.empty((len(texts), model.get_dimension()), dtype=np.float32)
+    for i, text in enumerate(texts):
+        out[i] = model.get_sentence_vector(clean_text(text, lowercase))
+    return out
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Embedder:
+    """The map function: holds only the model path and loads the model lazily in each worker process
+    (fastText models cannot be pickled, so `num_proc > 1` needs this)."""
+
+    def __init__(self, model_path: str, text_columns: list[str], column: str, lowercase: bool):
+        self.model_path, self.text_columns, self.column, self.lowercase = model_path, text_columns, column, lowercase
+        self._model = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None}
+
+    def __call__(self, batch: dict) -> dict:
+        if self._model is None:
+            self._model = load_fasttext(self.model_path)
+        columns = [batch[c] for c in self.text_columns]
+        texts = [" ".join(str(part) for part in parts if part) for parts in zip(*columns)]
+        return {self.column: sentence_vectors(self._model, texts, self.lowercase)}
+
+
+def add_text_embeddings(
+    dataset,
+    model_path,
+    text_column: str | Sequence[str] = "text",
+    column: str = "text_embedding",
+    *,
+    lowercase: bool | None = None,
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+    load_from_cache_file: bool | None = None,
+):
+    """Add a float32 fastText sentence-vector column to a `datasets.Dataset` (or each split of a DatasetDict).
+
+    `text_column` may name several columns (e.g. `["tweet_text", "img_text"]` for MMHS), joined with a
+    space. `lowercase` defaults to what the model was trained with (its `.json` record; False otherwise).
+    The map's fingerprint is derived from the dataset's fingerprint, the model file's SHA-256 and these
+    settings, so re-running is a cache hit and a retrained model is not.
+    """
+    import datasets  # noqa: PLC0415 (keep `import hm_hf.text...` light)
+
+    model_path = Path(model_path)
+    model = load_fasttext(model_path)  # fail early, in the main process, with a clear message
+    dim = model.get_dimension()
+    del model
+    if lowercase is None:
+        lowercase = bool(_read_metadata(model_path).get("lowercase", False))
+    text_columns = [text_column] if isinstance(text_column, str) else list(text_column)
+
+    if isinstance(dataset, datasets.DatasetDict):
+        return datasets.DatasetDict(
+            {
+                name: add_text_embeddings(
+                    split,
+                    model_path,
+                    text_columns,
+                    column,
+                    lowercase=lowercase,
+                    batch_size=batch_size,
+                    num_proc=num_proc,
+                    load_from_cache_file=load_from_cache_file,
+                )
+                for name, split in dataset.items()
+            }
+        )
+
+    missing = [c for c in text_columns if c not in dataset.column_names]
+    if missing:
+        raise KeyError(f"Column(s) {missing} not in the dataset (columns: {dataset.column_names}).")
+    features = dataset.features.copy()
+    features[column] = datasets.List(datasets.Value("float32"), length=dim)
+    fingerprint = datasets.fingerprint.Hasher.hash(
+        [
+            "hm_hf.add_text_embeddings",
+            _FORMAT_VERSION,
+            dataset._fingerprint,
+            _file_digest(model_path),
+            text_columns,
+            column,
+            lowercase,
+        ]
+    )
+    return dataset.map(
+        _Embedder(str(model_path), text_columns, column, lowercase),
+        batched=True,
+        batch_size=batch_size,
+        features=features,
+        num_proc=num_proc,
+        new_fingerprint=fingerprint,
+        load_from_cache_file=load_from_cache_file,
+        desc=f"fastText sentence vectors -> {column}",
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Command line: hm-hf train-fasttext
+# --------------------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hm-hf train-fasttext",
+        description="Train a fastText model on the text of one split (defaults: the seed's settings) and save "
+        "it as a fastText .bin file, for the concat model's text_embedding column.",
+    )
+    parser.add_argument("--dataset", required=True, choices=["hmd", "mmhs"], help="hmd (Hateful Memes) or mmhs (MMHS150K)")
+    parser.add_argument("--data-dir", required=True, help="folder with the official files of the data set")
+    parser.add_argument("--split", default="train", help="split whose text to train on (default: train)")
+    parser.add_argument("--output", required=True, help="where to write the model (.bin); a .bin.json record goes next to it")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model at --output")
+    parser.add_argument("--model", default=SEED_DEFAULTS["model"], choices=["skipgram", "cbow"])
+    parser.add_argument("--dim", type=int, default=SEED_DEFAULTS["dim"], help="vector size (default: 100)")
+    parser.add_argument("--min-count", type=int, default=SEED_DEFAULTS["min_count"], help="minimum word count (default: 1)")
+    parser.add_argument("--epoch", type=int, default=SEED_DEFAULTS["epoch"], help="epochs (default: 100)")
+    parser.add_argument("--lr", type=float, default=0.05, help="learning rate (fastText default 0.05)")
+    parser.add_argument("--ws", type=int, default=5, help="context window (fastText default 5)")
+    parser.add_argument("--minn", type=int, default=3, help="min char n-gram length (default 3)")
+    parser.add_argument("--maxn", type=int, default=6, help="max char n-gram length (default 6)")
+    parser.add_argument("--bucket", type=int, default=2_000_000, help="subword buckets (default 2,000,000: an 800 MB model at dim 100)")
+    parser.add_argument("--thread", type=int, default=None, help="training threads (default: CPUs - 1)")
+    parser.add_argument("--lowercase", action="store_true", help="lowercase the text (the seed did not); recorded with the model")
+    parser.add_argument("--no-img-text", action="store_true", help="MMHS: leave out the OCR text (img_txt/<id>.json)")
+    parser.add_argument("--quiet", action="store_true", help="no fastText progress output")
+    return parser
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`hm-hf train-fasttext`: returns a process exit code."""
+    args = _parser().parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        print(f"error: {output} exists; pass --overwrite to replace it.", file=sys.stderr)
+        return 2
+    try:
+        texts = read_split_texts(args.dataset, args.data_dir, args.split, include_img_text=not args.no_img_text)
+        source = f"{args.dataset} {args.split} in {args.data_dir}"
+        train_fasttext(
+            texts,
+            output,
+            model=args.model,
+            dim=args.dim,
+            min_count=args.min_count,
+            epoch=args.epoch,
+            lr=args.lr,
+            ws=args.ws,
+            minn=args.minn,
+            maxn=args.maxn,
+            bucket=args.bucket,
+            thread=args.thread,
+            lowercase=args.lowercase,
+            verbose=0 if args.quiet else 2,
+            source=source,
+        )
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"fastText model ({args.model}, dim {args.dim}) trained on {len(texts)} texts written to {output}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli())
