@@ -110,9 +110,13 @@ def test_padding_text_and_regions_never_changes_logits(model):
         padded["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros(3, 3, dtype=torch.long)], 1)
         padded["token_type_ids"] = torch.cat([batch["token_type_ids"], torch.ones(3, 3, dtype=torch.long)], 1)
         assert torch.allclose(model(**padded).logits, ref, atol=1e-5)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        padded_inputs = {k: v for k, v in padded.items() if k != "labels"}
+        ref_pooled = model.visual_bert(**inputs).pooler_output
+        assert torch.allclose(model.visual_bert(**padded_inputs).pooler_output, ref_pooled, atol=1e-5)
         # the mask is what matters: unmasking the same regions does change the output
-        padded["visual_attention_mask"] = torch.ones_like(padded["visual_attention_mask"])
-        assert not torch.allclose(model(**padded).logits, ref, atol=1e-3)
+        padded_inputs["visual_attention_mask"] = torch.ones_like(padded["visual_attention_mask"])
+        assert not torch.allclose(model.visual_bert(**padded_inputs).pooler_output, ref_pooled, atol=1e-3)
 
 
 def test_attention_goes_through_sdpa(model, monkeypatch):

@@ -5,7 +5,8 @@ pos_layer_norm, LayerNorm}.*``, ``uniter.encoder.layer.N.*``, ``uniter.pooler.de
 :class:`HmUniterForHatefulMemes` uses the same names. Dropped, and listed: the region-masking embedding
 ``uniter.img_embeddings.mask_embedding`` (pre-training only) and the pre-training heads (``cls.*``,
 ``feat_regress.*``, ``region_classifier.*``, ``itm_output.*`` ...). Old ``gamma``/``beta`` LayerNorm names
-become ``weight``/``bias``. The classifier is new (randomly initialised when the folder is loaded).
+become ``weight``/``bias``. The folder holds the bare :class:`HmUniterModel` (config with ``num_labels``);
+the classifier is created, randomly initialised, when the folder is loaded into HmUniterForHatefulMemes.
 
 Usage::
 
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 from .configuration_uniter import HmUniterConfig
-from .modeling_uniter import HmUniterForHatefulMemes
+from .modeling_uniter import HmUniterModel
 
 __all__ = ["cli", "convert_uniter_checkpoint", "convert_uniter_state_dict", "infer_uniter_config", "load_uniter_pt"]
 
@@ -109,8 +110,11 @@ def convert_uniter_checkpoint(
     output_dir: str | os.PathLike,
     config_path: str | os.PathLike | None = None,
     **config_overrides: Any,
-) -> HmUniterForHatefulMemes:
-    """Convert ``checkpoint`` (a UNITER ``.pt``) and save an :class:`HmUniterForHatefulMemes` folder.
+) -> HmUniterModel:
+    """Convert ``checkpoint`` (a UNITER ``.pt``) and save an hm_hf UNITER folder (body weights + config).
+
+    Load it with ``HmUniterForHatefulMemes.from_pretrained(folder)`` (the classifier is new) or
+    ``AutoModelForSequenceClassification.from_pretrained(folder)`` after ``import hm_hf``.
 
     ``config_path``: UNITER's own config json (``uniter-base.json``) for the head count and dropouts;
     ``config_overrides``: e.g. ``num_labels=6``. Raises if any converted weight does not fit the model.
@@ -123,12 +127,13 @@ def convert_uniter_checkpoint(
         overrides.update({k: uniter_json[k] for k in _UNITER_JSON_FIELDS if k in uniter_json})
     overrides.update(config_overrides)
     config = infer_uniter_config(converted, **overrides)
-    model = HmUniterForHatefulMemes(config)
-    result = model.load_state_dict(converted, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("classifier.")]
-    if missing or result.unexpected_keys:
+    # Saved as the bare HmUniterModel: loading the folder into HmUniterForHatefulMemes then reports the
+    # classifier as newly initialised (it is), and HmUniterModel loads it with no missing/unexpected key.
+    model = HmUniterModel(config)
+    result = model.load_state_dict({k[len("uniter."):]: v for k, v in converted.items()}, strict=False)
+    if result.missing_keys or result.unexpected_keys:
         raise ValueError(
-            f"{checkpoint}: converted weights do not fit HmUniterForHatefulMemes: missing {missing}, "
+            f"{checkpoint}: converted weights do not fit HmUniterModel: missing {result.missing_keys}, "
             f"unexpected {result.unexpected_keys}"
         )
     model.save_pretrained(output_dir)  # safetensors; transformers writes atomically per shard

@@ -1,0 +1,277 @@
+"""HmUniter: box geometry, forward/backward, masking, save/load, Auto classes, converter, BERT init."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertModel
+
+from hm_hf.models.auto import register_auto_classes
+from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes, HmUniterModel, uniter_box_features
+from hm_hf.models.uniter.convert_uniter_checkpoint import (
+    cli,
+    convert_uniter_checkpoint,
+    convert_uniter_state_dict,
+    infer_uniter_config,
+)
+
+VOCAB, HIDDEN, IMG = 90, 32, 24
+
+
+def tiny_config(**kwargs) -> HmUniterConfig:
+    fields = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, img_dim=IMG, max_position_embeddings=64)
+    fields.update(kwargs)
+    return HmUniterConfig(**fields)
+
+
+def make_batch(batch_size: int = 3, text_len: int = 6, regions: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, VOCAB, (batch_size, text_len), generator=g)
+    attention_mask = torch.ones(batch_size, text_len, dtype=torch.long)
+    attention_mask[1, 3:] = 0
+    input_ids[attention_mask == 0] = 0
+    visual_attention_mask = torch.ones(batch_size, regions, dtype=torch.long)
+    visual_attention_mask[0, 2:] = 0
+    visual_attention_mask[2, 4:] = 0
+    corners = torch.rand(batch_size, regions, 4, generator=g)
+    boxes = torch.cat([torch.minimum(corners[..., :2], corners[..., 2:]), torch.maximum(corners[..., :2], corners[..., 2:])], -1)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "visual_embeds": torch.randn(batch_size, regions, IMG, generator=g),
+        "visual_attention_mask": visual_attention_mask,
+        "visual_boxes": boxes,
+        "labels": torch.tensor([1, 0, 1][:batch_size]),
+    }
+
+
+@pytest.fixture(scope="module")
+def model() -> HmUniterForHatefulMemes:
+    torch.manual_seed(0)
+    return HmUniterForHatefulMemes(tiny_config()).eval()
+
+
+def test_box_features_are_normalised_the_right_way_round():
+    # a 200 x 100 (W x H) box at (100, 50) in a 1000 x 500 image, normalised as the collator does: x/W, y/H
+    width, height = 1000.0, 500.0
+    box = torch.tensor([[100 / width, 50 / height, 300 / width, 150 / height]])
+    feats = uniter_box_features(box)[0]
+    expected = torch.tensor([0.1, 0.1, 0.3, 0.3, 0.2, 0.2, 0.04])
+    assert torch.allclose(feats, expected)
+    with pytest.raises(ValueError, match="4 coordinates"):
+        uniter_box_features(torch.zeros(2, 6))
+
+
+def test_image_embeddings_follow_uniter(model):
+    """img = LN(LN_img(W_img f) + LN_pos(W_pos p7) + type[1]): computed by hand from the weights."""
+    emb = model.uniter.img_embeddings
+    sd = {k: v for k, v in emb.state_dict().items()}
+    f, boxes = torch.randn(2, 3, IMG), torch.rand(2, 3, 4)
+    p7 = uniter_box_features(boxes)
+    type1 = model.uniter.embeddings.token_type_embeddings.weight[1]
+    eps = model.config.layer_norm_eps
+
+    def ln(x, name):
+        return F.layer_norm(x, (HIDDEN,), sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
+
+    expected = ln(ln(f @ sd["img_linear.weight"].T + sd["img_linear.bias"], "img_layer_norm")
+                  + ln(p7 @ sd["pos_linear.weight"].T + sd["pos_linear.bias"], "pos_layer_norm") + type1, "LayerNorm")
+    with torch.no_grad():
+        got = emb(f, p7, model.uniter.embeddings.token_type_embeddings(torch.ones(2, 3, dtype=torch.long)))
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_forward_backward_ignored_labels_and_six_way():
+    torch.manual_seed(0)
+    m = HmUniterForHatefulMemes(tiny_config()).train()
+    out = m(**make_batch())
+    assert out.logits.shape == (3, 2) and torch.isfinite(out.loss)
+    out.loss.backward()
+    params = dict(m.named_parameters())
+    for name in ("uniter.img_embeddings.img_linear.weight", "uniter.img_embeddings.pos_linear.weight",
+                 "uniter.encoder.layer.0.attention.self.query.weight", "classifier.0.weight"):
+        assert params[name].grad is not None and params[name].grad.abs().sum() > 0, name
+    six = HmUniterForHatefulMemes(tiny_config(num_labels=6)).eval()
+    batch = make_batch()
+    batch["labels"] = torch.tensor([-100, 4, 5])
+    with torch.no_grad():
+        out = six(**batch)
+    assert out.logits.shape == (3, 6)
+    assert torch.allclose(out.loss, F.cross_entropy(out.logits[1:], torch.tensor([4, 5])), atol=1e-6)
+
+
+def test_text_only_and_image_only_inputs(model):
+    batch = make_batch()
+    with torch.no_grad():
+        text_only = model.uniter(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        image_only = model.uniter(visual_embeds=batch["visual_embeds"], visual_boxes=batch["visual_boxes"],
+                                  visual_attention_mask=batch["visual_attention_mask"])
+    assert text_only.last_hidden_state.shape == (3, 6, HIDDEN)
+    assert image_only.last_hidden_state.shape == (3, 5, HIDDEN)
+    with pytest.raises(ValueError, match="visual_boxes"):
+        model.uniter(input_ids=batch["input_ids"], visual_embeds=batch["visual_embeds"])
+
+
+def test_padding_text_and_regions_never_changes_logits(model):
+    batch = make_batch()
+    with torch.no_grad():
+        ref = model(**batch).logits
+        padded = dict(batch)
+        padded["visual_embeds"] = torch.cat([batch["visual_embeds"], 50 * torch.randn(3, 3, IMG)], 1)
+        padded["visual_boxes"] = torch.cat([batch["visual_boxes"], torch.rand(3, 3, 4)], 1)
+        padded["visual_attention_mask"] = torch.cat([batch["visual_attention_mask"], torch.zeros(3, 3, dtype=torch.long)], 1)
+        padded["input_ids"] = torch.cat([batch["input_ids"], torch.randint(1, VOCAB, (3, 2))], 1)
+        padded["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros(3, 2, dtype=torch.long)], 1)
+        padded["token_type_ids"] = torch.cat([batch["token_type_ids"], torch.zeros(3, 2, dtype=torch.long)], 1)
+        assert torch.allclose(model(**padded).logits, ref, atol=1e-5)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        padded_inputs = {k: v for k, v in padded.items() if k != "labels"}
+        ref_pooled = model.uniter(**inputs).pooler_output
+        assert torch.allclose(model.uniter(**padded_inputs).pooler_output, ref_pooled, atol=1e-5)
+        padded_inputs["visual_attention_mask"] = torch.ones_like(padded["visual_attention_mask"])
+        assert not torch.allclose(model.uniter(**padded_inputs).pooler_output, ref_pooled, atol=1e-3)
+
+
+def test_save_load_round_trip_and_auto_classes(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+    register_auto_classes()
+    assert isinstance(AutoConfig.for_model("hm_uniter"), HmUniterConfig)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, HmUniterForHatefulMemes)
+    batch = make_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    config = AutoConfig.for_model("hm_uniter", vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=1,
+                                  num_attention_heads=4, intermediate_size=37, img_dim=IMG)
+    assert isinstance(AutoModelForSequenceClassification.from_config(config), HmUniterForHatefulMemes)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    plain = HmUniterForHatefulMemes(tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in ckpt.uniter.encoder.layer)
+    batch = make_batch()
+    plain(**batch).loss.backward()
+    ckpt(**batch).loss.backward()
+    for (name, p1), (_, p2) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        assert torch.allclose(p1.grad, p2.grad, atol=1e-6), name
+
+
+def original_uniter_state_dict(cfg: dict, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """A state dict with the key names and shapes of the original uniter-base.pt (pre-training heads included)."""
+    H, I, V, P, L, D = cfg["hidden"], cfg["inter"], cfg["vocab"], cfg["pos"], cfg["layers"], cfg["img_dim"]
+    shapes = {
+        "uniter.embeddings.word_embeddings.weight": (V, H),
+        "uniter.embeddings.position_embeddings.weight": (P, H),
+        "uniter.embeddings.token_type_embeddings.weight": (2, H),
+        "uniter.embeddings.LayerNorm.weight": (H,), "uniter.embeddings.LayerNorm.bias": (H,),
+        "uniter.img_embeddings.img_linear.weight": (H, D), "uniter.img_embeddings.img_linear.bias": (H,),
+        "uniter.img_embeddings.img_layer_norm.weight": (H,), "uniter.img_embeddings.img_layer_norm.bias": (H,),
+        "uniter.img_embeddings.pos_layer_norm.weight": (H,), "uniter.img_embeddings.pos_layer_norm.bias": (H,),
+        "uniter.img_embeddings.pos_linear.weight": (H, 7), "uniter.img_embeddings.pos_linear.bias": (H,),
+        "uniter.img_embeddings.mask_embedding.weight": (2, D),
+        "uniter.img_embeddings.LayerNorm.weight": (H,), "uniter.img_embeddings.LayerNorm.bias": (H,),
+        "uniter.pooler.dense.weight": (H, H), "uniter.pooler.dense.bias": (H,),
+        "cls.predictions.bias": (V,), "cls.predictions.transform.dense.weight": (H, H),
+        "cls.predictions.transform.dense.bias": (H,), "cls.predictions.transform.LayerNorm.weight": (H,),
+        "cls.predictions.transform.LayerNorm.bias": (H,), "cls.predictions.decoder.weight": (V, H),
+        "feat_regress.net.0.weight": (H, H), "region_classifier.net.3.weight": (1601, H),
+        "itm_output.weight": (2, H), "itm_output.bias": (2,),
+    }
+    for n in range(L):
+        p = f"uniter.encoder.layer.{n}."
+        for name in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            shapes[p + name + ".weight"], shapes[p + name + ".bias"] = (H, H), (H,)
+        for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+            shapes[p + name + ".weight"], shapes[p + name + ".bias"] = (H,), (H,)
+        shapes[p + "intermediate.dense.weight"], shapes[p + "intermediate.dense.bias"] = (I, H), (I,)
+        shapes[p + "output.dense.weight"], shapes[p + "output.dense.bias"] = (H, I), (H,)
+    return {k: torch.randn(s, device=device) for k, s in shapes.items()}
+
+
+BASE = dict(hidden=768, inter=3072, vocab=28996, pos=512, layers=12, img_dim=2048)
+TINY = dict(hidden=HIDDEN, inter=37, vocab=VOCAB, pos=64, layers=2, img_dim=IMG)
+
+
+def test_converter_fits_base_shapes_on_meta_device():
+    converted, dropped = convert_uniter_state_dict(original_uniter_state_dict(BASE, device="meta"))
+    assert "uniter.img_embeddings.mask_embedding.weight" in dropped and "itm_output.weight" in dropped
+    config = infer_uniter_config(converted)
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.vocab_size,
+            config.img_dim, config.intermediate_size) == (768, 12, 12, 28996, 2048, 3072)
+    with torch.device("meta"):
+        model = HmUniterForHatefulMemes(config)
+    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+    assert {k: v.shape for k, v in converted.items()} == expected
+
+
+def test_converter_end_to_end_on_tiny_checkpoint(tmp_path):
+    original = original_uniter_state_dict(TINY)
+    original["uniter.embeddings.LayerNorm.gamma"] = original.pop("uniter.embeddings.LayerNorm.weight")  # old naming
+    checkpoint = tmp_path / "uniter-tiny.pt"
+    torch.save(original, checkpoint)
+    uniter_json = tmp_path / "uniter-tiny.json"
+    uniter_json.write_text(json.dumps({"hidden_size": HIDDEN, "num_attention_heads": 4, "hidden_dropout_prob": 0.0}))
+    out = tmp_path / "converted"
+    assert cli(["--checkpoint", str(checkpoint), "--output", str(out), "--config", str(uniter_json),
+                "--num-labels", "6"]) == 0
+    dropped = json.loads((out / "conversion.json").read_text())["dropped_keys"]
+    assert "cls.predictions.decoder.weight" in dropped
+
+    body, info = HmUniterModel.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    head, info = HmUniterForHatefulMemes.from_pretrained(out, output_loading_info=True)
+    assert info["missing_keys"] and all(k.startswith("classifier.") for k in info["missing_keys"])
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert head.config.num_labels == 6 and head.config.num_attention_heads == 4
+    assert head.config.hidden_dropout_prob == 0.0
+    state = head.state_dict()
+    assert torch.equal(state["uniter.embeddings.LayerNorm.weight"], original["uniter.embeddings.LayerNorm.gamma"])
+    for key in ("uniter.img_embeddings.pos_linear.weight", "uniter.encoder.layer.1.output.dense.weight",
+                "uniter.pooler.dense.bias"):
+        assert torch.equal(state[key], original[key]), key
+    with torch.no_grad():
+        assert head.eval()(**make_batch()).logits.shape == (3, 6)
+
+
+def test_converter_errors_are_clear(tmp_path):
+    assert cli(["--checkpoint", str(tmp_path / "missing.pt"), "--output", str(tmp_path / "o")]) == 1
+    bad = tmp_path / "bad.pt"
+    torch.save({"foo.weight": torch.zeros(2)}, bad)
+    with pytest.raises(ValueError, match="no UNITER weights"):
+        convert_uniter_checkpoint(bad, tmp_path / "o")
+
+
+def test_from_text_pretrained_copies_bert_weights(tmp_path):
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=37, max_position_embeddings=64))
+    bert.save_pretrained(tmp_path)
+    model = HmUniterForHatefulMemes.from_text_pretrained(tmp_path, img_dim=IMG)
+    ours = model.uniter.state_dict()
+    for key, value in bert.state_dict().items():
+        assert torch.equal(ours[key], value), key
+    with torch.no_grad():
+        assert model.eval()(**make_batch()).logits.shape == (3, 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_autocast_forward_on_gpu(model):
+    m = copy.deepcopy(model).cuda()
+    batch = {k: v.cuda() for k, v in make_batch().items()}
+    with torch.no_grad():
+        ref = m(**batch).logits
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = m(**batch)
+    assert out.logits.dtype == torch.float16 and torch.isfinite(out.loss)
+    assert torch.allclose(out.logits.float(), ref, atol=2e-2)
