@@ -159,7 +159,8 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         with warnings.catch_warnings():
             # over-limit images are refused by check_image; Pillow's own warning would only be noise
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with ThreadPoolExecutor(self.num_workers) as pool:
+            pool = ThreadPoolExecutor(self.num_workers)
+            try:
                 for index, (item, problem) in enumerate(zip(items, pool.map(self._check_item, items))):
                     if problem is not None:
                         kind, reason, file = problem
@@ -173,6 +174,8 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
                     label = example.get("label", -1)
                     rows["labelled" if label is not None and label >= 0 else "unlabelled"] += 1
                     yield index, example
+            finally:  # on a strict-mode error, don't decode the images still queued
+                pool.shutdown(wait=True, cancel_futures=True)
         report.splits[split] = {"rows": rows["rows"], "labelled": rows["labelled"],
                                 "unlabelled": rows["unlabelled"], "listed": len(items)}
 

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -82,13 +83,18 @@ def _write_split(dataset: datasets.Dataset, folder: Path, split: str, max_bytes:
         batches = dataset.with_format("arrow").iter(batch_size=ROWS_PER_GROUP) if len(dataset) else []
         for batch in batches:
             table = embed_table_storage(table_cast(batch, schema))
-            if writer is None or shard_bytes >= max_bytes:
-                if writer is not None:
-                    writer.close()
-                written.append(folder / f".{split}-{len(written):05d}.parquet")
-                writer, shard_bytes = pq.ParquetWriter(str(written[-1]), schema), 0
-            writer.write_table(table, row_group_size=ROWS_PER_GROUP)
-            shard_bytes += table.nbytes
+            per_row = max(1, table.nbytes // max(1, table.num_rows))
+            start = 0
+            while start < table.num_rows:  # fill shards up to max_bytes (uncompressed), at least a row each
+                if writer is None or shard_bytes >= max_bytes:
+                    if writer is not None:
+                        writer.close()
+                    written.append(folder / f".{split}-{len(written):05d}.parquet")
+                    writer, shard_bytes = pq.ParquetWriter(str(written[-1]), schema), 0
+                piece = table.slice(start, max(1, (max_bytes - shard_bytes) // per_row))
+                writer.write_table(piece, row_group_size=ROWS_PER_GROUP)
+                shard_bytes += per_row * piece.num_rows
+                start += piece.num_rows
         if writer is None:  # an empty split still gets one (empty) shard, so the split exists
             written.append(folder / f".{split}-00000.parquet")
             pq.write_table(pa.Table.from_batches([], schema=schema), str(written[-1]))
@@ -117,9 +123,13 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
     from hm_hf.data.builder_base import MemeBuilder
 
     if isinstance(data, MemeBuilder):
+        dataset_name = dataset_name or data.DATASET_LABEL
+    if push_to_hub and not private and dataset_name == "hateful_memes":
+        raise ValueError("Hateful Memes images may not be redistributed: refusing a public push; push it "
+                         "privately (the default) and share it through the gated repo's access requests")
+    if isinstance(data, MemeBuilder):
         builder = data
         config_name = config_name or builder.config.name
-        dataset_name = dataset_name or builder.DATASET_LABEL
         builder.download_and_prepare()
         data = builder.as_dataset()
     if not isinstance(data, (datasets.DatasetDict, dict)):
@@ -127,9 +137,6 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
     config_name = config_name or "default"
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", config_name):
         raise ValueError(f"config name {config_name!r} must be letters, digits, '_', '-' or '.'")
-    if push_to_hub and not private and dataset_name == "hateful_memes":
-        raise ValueError("Hateful Memes images may not be redistributed: refusing a public push; push it "
-                         "privately (the default) and share it through the gated repo's access requests")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     max_bytes = parse_size(max_shard_size)
@@ -212,16 +219,28 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder as this dataset repo")
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
     args = parser.parse_args(argv)
+    if args.public and args.push_to_hub and args.dataset == "hmd":
+        parser.error("Hateful Memes images may not be redistributed: refusing a public push (drop --public; "
+                     "the repo is created private)")
+    if args.config == "regions" and not args.feature_cache:
+        parser.error("--config regions needs --feature-cache")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from hm_hf.data.hateful_memes import HatefulMemes
     from hm_hf.data.mmhs150k import MMHS150K
 
     builder_class = HatefulMemes if args.dataset == "hmd" else MMHS150K
-    builder = builder_class(data_dir=args.data_dir, config_name=args.config, feature_cache=args.feature_cache,
-                            strict=args.strict, cache_dir=args.cache_dir)
-    out = export_dataset(builder, args.output, card=args.card, max_shard_size=args.max_shard_size,
-                         push_to_hub=args.push_to_hub, private=not args.public)
+    from hm_hf.data.report import BadInputError
+    from hm_hf.extract.cache import FeatureCacheError
+
+    try:
+        builder = builder_class(data_dir=args.data_dir, config_name=args.config,
+                                feature_cache=args.feature_cache, strict=args.strict, cache_dir=args.cache_dir)
+        out = export_dataset(builder, args.output, card=args.card, max_shard_size=args.max_shard_size,
+                             push_to_hub=args.push_to_hub, private=not args.public)
+    except (BadInputError, FileNotFoundError, FeatureCacheError) as err:
+        print(f"hm-hf export-dataset: error: {err}", file=sys.stderr)
+        return 1
     report = builder.report
     if report is not None:
         print(report.summary())

@@ -1,0 +1,136 @@
+"""Parquet export: `datasets.load_dataset(<folder>, <config>)` gives back the builder's rows; CLI; Hub push."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from hm_hf.data import export as export_module
+from hm_hf.data.export import cli, export_dataset, parse_size, split_card
+from hm_hf.data.hateful_memes import HatefulMemes
+from hm_hf.data.mmhs150k import MMHS150K
+from hm_hf.data.synthetic import make_hmd, make_mmhs, write_region_features
+
+SIZE = (64, 48)
+
+
+def _same_rows(built: datasets.Dataset, loaded: datasets.Dataset, columns):
+    assert built.num_rows == loaded.num_rows
+    assert loaded.features == built.features
+    a = built.remove_columns("image").to_dict()
+    b = loaded.remove_columns("image").to_dict()
+    for column in columns:
+        assert b[column] == a[column], column
+    for x, y in zip(built["image"], loaded["image"]):
+        assert x.size == y.size and x.mode == y.mode
+        assert np.array_equal(np.asarray(x), np.asarray(y))  # same pixels: the bytes were embedded
+
+
+def test_hmd_default_round_trip_and_card(tmp_path):
+    memes = make_hmd(tmp_path / "data", splits={"train": 6, "dev_seen": 4, "test_unseen": 4}, image_size=SIZE)
+    builder = HatefulMemes(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    out = export_dataset(builder, tmp_path / "out")
+    built = builder.as_dataset()
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf"))
+    assert list(loaded) == list(built) == ["train", "dev_seen", "test_unseen"]
+    for split in built:
+        _same_rows(built[split], loaded[split], ["id", "text", "label"])
+    assert loaded["test_unseen"]["label"] == [-1] * 4
+    assert sorted(loaded["train"]["id"]) == sorted(m.id for m in memes["train"])
+
+    # images are stored as bytes, never as this machine's paths
+    table = pq.read_table(next((out / "default").glob("train-*.parquet")))
+    image = table.column("image").to_pylist()[0]
+    assert image["bytes"] and not os.path.isabs(image["path"] or "")
+    Image.open(io.BytesIO(image["bytes"])).verify()
+
+    header, body = split_card((out / "README.md").read_text())
+    assert header["license"] == "other" and "extra_gated_prompt" in header
+    assert "may not be redistributed" in body
+    assert [c["config_name"] for c in header["configs"]] == ["default"]  # only what was exported
+    assert {f["split"] for f in header["configs"][0]["data_files"]} == {"train", "dev_seen", "test_unseen"}
+
+
+def test_mmhs_two_configs_in_one_folder(tmp_path):
+    memes = make_mmhs(tmp_path / "data", splits={"train": 4, "val": 2, "test": 2}, image_size=SIZE)
+    write_region_features(memes, tmp_path / "feats")
+    regions = MMHS150K(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", config_name="regions",
+                       feature_cache=tmp_path / "feats")
+    export_dataset(regions, tmp_path / "out", max_shard_size=20_000)  # small shards: several files
+    default = MMHS150K(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    export_dataset(default, tmp_path / "out")
+    assert len(list((tmp_path / "out" / "regions").glob("train-*-of-*.parquet"))) > 1
+
+    loaded = datasets.load_dataset(str(tmp_path / "out"), "regions", cache_dir=str(tmp_path / "hf"))
+    built = regions.as_dataset()
+    for split in built:
+        _same_rows(built[split], loaded[split],
+                   ["id", "tweet_text", "img_text", "annotator_labels", "label", "fine_label", "num_boxes"])
+        a = built[split].with_format("numpy")[:]
+        b = loaded[split].with_format("numpy")[:]
+        for x, y in zip(a["region_features"], b["region_features"]):
+            assert np.array_equal(x, y)
+        for x, y in zip(a["boxes"], b["boxes"]):
+            assert np.array_equal(x, y)
+    plain = datasets.load_dataset(str(tmp_path / "out"), "default", cache_dir=str(tmp_path / "hf"))
+    assert "region_features" not in plain["train"].features
+    assert plain["train"]["id"] == default.as_dataset()["train"]["id"]
+    header, _ = split_card((tmp_path / "out" / "README.md").read_text())
+    assert [c["config_name"] for c in header["configs"]] == ["default", "regions"]
+
+
+def test_cli_and_private_push_without_printing_the_token(tmp_path, monkeypatch, capsys):
+    make_hmd(tmp_path / "data", splits={"train": 4, "dev_seen": 2}, image_size=SIZE)
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, repo_type=None, private=None, exist_ok=False):
+            calls.append(("create_repo", repo_id, repo_type, private))
+
+        def upload_folder(self, folder_path, repo_id, repo_type=None, **kwargs):
+            calls.append(("upload_folder", sorted(os.listdir(folder_path)), repo_id, repo_type))
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    secret = "hf_" + "x" * 30
+    monkeypatch.setenv("HF_TOKEN", secret)
+    args = ["--dataset", "hmd", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache"), "--push-to-hub", "org/hateful_memes"]
+    assert cli(args) == 0
+    assert ("create_repo", "org/hateful_memes", "dataset", True) in calls  # private by default
+    assert ("upload_folder", ["README.md", "default"], "org/hateful_memes", "dataset") in calls
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
+    assert "train=4" in captured.out
+    with pytest.raises(SystemExit):
+        cli(args + ["--public"])
+    assert "may not be redistributed" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="may not be redistributed"):  # the library refuses it too
+        export_dataset(HatefulMemes(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"), tmp_path / "o2",
+                       push_to_hub="org/x", private=False)
+    # bad input in strict mode: a clear message and exit status 1, no traceback
+    (tmp_path / "data" / "train.jsonl").write_text("{broken\n", encoding="utf-8")
+    assert cli(args[:-2] + ["--strict"]) == 1
+    assert "train.jsonl, line 1" in capsys.readouterr().err
+
+
+def test_card_templates_are_valid():
+    for name in ("hateful_memes", "mmhs150k"):
+        text = (export_module.dataset_scripts_dir() / name / "README.md").read_text()
+        header, body = split_card(text)
+        assert {"configs", "task_categories", "license", "extra_gated_prompt", "extra_gated_fields"} <= set(header)
+        assert {c["config_name"] for c in header["configs"]} == {"default", "regions"}
+        assert "## Citation" in body and "build_report.json" in body
+        yaml.safe_load(text.split("---")[1])
+    assert parse_size("500MB") == 500_000_000 and parse_size("1GiB") == 2**30 and parse_size(10) == 10
