@@ -41,7 +41,34 @@ def tf_visual_bert():
         max_position_embeddings=40, visual_embedding_dim=FEAT, num_labels=2))
 
 
-MODELS = {"vilbert": vilbert, "hm_visual_bert": hm_visual_bert, "tf_visual_bert": tf_visual_bert}
+def hm_uniter():
+    from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
+
+    return HmUniterForHatefulMemes(HmUniterConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        max_position_embeddings=40, img_dim=FEAT))
+
+
+def hm_concat_bert():
+    """Concat with a BERT text encoder over region features: adapters go into the encoder, the new
+    projections / fusion MLP / head train in full."""
+    from transformers import BertConfig
+
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+
+    return HmConcatForHatefulMemes(HmConcatConfig(
+        text_source="encoder", visual_embedding_dim=FEAT, image_projection_dim=8, fusion_hidden_sizes=[8],
+        text_config=BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=37, max_position_embeddings=40)))
+
+
+MODELS = {"vilbert": vilbert, "hm_visual_bert": hm_visual_bert, "tf_visual_bert": tf_visual_bert,
+          "hm_uniter": hm_uniter, "hm_concat_bert": hm_concat_bert}
+# HmConcatModel.encode_image indexes `self.image_projection[0]`, which peft's ModulesToSaveWrapper does not
+# support; reported to the models helper (use `next(self.image_projection.parameters()).dtype`).
+_CONCAT_XFAIL = pytest.mark.xfail(raises=TypeError, strict=False,
+                                  reason="Concat indexes a modules_to_save-wrapped Sequential")
+MODEL_PARAMS = [pytest.param(n, marks=_CONCAT_XFAIL) if n == "hm_concat_bert" else n for n in MODELS]
 PREFIX = {"lora": "lora_", "ia3": "ia3_", "bottleneck": "bottleneck_"}
 # non-identity adapter initialisation so that save/load and merge tests compare something non-trivial
 RANDOM_INIT = {"lora": {"init_lora_weights": False}, "ia3": {"init_ia3_weights": False},
@@ -101,7 +128,7 @@ def test_bottleneck_widths_follow_the_paper():
 
 # ------------------------------------------------------------------------------------- every model x method
 @pytest.mark.parametrize("method", ["lora", "ia3", "bottleneck"])
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", MODEL_PARAMS)
 def test_peft_train_save_load(name, method, tmp_path):
     base_logits = logits(make(name), name)
     model = make(name)
@@ -111,7 +138,8 @@ def test_peft_train_save_load(name, method, tmp_path):
 
     # only adapters and the head train, and both exist
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-    assert trainable and all(PREFIX[method] in n or f"{head}.modules_to_save" in n for n in trainable), trainable
+    assert trainable and all(PREFIX[method] in n or ".modules_to_save." in n for n in trainable), trainable
+    assert any(f"{head}.modules_to_save" in n for n in trainable)
     assert any(PREFIX[method] in n for n in trainable) and any("modules_to_save" in n for n in trainable)
     n_train, n_total, pct = describe_trainable(peft_model)
     assert (n_train, n_total) == peft_model.get_nb_trainable_parameters() and 0 < pct < 100
@@ -145,7 +173,7 @@ def test_peft_train_save_load(name, method, tmp_path):
         torch.testing.assert_close(logits(merged, name), adapted, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", MODEL_PARAMS)
 def test_bottleneck_default_init_leaves_model_unchanged(name):
     base_logits = logits(make(name), name)
     model = make(name)
@@ -154,6 +182,16 @@ def test_bottleneck_default_init_leaves_model_unchanged(name):
     # with adapters disabled the base model is back as well
     with peft_model.disable_adapter():
         torch.testing.assert_close(logits(peft_model, name), base_logits, rtol=0, atol=0)
+
+
+def test_concat_over_features_has_nothing_to_adapt_and_says_so():
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+
+    model = HmConcatForHatefulMemes(HmConcatConfig(visual_embedding_dim=FEAT, text_embedding_dim=8))
+    assert hp.head_modules(model) == ["classifier", "text_projection", "image_projection", "fusion"]
+    for method in ("lora", "ia3", "bottleneck"):
+        with pytest.raises(ValueError, match="nothing to adapt"):
+            build_peft_config(model, method)
 
 
 def test_bottleneck_layer_computes_the_papers_formula():

@@ -26,15 +26,15 @@ def _entries() -> list[tuple[str, type, type, type]]:
     """(model_type, config class, base model class, sequence-classification class) for each architecture."""
     from .concat import HmConcatConfig, HmConcatForHatefulMemes, HmConcatModel
     from .uniter import HmUniterConfig, HmUniterForHatefulMemes, HmUniterModel
+    from .vilbert import HmVilbertConfig, HmVilbertForHatefulMemes, HmVilbertModel
     from .visual_bert import HmVisualBertConfig, HmVisualBertForHatefulMemes, HmVisualBertModel
 
     entries = [
         ("hm_visual_bert", HmVisualBertConfig, HmVisualBertModel, HmVisualBertForHatefulMemes),
         ("hm_uniter", HmUniterConfig, HmUniterModel, HmUniterForHatefulMemes),
         ("hm_concat", HmConcatConfig, HmConcatModel, HmConcatForHatefulMemes),
+        ("hm_vilbert", HmVilbertConfig, HmVilbertModel, HmVilbertForHatefulMemes),
     ]
-    # ViLBERT registers here too (its helper adds the line below once hm_hf.models.vilbert exists):
-    # ("hm_vilbert", HmVilbertConfig, HmVilbertModel, HmVilbertForHatefulMemes),
     return entries
 
 

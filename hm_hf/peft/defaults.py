@@ -9,8 +9,8 @@ Custom (non-transformers-registry) models get no defaults from peft, so hm_hf ke
   `v_output`), which gives the paper's 2,671,092 trainable parameters with the head.
 * `modules_to_save`: the classification head (`classifier` in every hm_hf model).
 
-Architectures not in the table are inspected: BERT-style names get the BERT defaults; anything else gets
-LoRA on all linear layers (peft's "all-linear") except the head.
+Architectures not in the table are inspected: BERT-style names get the BERT defaults, `q_proj`/`v_proj`
+encoders (CLIP) their usual targets, anything else LoRA / IA3 on every Linear layer outside the head.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ BOTTLENECK_TARGET_MODULES: dict[str, str] = {
 LORA_TARGET_MODULES: dict[str, list[str]] = {
     "hm_vilbert": ["query", "value", "query1", "value1", "query2", "value2"],
     "bert_style": ["query", "value"],
+    "qkv_proj": ["q_proj", "v_proj"],  # CLIP / ViT-style encoders (e.g. inside Concat)
 }
 
 IA3_TARGET_MODULES: dict[str, tuple[list[str], list[str]]] = {
@@ -45,9 +46,12 @@ IA3_TARGET_MODULES: dict[str, tuple[list[str], list[str]]] = {
         ["output.dense", "t_output.dense", "v_output.dense"],
     ),
     "bert_style": (["key", "value", "output.dense"], ["output.dense"]),
+    "qkv_proj": (["k_proj", "v_proj", "fc2"], ["fc2"]),
 }
 
 HEAD_NAMES = ("classifier", "cls", "score", "head")
+# Concat's projections and fusion MLP are new, task-specific layers: trained in full next to the head.
+CONCAT_TRAINED = ("text_projection", "image_projection", "fusion")
 
 LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "bias": "none"}
 
@@ -57,28 +61,40 @@ def _model_type(model: nn.Module) -> str | None:
     return getattr(config, "model_type", None)
 
 
-def _is_bert_style(model: nn.Module) -> bool:
-    return any(re.search(r"attention\.self\.query$", name) for name, _ in model.named_modules())
-
-
 def head_modules(model: nn.Module) -> list[str]:
-    """Names of the classification head(s) to train and save alongside the adapters."""
+    """Names of the modules to train in full and save next to the adapters: the classification head, and
+    for Concat its projection and fusion layers."""
     children = dict(model.named_children())
-    return [name for name in HEAD_NAMES if name in children][:1]
+    names = [name for name in HEAD_NAMES if name in children][:1]
+    if _model_type(model) == "hm_concat":
+        present = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and len(list(m.parameters()))}
+        names += [n for n in CONCAT_TRAINED if n in present]
+    return names
 
 
-def _family(model: nn.Module) -> str:
-    model_type = _model_type(model)
+def _frozen_module_names(model: nn.Module, saved: list[str]) -> list[str]:
+    def under_saved(name):
+        return any(re.match(rf"(^|.*\.){re.escape(s)}($|\..*)", name) for s in saved)
+
+    return [n for n, _ in model.named_modules() if n and not under_saved(n)]
+
+
+def _family(names: list[str], model_type: str | None) -> str:
     if model_type in LORA_TARGET_MODULES:
         return model_type
-    return "bert_style" if _is_bert_style(model) else "generic"
+    if any(n.endswith("attention.self.query") for n in names):
+        return "bert_style"
+    if any(n.endswith("q_proj") for n in names):
+        return "qkv_proj"
+    return "generic"
 
 
 def build_peft_config(model: nn.Module, method: str = "bottleneck", **overrides: Any):
     """A ready PEFT config for `model`: hm_hf's default targets for its architecture, head in modules_to_save.
 
     `method` is "lora", "ia3" or "bottleneck"; keyword overrides replace any field (e.g. `r=16`,
-    `target_modules=[...]`, `reduction_factor=8`).
+    `target_modules=[...]`, `reduction_factor=8`). Raises ValueError, saying why, when the model has
+    nothing the method can adapt (e.g. a Concat model over precomputed features: train it in full).
 
     Example:
 
@@ -93,43 +109,47 @@ def build_peft_config(model: nn.Module, method: str = "bottleneck", **overrides:
     from .config import BottleneckConfig
 
     method = method.lower()
-    family = _family(model)
-    kwargs: dict[str, Any] = {"modules_to_save": head_modules(model) or None}
+    model_type = _model_type(model)
+    saved = head_modules(model)
+    names = _frozen_module_names(model, saved)
+    linear = [n for n in names if isinstance(model.get_submodule(n), nn.Linear)]
+    family = _family(names, model_type)
+    kwargs: dict[str, Any] = {"modules_to_save": saved or None}
+
+    def nothing_to_adapt(what):
+        return ValueError(
+            f"{type(model).__name__} ({model_type}) has no {what} outside the trained head modules {saved}: "
+            f"'{method}' has nothing to adapt. Train the model in full, or pass target_modules explicitly."
+        )
+
     if method == "lora":
         if family == "generic":
-            kwargs["target_modules"] = "all-linear"
+            if not linear:
+                raise nothing_to_adapt("frozen Linear layers")
+            targets: Any = linear
         else:
-            kwargs["target_modules"] = list(LORA_TARGET_MODULES[family])
-        kwargs.update(LORA_DEFAULTS)
+            targets = list(LORA_TARGET_MODULES[family])
+        kwargs.update(LORA_DEFAULTS, target_modules=targets)
         kwargs.update(overrides)
         return LoraConfig(**kwargs)
     if method == "ia3":
         if family == "generic":
-            head = set(kwargs["modules_to_save"] or [])
-            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                            if isinstance(m, nn.Linear) and n.split(".", 1)[0] not in head})
-            kwargs.update(target_modules=names, feedforward_modules=[])
+            if not linear:
+                raise nothing_to_adapt("frozen Linear layers")
+            kwargs.update(target_modules=linear, feedforward_modules=[])
         else:
             targets, feedforward = IA3_TARGET_MODULES[family]
             kwargs.update(target_modules=list(targets), feedforward_modules=list(feedforward))
         kwargs.update(overrides)
         return IA3Config(**kwargs)
     if method == "bottleneck":
-        model_type = _model_type(model)
-        kwargs["target_modules"] = BOTTLENECK_TARGET_MODULES.get(model_type, BOTTLENECK_TARGET_MODULES["default"])
+        pattern = BOTTLENECK_TARGET_MODULES.get(model_type, BOTTLENECK_TARGET_MODULES["default"])
+        if "target_modules" not in overrides and not any(re.fullmatch(pattern, n) for n in names):
+            raise nothing_to_adapt("transformer output blocks (`...layer.N.output`)")
+        kwargs["target_modules"] = pattern
         kwargs.update(overrides)
         return BottleneckConfig(**kwargs)
     raise ValueError(f"Unknown PEFT method {method!r}: use 'lora', 'ia3' or 'bottleneck'.")
-
-
-__all__ = [
-    "BOTTLENECK_TARGET_MODULES",
-    "IA3_TARGET_MODULES",
-    "LORA_TARGET_MODULES",
-    "build_peft_config",
-    "head_modules",
-    "merge_and_unload",
-]
 
 
 def merge_and_unload(peft_model):
