@@ -498,8 +498,11 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
                 class_scores, classes = F.softmax(scores_i.float(), dim=-1)[:, :-1].max(dim=1)
             attr_probs = F.softmax(attr_i[keep].float()[:, :-1], dim=-1)  # "no attribute" is the last column
             attribute_scores, attribute_ids = attr_probs.max(dim=1)
-            scale = torch.tensor([orig_w / w, orig_h / h, orig_w / w, orig_h / h], device=boxes.device)
-            boxes = clip_boxes(boxes.float() * scale, orig_h, orig_w)
+            if fallback:
+                boxes = torch.tensor([[0.0, 0.0, orig_w, orig_h]], device=boxes.device)
+            else:  # float64 so that the resized border maps exactly onto the original one
+                scale = torch.tensor([orig_w / w, orig_h / h, orig_w / w, orig_h / h], dtype=torch.float64)
+                boxes = clip_boxes(boxes.double() * scale.to(boxes.device), orig_h, orig_w).float()
             outputs.append(
                 DetectedRegions(
                     boxes=boxes.cpu(),

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -216,7 +217,11 @@ def extract_features(
 
     from .modeling_frcnn import FrcnnForRegionFeatures
 
-    state = PartialState()
+    images = dataset_images(dataset, data_dir, splits)  # bad data fails before the model loads
+    # On CPU-only machines (and under `accelerate launch --cpu`) PartialState needs cpu=True to set up
+    # the gloo process group; otherwise every process would think it is alone and redo all the work.
+    use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    state = PartialState(cpu=use_cpu)
     if isinstance(model, (str, Path)):
         model = FrcnnForRegionFeatures.from_pretrained(str(model))
     cfg = model.config
@@ -232,7 +237,6 @@ def extract_features(
     if fp16 and not use_fp16 and state.is_main_process:
         print("extract-features: --fp16 needs a CUDA device; running in float32", file=sys.stderr)
 
-    images = dataset_images(dataset, data_dir, splits)
     output = Path(output)
     source = cache_source(model, use_fp16)
     if state.is_main_process:
