@@ -1,7 +1,8 @@
 """ViLBERT: a text BERT stream and a visual stream joined by co-attention layers (Lu et al. 2019).
 
 Reimplemented after vilbert-multi-task and MMF with transformers conventions: SDPA attention with
-padding masks for both streams, gradient checkpointing, `_init_weights`, Auto registration. Module names
+padding masks for both streams, gradient checkpointing, `_init_weights`, Auto registration. The stream
+layers are hm_hf's shared `bert_layers.BertLayer` (visual stream sized by the `v_*` fields). Module names
 follow transformers' BERT (`encoder.layer.N.attention.self.query`, `...output.{dense,dropout,LayerNorm}`)
 in both streams (`encoder.layer` / `encoder.v_layer`), so a `bert-base-uncased` checkpoint initialises the
 text stream through `from_pretrained`, and the PEFT bottleneck adapter targets the `output` blocks.
@@ -23,12 +24,8 @@ from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
 
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from ..bert_layers import BertIntermediate, BertLayer, BertOutput, make_attention_mask
 from .configuration_vilbert import HmVilbertConfig
-
-
-def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, S) 1/0 key mask -> (B, 1, 1, S) additive mask in the attention's dtype (0 keep, min drop)."""
-    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
 def _attend(
@@ -38,23 +35,17 @@ def _attend(
     key_mask: torch.Tensor | None,
     num_heads: int,
     dropout_p: float,
-    implementation: str,
 ) -> torch.Tensor:
-    """Multi-head attention of (B, Lq, D) queries over (B, Lk, D) keys/values, masking padded keys."""
+    """SDPA multi-head attention of (B, Lq, D) queries over (B, Lk, D) keys/values.
+
+    `key_mask` is `make_attention_mask`'s boolean (B, 1, 1, Lk) mask (True = attend) or None.
+    """
     bsz, q_len, width = query.shape
     head = width // num_heads
     q = query.view(bsz, q_len, num_heads, head).transpose(1, 2)
     k = key.view(bsz, key.shape[1], num_heads, head).transpose(1, 2)
     v = value.view(bsz, value.shape[1], num_heads, head).transpose(1, 2)
-    mask = _additive_mask(key_mask, q.dtype) if key_mask is not None else None
-    if implementation == "eager":
-        scores = torch.matmul(q, k.transpose(-1, -2)) / head**0.5
-        if mask is not None:
-            scores = scores + mask
-        probs = F.dropout(scores.softmax(dim=-1), p=dropout_p)
-        context = torch.matmul(probs, v)
-    else:
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
     return context.transpose(1, 2).reshape(bsz, q_len, width)
 
 
@@ -97,99 +88,6 @@ class HmVilbertImageEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(embeddings))
 
 
-class HmVilbertSelfAttention(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float, config: HmVilbertConfig):
-        super().__init__()
-        self.config = config
-        self.num_attention_heads = num_heads
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.value = nn.Linear(hidden_size, hidden_size)
-        self.dropout_prob = dropout
-
-    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        return _attend(
-            self.query(hidden_states),
-            self.key(hidden_states),
-            self.value(hidden_states),
-            key_mask,
-            self.num_attention_heads,
-            self.dropout_prob if self.training else 0.0,
-            self.config._attn_implementation,
-        )
-
-
-class HmVilbertSelfOutput(nn.Module):
-    """`LayerNorm(dropout(dense(h)) + input_tensor)` after attention (transformers' `BertSelfOutput`)."""
-
-    def __init__(self, hidden_size: int, dropout: float, eps: float):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
-
-
-class HmVilbertAttention(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int, attn_dropout: float, dropout: float, config):
-        super().__init__()
-        self.self = HmVilbertSelfAttention(hidden_size, num_heads, attn_dropout, config)
-        self.output = HmVilbertSelfOutput(hidden_size, dropout, config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        return self.output(self.self(hidden_states, key_mask), hidden_states)
-
-
-class HmVilbertIntermediate(nn.Module):
-    def __init__(self, hidden_size: int, intermediate_size: int, act: str):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, intermediate_size)
-        self.intermediate_act_fn = ACT2FN[act]
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.intermediate_act_fn(self.dense(hidden_states))
-
-
-class HmVilbertOutput(nn.Module):
-    """Feed-forward output block `LayerNorm(dropout(dense(h)) + input_tensor)` (transformers' `BertOutput`).
-
-    The PEFT bottleneck adapter wraps these blocks.
-    """
-
-    def __init__(self, intermediate_size: int, hidden_size: int, dropout: float, eps: float):
-        super().__init__()
-        self.dense = nn.Linear(intermediate_size, hidden_size)
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
-
-
-class HmVilbertLayer(GradientCheckpointingLayer):
-    """One transformer layer of either stream (BERT layout: attention, intermediate, output)."""
-
-    def __init__(self, config: HmVilbertConfig, visual: bool = False):
-        super().__init__()
-        c = config
-        hidden, heads, inter, act, drop, attn_drop = (
-            (c.v_hidden_size, c.v_num_attention_heads, c.v_intermediate_size, c.v_hidden_act,
-             c.v_hidden_dropout_prob, c.v_attention_probs_dropout_prob)
-            if visual
-            else (c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act,
-                  c.hidden_dropout_prob, c.attention_probs_dropout_prob)
-        )
-        self.attention = HmVilbertAttention(hidden, heads, attn_drop, drop, config)
-        self.intermediate = HmVilbertIntermediate(hidden, inter, act)
-        self.output = HmVilbertOutput(inter, hidden, drop, config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        attention_output = self.attention(hidden_states, key_mask)
-        return self.output(self.intermediate(attention_output), attention_output)
-
-
 class HmVilbertBiAttention(nn.Module):
     """Co-attention: text queries attend to regions (values 1) and region queries attend to text (values 2)."""
 
@@ -206,16 +104,15 @@ class HmVilbertBiAttention(nn.Module):
         self.value2 = nn.Linear(config.hidden_size, bi)
 
     def forward(self, visual, visual_mask, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        impl = self.config._attn_implementation
         p_v = self.config.v_attention_probs_dropout_prob if self.training else 0.0
         p_t = self.config.attention_probs_dropout_prob if self.training else 0.0
         # text positions, regions as keys (masked by the region mask)
         text_context = _attend(
-            self.query2(text), self.key1(visual), self.value1(visual), visual_mask, self.num_attention_heads, p_v, impl
+            self.query2(text), self.key1(visual), self.value1(visual), visual_mask, self.num_attention_heads, p_v
         )
         # region positions, words as keys (masked by the text mask)
         visual_context = _attend(
-            self.query1(visual), self.key2(text), self.value2(text), text_mask, self.num_attention_heads, p_t, impl
+            self.query1(visual), self.key2(text), self.value2(text), text_mask, self.num_attention_heads, p_t
         )
         return visual_context, text_context
 
@@ -247,10 +144,10 @@ class HmVilbertConnectionLayer(GradientCheckpointingLayer):
         c = config
         self.biattention = HmVilbertBiAttention(config)
         self.biOutput = HmVilbertBiOutput(config)
-        self.v_intermediate = HmVilbertIntermediate(c.v_hidden_size, c.v_intermediate_size, c.v_hidden_act)
-        self.v_output = HmVilbertOutput(c.v_intermediate_size, c.v_hidden_size, c.v_hidden_dropout_prob, c.layer_norm_eps)
-        self.t_intermediate = HmVilbertIntermediate(c.hidden_size, c.intermediate_size, c.hidden_act)
-        self.t_output = HmVilbertOutput(c.intermediate_size, c.hidden_size, c.hidden_dropout_prob, c.layer_norm_eps)
+        self.v_intermediate = BertIntermediate(c.v_hidden_size, c.v_intermediate_size, c.v_hidden_act)
+        self.v_output = BertOutput(c.v_intermediate_size, c.v_hidden_size, c.v_hidden_dropout_prob, c.layer_norm_eps)
+        self.t_intermediate = BertIntermediate(c.hidden_size, c.intermediate_size, c.hidden_act)
+        self.t_output = BertOutput(c.intermediate_size, c.hidden_size, c.hidden_dropout_prob, c.layer_norm_eps)
 
     def forward(self, visual, visual_mask, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
         visual_context, text_context = self.biattention(visual, visual_mask, text, text_mask)
@@ -261,13 +158,17 @@ class HmVilbertConnectionLayer(GradientCheckpointingLayer):
 
 
 class HmVilbertEncoder(nn.Module):
-    """Runs text layers, visual layers and co-attention layers in vilbert-multi-task's interleaved order."""
+    """Runs text layers, visual layers and co-attention layers in vilbert-multi-task's interleaved order.
+
+    Masks are `make_attention_mask`'s boolean (B, 1, 1, S) key masks, or None when nothing is padded.
+    """
 
     def __init__(self, config: HmVilbertConfig):
         super().__init__()
         self.config = config
-        self.layer = nn.ModuleList(HmVilbertLayer(config) for _ in range(config.num_hidden_layers))
-        self.v_layer = nn.ModuleList(HmVilbertLayer(config, visual=True) for _ in range(config.v_num_hidden_layers))
+        # hm_hf's shared BERT layers (transformers-BERT names, SDPA); the visual stream reads the v_* sizes
+        self.layer = nn.ModuleList(BertLayer.from_config(config) for _ in range(config.num_hidden_layers))
+        self.v_layer = nn.ModuleList(BertLayer.from_config(config, "v_") for _ in range(config.v_num_hidden_layers))
         self.c_layer = nn.ModuleList(HmVilbertConnectionLayer(config) for _ in config.v_biattention_id)
         self.gradient_checkpointing = False
 
@@ -344,7 +245,7 @@ class HmVilbertPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bert"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["HmVilbertLayer", "HmVilbertConnectionLayer"]
+    _no_split_modules = ["BertLayer", "HmVilbertConnectionLayer"]
     main_input_name = "input_ids"
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -441,7 +342,8 @@ class HmVilbertModel(HmVilbertPreTrainedModel):
         text = self.embeddings(input_ids, token_type_ids)
         visual = self.v_embeddings(visual_embeds, locations)
         text, visual, t_states, v_states = self.encoder(
-            text, attention_mask, visual, visual_attention_mask, output_hidden_states
+            text, make_attention_mask(attention_mask), visual, make_attention_mask(visual_attention_mask),
+            output_hidden_states,
         )
         pooled_t = self.t_pooler(text)
         pooled_v = self.v_pooler(visual)
