@@ -149,7 +149,8 @@ def test_loads_offline_from_a_fresh_cache_without_network(tmp_path):
         import evaluate
         metric = evaluate.load({str(METRIC_SCRIPT)!r})
         print(metric.name, metric.compute(predictions=[0, 1], references=[0, 1], prediction_scores=[0.2, 0.9]))
-        print(metric.compute(predictions=[2, 0], references=[2, 1], prediction_scores=[[0.1, 0.2, 0.7], [0.2, 0.6, 0.2]]))
+        scores = [[0.1, 0.2, 0.7], [0.2, 0.6, 0.2]]
+        print(metric.compute(predictions=[2, 0], references=[2, 1], prediction_scores=scores))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}

@@ -42,7 +42,9 @@ Returns:
 Examples:
     >>> import evaluate
     >>> metric = evaluate.load("hm_hf/metrics/hateful_memes_metric.py")
-    >>> metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], prediction_scores=[0.1, 0.9, 0.6, 0.3])
+    >>> metric.compute(
+    ...     predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], prediction_scores=[0.1, 0.9, 0.6, 0.3]
+    ... )
     {'auroc': 1.0, 'accuracy': 0.75, 'f1': 0.6666666666666666}
 """
 

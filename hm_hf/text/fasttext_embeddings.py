@@ -159,11 +159,19 @@ def _metadata_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
+def _public_mode(path) -> None:
+    """Give a file made by `mkstemp` (mode 0600) the usual permissions (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        _public_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -267,6 +275,7 @@ def train_fasttext(
             thread=thread or max(1, (os.cpu_count() or 2) - 1),
             verbose=verbose,
         )
+        _public_mode(tmp_model)
         os.replace(tmp_model, output_path)
     except RuntimeError as err:
         if "NaN" in str(err) or "non-finite" in str(err):
@@ -330,7 +339,19 @@ def sentence_vectors(model, texts: Sequence[str | None], lowercase: bool = False
     return out
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
 def _file_digest(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) so each split of a DatasetDict reads it once."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _sha256(path)
+    return _DIGESTS[key]
+
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
@@ -441,22 +462,32 @@ def _parser() -> argparse.ArgumentParser:
         description="Train a fastText model on the text of one split (defaults: the seed's settings) and save "
         "it as a fastText .bin file, for the concat model's text_embedding column.",
     )
-    parser.add_argument("--dataset", required=True, choices=["hmd", "mmhs"], help="hmd (Hateful Memes) or mmhs (MMHS150K)")
+    parser.add_argument(
+        "--dataset", required=True, choices=["hmd", "mmhs"], help="hmd (Hateful Memes) or mmhs (MMHS150K)"
+    )
     parser.add_argument("--data-dir", required=True, help="folder with the official files of the data set")
     parser.add_argument("--split", default="train", help="split whose text to train on (default: train)")
-    parser.add_argument("--output", required=True, help="where to write the model (.bin); a .bin.json record goes next to it")
+    parser.add_argument(
+        "--output", required=True, help="where to write the model (.bin); a .bin.json record goes next to it"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model at --output")
     parser.add_argument("--model", default=SEED_DEFAULTS["model"], choices=["skipgram", "cbow"])
     parser.add_argument("--dim", type=int, default=SEED_DEFAULTS["dim"], help="vector size (default: 100)")
-    parser.add_argument("--min-count", type=int, default=SEED_DEFAULTS["min_count"], help="minimum word count (default: 1)")
+    parser.add_argument(
+        "--min-count", type=int, default=SEED_DEFAULTS["min_count"], help="minimum word count (default: 1)"
+    )
     parser.add_argument("--epoch", type=int, default=SEED_DEFAULTS["epoch"], help="epochs (default: 100)")
     parser.add_argument("--lr", type=float, default=0.05, help="learning rate (fastText default 0.05)")
     parser.add_argument("--ws", type=int, default=5, help="context window (fastText default 5)")
     parser.add_argument("--minn", type=int, default=3, help="min char n-gram length (default 3)")
     parser.add_argument("--maxn", type=int, default=6, help="max char n-gram length (default 6)")
-    parser.add_argument("--bucket", type=int, default=2_000_000, help="subword buckets (default 2,000,000: an 800 MB model at dim 100)")
+    parser.add_argument(
+        "--bucket", type=int, default=2_000_000, help="subword buckets (default 2,000,000: an 800 MB model at dim 100)"
+    )
     parser.add_argument("--thread", type=int, default=None, help="training threads (default: CPUs - 1)")
-    parser.add_argument("--lowercase", action="store_true", help="lowercase the text (the seed did not); recorded with the model")
+    parser.add_argument(
+        "--lowercase", action="store_true", help="lowercase the text (the seed did not); recorded with the model"
+    )
     parser.add_argument("--no-img-text", action="store_true", help="MMHS: leave out the OCR text (img_txt/<id>.json)")
     parser.add_argument("--quiet", action="store_true", help="no fastText progress output")
     return parser
