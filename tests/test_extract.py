@@ -58,7 +58,8 @@ def reference_layout() -> dict[str, tuple[int, ...]]:
 
     conv("backbone.stem.conv1", 64, 3, 7)
     in_channels = 64
-    for stage, blocks, bottleneck, out_channels in (("res2", 3, 64, 256), ("res3", 4, 128, 512), ("res4", 23, 256, 1024)):
+    stages = (("res2", 3, 64, 256), ("res3", 4, 128, 512), ("res4", 23, 256, 1024))
+    for stage, blocks, bottleneck, out_channels in stages:
         for i in range(blocks):
             block(f"backbone.{stage}.{i}", in_channels if i == 0 else out_channels, bottleneck, out_channels)
         in_channels = out_channels
@@ -243,7 +244,8 @@ def test_image_lists_from_the_official_files(tmp_path):
         images = dataset_images("hmd", folder)
         assert set(images) == {str(m.id) for rows in memes.values() for m in rows}
         assert all(p.is_file() and p.suffix == ".png" for p in images.values())
-    assert set(dataset_images("hmd", tmp_path / "hmd", splits=["dev_seen"])) == {str(m.id) for m in official["dev_seen"]}
+    dev = dataset_images("hmd", tmp_path / "hmd", splits=["dev_seen"])
+    assert set(dev) == {str(m.id) for m in official["dev_seen"]}
     memes = make_mmhs(tmp_path / "mmhs", splits={"train": 3, "val": 2, "test": 2})
     images = dataset_images("mmhs", tmp_path / "mmhs")
     assert set(images) == {str(m.id) for rows in memes.values() for m in rows}

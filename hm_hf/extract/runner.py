@@ -359,7 +359,7 @@ def cli(argv: list[str] | None = None) -> int:
             splits=args.splits,
             progress=not args.no_progress,
         )
-    except (DataFilesError, ValueError, FileNotFoundError) as err:
+    except (DataFilesError, ValueError, OSError) as err:  # bad data folder, settings, or model not found
         print(f"extract-features: error: {err}", file=sys.stderr)
         return 2
     summary = {k: v for k, v in stats.items() if not k.endswith("_ids") and k != "shards"}
