@@ -219,3 +219,27 @@ def test_fp16_autocast_forward_on_gpu():
             out = model(**batch)
     assert out.logits.dtype == torch.float16 and torch.isfinite(out.loss)
     assert torch.allclose(out.logits.float(), ref, atol=2e-2)
+
+
+def test_lora_seq_cls_wrapper_runs_on_the_bert_text_encoder():
+    """peft's SEQ_CLS wrapper passes inputs_embeds / output_attentions / return_dict: the forward accepts them."""
+    from peft import LoraConfig, get_peft_model
+
+    model = HmConcatForHatefulMemes(HmConcatConfig(text_source="encoder", text_config=tiny_bert_config(),
+                                                   visual_embedding_dim=VDIM))
+    peft_model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"],
+                                                  modules_to_save=["classifier", "text_projection", "image_projection",
+                                                                   "fusion"]))
+    out = peft_model(**make_batch())
+    out.loss.backward()
+    lora = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert lora and all(p.grad is not None for p in lora)
+
+
+def test_bfloat16_weights_take_float32_batches():
+    """A model loaded in bf16 (e.g. for inference) takes the collator's float32 features as they are."""
+    torch.manual_seed(0)
+    m = HmConcatForHatefulMemes(HmConcatConfig(text_source="encoder", text_config=tiny_bert_config(), visual_embedding_dim=VDIM)).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = m(**make_batch())
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()

@@ -275,3 +275,26 @@ def test_fp16_autocast_forward_on_gpu(model):
             out = m(**batch)
     assert out.logits.dtype == torch.float16 and torch.isfinite(out.loss)
     assert torch.allclose(out.logits.float(), ref, atol=2e-2)
+
+
+def test_lora_seq_cls_wrapper_runs_with_the_suggested_targets(model):
+    """peft's SEQ_CLS wrapper passes inputs_embeds / output_attentions / return_dict: the forward accepts them."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"],
+                                                                 modules_to_save=["classifier"]))
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    out = peft_model(**make_batch())
+    out.loss.backward()
+    with pytest.raises(ValueError, match="output_attentions"):
+        peft_model(**make_batch(), output_attentions=True)
+
+
+def test_bfloat16_weights_take_float32_batches():
+    """A model loaded in bf16 (e.g. for inference) takes the collator's float32 features as they are."""
+    torch.manual_seed(0)
+    m = HmUniterForHatefulMemes(tiny_config()).to(torch.bfloat16).eval()
+    with torch.no_grad():
+        out = m(**make_batch())
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()

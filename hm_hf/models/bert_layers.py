@@ -56,6 +56,7 @@ __all__ = [
     "layer_kwargs_from_config",
     "load_bert_text_weights",
     "make_attention_mask",
+    "refuse_output_attentions",
 ]
 
 #: config attributes (without prefix) that size one transformer layer
@@ -444,3 +445,11 @@ class TextPretrainedMixin:
 
     def _after_text_init(self) -> None:
         """Hook run after the BERT weights are copied."""
+
+
+def refuse_output_attentions(output_attentions: bool | None) -> None:
+    """Models built on these layers accept ``output_attentions`` (peft's sequence-classification wrapper always
+    passes it) but cannot return attention weights: SDPA never materialises them."""
+    if output_attentions:
+        raise ValueError("output_attentions=True is not supported: attention runs through "
+                         "scaled_dot_product_attention, which does not return attention weights")

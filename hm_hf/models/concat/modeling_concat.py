@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from ..bert_layers import classification_loss
+from ..bert_layers import classification_loss, refuse_output_attentions
 from .configuration_concat import HmConcatConfig
 
 __all__ = ["HmConcatForHatefulMemes", "HmConcatModel", "HmConcatPreTrainedModel"]
@@ -89,15 +89,16 @@ class HmConcatModel(HmConcatPreTrainedModel):
         self.output_dim = fused_dim
         self.post_init()
 
-    def encode_text(self, input_ids=None, attention_mask=None, token_type_ids=None, text_embedding=None) -> torch.Tensor:
+    def encode_text(self, input_ids=None, attention_mask=None, token_type_ids=None, text_embedding=None,
+                    inputs_embeds=None) -> torch.Tensor:
         """The text vector before projection."""
         if self.text_encoder is None:
             if text_embedding is None:
                 raise ValueError("this Concat model reads `text_embedding` (fastText sentence vectors); the batch has none")
-            return text_embedding.to(self.text_projection[0].weight.dtype)
-        if input_ids is None:
+            return text_embedding.to(self.dtype)
+        if input_ids is None and inputs_embeds is None:
             raise ValueError("this Concat model encodes text with its text encoder: the batch needs `input_ids`")
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
         if token_type_ids is not None and getattr(self.config.text_config, "type_vocab_size", 0):
             kwargs["token_type_ids"] = token_type_ids
         out = self.text_encoder(**kwargs)
@@ -106,7 +107,7 @@ class HmConcatModel(HmConcatPreTrainedModel):
             return pooled
         hidden = out.last_hidden_state
         if self.config.text_pooling == "mean":
-            mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).to(hidden.dtype)
+            mask = (hidden.new_ones(hidden.shape[:2]) if attention_mask is None else attention_mask).to(hidden.dtype)
             return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
         return hidden[:, 0]
 
@@ -115,7 +116,7 @@ class HmConcatModel(HmConcatPreTrainedModel):
         if self.vision_encoder is None:
             if visual_embeds is None:
                 raise ValueError("this Concat model pools region features: the batch needs `visual_embeds`")
-            feats = visual_embeds.to(self.image_projection[0].weight.dtype)
+            feats = visual_embeds.to(self.dtype)
             if visual_attention_mask is None:
                 return feats.mean(1)
             mask = visual_attention_mask.to(feats.dtype).unsqueeze(-1)
@@ -139,12 +140,17 @@ class HmConcatModel(HmConcatPreTrainedModel):
         visual_embeds: torch.Tensor | None = None,
         visual_attention_mask: torch.Tensor | None = None,
         visual_boxes: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPooling:
-        """Fuse the configured modalities. Inputs a modality does not use are ignored (``visual_boxes`` always)."""
+        """Fuse the configured modalities. Inputs a modality does not use are ignored (``visual_boxes`` always).
+
+        ``inputs_embeds`` goes to the text encoder in place of ``input_ids``.
+        """
         del visual_boxes  # region geometry is not used by mean pooling
         parts = []
         if self.text_projection is not None:
-            parts.append(self.text_projection(self.encode_text(input_ids, attention_mask, token_type_ids, text_embedding)))
+            text = self.encode_text(input_ids, attention_mask, token_type_ids, text_embedding, inputs_embeds)
+            parts.append(self.text_projection(text))
         if self.image_projection is not None:
             parts.append(self.image_projection(self.encode_image(pixel_values, visual_embeds, visual_attention_mask)))
         return BaseModelOutputWithPooling(pooler_output=self.fusion(torch.cat(parts, dim=-1)))
@@ -211,13 +217,23 @@ class HmConcatForHatefulMemes(HmConcatPreTrainedModel):
         visual_embeds: torch.Tensor | None = None,
         visual_attention_mask: torch.Tensor | None = None,
         visual_boxes: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
-        """Inputs as :meth:`HmConcatModel.forward`; ``labels`` (B,) with -100 for unlabelled rows."""
+        """Inputs as :meth:`HmConcatModel.forward`; ``labels`` (B,) with -100 for unlabelled rows.
+
+        ``output_attentions`` / ``output_hidden_states`` are accepted for peft's wrappers; True is refused
+        (a late-fusion model has no sequence of hidden states of its own).
+        """
+        refuse_output_attentions(output_attentions)
+        if output_hidden_states:
+            raise ValueError("output_hidden_states=True is not supported by the Concat model")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         fused = self.concat(input_ids, attention_mask, token_type_ids, text_embedding, pixel_values, visual_embeds,
-                            visual_attention_mask, visual_boxes).pooler_output
+                            visual_attention_mask, visual_boxes, inputs_embeds).pooler_output
         logits = self.classifier(fused)
         loss = classification_loss(logits, labels, self.num_labels)
         if not return_dict:

@@ -23,6 +23,7 @@ from ..bert_layers import (
     TextPretrainedMixin,
     classification_loss,
     make_attention_mask,
+    refuse_output_attentions,
 )
 from .configuration_uniter import HmUniterConfig
 
@@ -63,7 +64,7 @@ class HmUniterImageEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, img_feat: torch.Tensor, img_pos_feat: torch.Tensor, type_embeddings: torch.Tensor) -> torch.Tensor:
-        dtype = self.img_linear.weight.dtype
+        dtype = self.LayerNorm.weight.dtype
         transformed_im = self.img_layer_norm(self.img_linear(img_feat.to(dtype)))
         transformed_pos = self.pos_layer_norm(self.pos_linear(img_pos_feat.to(dtype)))
         return self.dropout(self.LayerNorm(transformed_im + transformed_pos + type_embeddings))
@@ -127,23 +128,35 @@ class HmUniterModel(HmUniterPreTrainedModel):
         visual_boxes: torch.Tensor | None = None,
         visual_token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
         """Encode text (B, T) and regions (B, R, img_dim) with boxes (B, R, 4) normalised x1/W, y1/H, x2/W, y2/H.
 
         Either side may be absent (text-only or image-only input). Masks: 1 = real, 0 = padding.
+        ``inputs_embeds`` (B, T, H) replaces ``input_ids`` (word embeddings only, as in BERT).
         """
+        refuse_output_attentions(output_attentions)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if input_ids is None and visual_embeds is None:
-            raise ValueError("pass input_ids, visual_embeds or both")
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("pass input_ids or inputs_embeds, not both")
+        if input_ids is None and inputs_embeds is None and visual_embeds is None:
+            raise ValueError("pass input_ids (or inputs_embeds), visual_embeds or both")
         parts, masks = [], []
-        if input_ids is not None:
-            parts.append(self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids))
-            masks.append(torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(torch.long))
+        if input_ids is not None or inputs_embeds is not None:
+            parts.append(self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
+                                         inputs_embeds=inputs_embeds))
+            text_shape = parts[-1].shape[:2]
+            masks.append(
+                torch.ones(text_shape, dtype=torch.long, device=parts[-1].device)
+                if attention_mask is None
+                else attention_mask.to(torch.long)
+            )
         if visual_embeds is not None:
             if visual_boxes is None:
                 raise ValueError("UNITER needs visual_boxes (B, R, 4) with visual_embeds: the region geometry")
@@ -206,7 +219,9 @@ class HmUniterForHatefulMemes(HmUniterPreTrainedModel):
         visual_boxes: torch.Tensor | None = None,
         visual_token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
@@ -221,6 +236,8 @@ class HmUniterForHatefulMemes(HmUniterPreTrainedModel):
             visual_boxes=visual_boxes,
             visual_token_type_ids=visual_token_type_ids,
             position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )

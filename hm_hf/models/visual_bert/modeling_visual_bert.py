@@ -21,6 +21,7 @@ from ..bert_layers import (
     TextPretrainedMixin,
     classification_loss,
     make_attention_mask,
+    refuse_output_attentions,
 )
 from .configuration_visual_bert import HmVisualBertConfig
 
@@ -62,7 +63,7 @@ class HmVisualBertEmbeddings(BertEmbeddings):
                 visual_token_type_ids = torch.ones(shape, dtype=torch.long, device=visual_embeds.device)
             visual_position_ids = torch.zeros(shape, dtype=torch.long, device=visual_embeds.device)
             visual = (
-                self.visual_projection(visual_embeds.to(self.visual_projection.weight.dtype))
+                self.visual_projection(visual_embeds.to(self.word_embeddings.weight.dtype))
                 + self.visual_position_embeddings(visual_position_ids)
                 + self.visual_token_type_embeddings(visual_token_type_ids)
             )
@@ -143,6 +144,7 @@ class HmVisualBertModel(HmVisualBertPreTrainedModel):
         visual_token_type_ids: torch.LongTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> BaseModelOutputWithPooling | tuple:
@@ -153,6 +155,7 @@ class HmVisualBertModel(HmVisualBertPreTrainedModel):
         VisualBERT has no box input.
         """
         del visual_boxes  # VisualBERT does not use box geometry
+        refuse_output_attentions(output_attentions)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
@@ -226,6 +229,7 @@ class HmVisualBertForHatefulMemes(HmVisualBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> SequenceClassifierOutput | tuple:
@@ -241,6 +245,7 @@ class HmVisualBertForHatefulMemes(HmVisualBertPreTrainedModel):
             visual_token_type_ids=visual_token_type_ids,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
