@@ -295,3 +295,17 @@ def test_trainer_with_bottleneck_changes_only_adapters_and_head(tmp_path):
     peft_model.save_pretrained(tmp_path / "adapter")
     reloaded = PeftModel.from_pretrained(make("vilbert"), tmp_path / "adapter").eval()
     torch.testing.assert_close(logits(reloaded, "vilbert"), logits(peft_model.eval(), "vilbert"), rtol=0, atol=0)
+
+
+def test_peft_params_cli_reproduces_the_papers_visual_bert_counts(capsys):
+    from hm_hf.peft.params import cli, count_for
+
+    # PE paper (MMF VisualBERT): 112,044,290 parameters; head only 593,666; adapters + head 2,004,626
+    assert count_for("hm_visual_bert", "full")[:2] == (112_044_290, 112_044_290)
+    assert count_for("hm_visual_bert", "head")[0] == 593_666
+    assert count_for("hm_visual_bert", "bottleneck")[0] == 2_004_626
+    assert cli(["hm_vilbert", "--method", "head"]) == 0
+    assert "trainable params: 1,053,698 || all params: 236,759,554" in capsys.readouterr().out
+    assert cli(["hm_visual_bert", "--method", "lora", "--set", "num_hidden_layers=2", "--peft", "r=4"]) == 0
+    # LoRA r=4 on query/value of 2 layers: 2 x 2 x (768*4 + 4*768) + head
+    assert f"trainable params: {2 * 2 * 2 * 768 * 4 + 593_666:,d}" in capsys.readouterr().out

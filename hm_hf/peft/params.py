@@ -41,4 +41,87 @@ def print_trainable(model: nn.Module) -> str:
     return line
 
 
-__all__ = ["describe_trainable", "format_trainable", "print_trainable"]
+
+
+
+def _parse_value(text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def count_for(model_or_type: str, method: str = "bottleneck", overrides: dict | None = None, **peft_overrides):
+    """Builds `model_or_type` (a model_type such as "hm_vilbert" or a saved folder) on the meta device,
+    applies `method` ("full", "head", "lora", "ia3" or "bottleneck") and returns `describe_trainable`.
+
+    Nothing is allocated, so base-size models are counted in a fraction of a second.
+    """
+    import os
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    from ..models.auto import register_auto_classes
+
+    register_auto_classes()
+    overrides = dict(overrides or {})
+    if os.path.isdir(model_or_type):
+        config = AutoConfig.from_pretrained(model_or_type, **overrides)
+    else:
+        config = AutoConfig.for_model(model_or_type, **overrides)
+    with torch.device("meta"):
+        try:
+            model = AutoModelForSequenceClassification.from_config(config)
+        except ValueError:  # e.g. transformers' visual_bert has no sequence-classification mapping
+            model = AutoModel.from_config(config)
+    if method == "full":
+        return describe_trainable(model)
+    from .defaults import build_peft_config, head_modules
+
+    if method == "head":
+        heads = head_modules(model)
+        if not heads:
+            raise ValueError(f"{type(model).__name__} has no classification head to train alone.")
+        for name, param in model.named_parameters():
+            param.requires_grad = name.split(".", 1)[0] in heads
+        return describe_trainable(model)
+    from peft import get_peft_model
+
+    return describe_trainable(get_peft_model(model, build_peft_config(model, method, **peft_overrides)))
+
+
+def cli(argv: list[str]) -> int:
+    """`hm-hf peft-params MODEL [--method ...] [--set key=value ...]`: trainable / total parameters."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="hm-hf peft-params",
+        description="Count trainable / total parameters of an hm_hf model under a PEFT method, on the meta "
+        "device (no weights allocated). Example: hm-hf peft-params hm_vilbert --method bottleneck",
+    )
+    parser.add_argument("model", help="a model_type (hm_vilbert, hm_visual_bert, hm_uniter, ...) or a saved folder")
+    parser.add_argument("--method", choices=["full", "head", "lora", "ia3", "bottleneck"], default="bottleneck")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="model config override, JSON-typed (e.g. --set num_hidden_layers=6)")
+    parser.add_argument("--peft", action="append", default=[], metavar="KEY=VALUE",
+                        help="PEFT config override, JSON-typed (e.g. --peft r=16 or --peft reduction_factor=8)")
+    args = parser.parse_args(argv)
+
+    def pairs(items, flag):
+        out = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                parser.error(f"{flag} expects KEY=VALUE, got {item!r}")
+            out[key] = _parse_value(value)
+        return out
+
+    trainable, total, pct = count_for(args.model, args.method, pairs(args.set, "--set"), **pairs(args.peft, "--peft"))
+    print(f"{args.model} [{args.method}] trainable params: {trainable:,d} || all params: {total:,d} || "
+          f"trainable%: {pct:.4f}")
+    return 0
+
+__all__ = ["cli", "count_for", "describe_trainable", "format_trainable", "print_trainable"]
