@@ -65,7 +65,7 @@ def _vocabulary(rng: random.Random, size: int = 3000) -> list[str]:
 
 
 def _caption(rng: random.Random, vocab: list[str], text_kind: int) -> str:
-    words = [rng.choice(vocab) for _ in range(rng.randint(4, 8))]
+    words = [rng.choice(vocab) for _ in range(rng.randint(2, 5))]
     words.insert(rng.randrange(len(words) + 1), rng.choice(KEYWORDS[text_kind]))
     return " ".join(words)
 
@@ -76,7 +76,7 @@ def _draw(meme: SyntheticMeme, rng: random.Random, size: tuple[int, int]) -> Ima
     image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)
     boxes = []
-    for _ in range(rng.randint(3, 8)):  # distractors: variable region counts per image
+    for _ in range(rng.randint(1, 5)):  # distractors: variable region counts per image
         w, h = rng.randint(width // 12, width // 5), rng.randint(height // 12, height // 5)
         x, y = rng.randint(0, width - w - 1), rng.randint(height // 5, height - h - 1)
         kind = rng.randrange(len(DISTRACTOR_COLORS))

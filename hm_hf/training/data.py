@@ -134,5 +134,5 @@ def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
             train = splits[data_args.train_split]
             texts = [" ".join(row[c] or "" for c in text_columns) for row in train.select_columns(text_columns)]
             logger.info("training fastText on the %s split -> %s", data_args.train_split, model_path)
-            train_fasttext(texts, model_path, bucket=200_000)
+            train_fasttext(texts, model_path, bucket=200_000, thread=1)  # reproducible under the seed
     return add_text_embeddings(splits, model_path, text_column=text_columns)

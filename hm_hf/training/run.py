@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, set_seed
 
+from hm_hf.data.torch_dataset import RegionRowsDataset
 from hm_hf.training.arguments import parse_recipe
 from hm_hf.training.checkpoints import last_complete_checkpoint
 
@@ -90,14 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     trainable, total = model_loading.count_parameters(model)
     logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
+    def rows(split):  # fast batched access (region features as zero-copy numpy views)
+        return RegionRowsDataset(splits[split], decode_images="pixels" in needs)
+
     callbacks = []
     if extra_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=extra_args.early_stopping_patience))
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=splits[data_args.train_split],
-        eval_dataset=splits[data_args.eval_split],
+        train_dataset=rows(data_args.train_split),
+        eval_dataset=rows(data_args.eval_split),
         data_collator=data.build_collator(needs, data_args, tokenizer, image_processor),
         processing_class=tokenizer,
         compute_metrics=make_compute_metrics(model_args.num_labels),
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for split_name, split in splits.items():
         if split_name == data_args.train_split:
             continue
-        logits = _predict_logits(trainer, split)
+        logits = _predict_logits(trainer, rows(split_name))
         probabilities = softmax(logits)
         labels = np.asarray(split[data_args.label_column])
         labelled = labels >= 0
