@@ -239,7 +239,9 @@ def test_lora_seq_cls_wrapper_runs_on_the_bert_text_encoder():
 def test_bfloat16_weights_take_float32_batches():
     """A model loaded in bf16 (e.g. for inference) takes the collator's float32 features as they are."""
     torch.manual_seed(0)
-    m = HmConcatForHatefulMemes(HmConcatConfig(text_source="encoder", text_config=tiny_bert_config(), visual_embedding_dim=VDIM)).to(torch.bfloat16).eval()
+    config = HmConcatConfig(text_source="encoder", text_config=tiny_bert_config(), visual_embedding_dim=VDIM)
+    m = HmConcatForHatefulMemes(config).to(torch.bfloat16).eval()
+    assert m.get_input_embeddings() is m.concat.text_encoder.embeddings.word_embeddings
     with torch.no_grad():
         out = m(**make_batch())
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()

@@ -89,6 +89,14 @@ class HmConcatModel(HmConcatPreTrainedModel):
         self.output_dim = fused_dim
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The text encoder's token embeddings (used by peft / gradient checkpointing helpers)."""
+        if self.text_encoder is None:
+            raise NotImplementedError(
+                "this Concat model has no token embeddings: its text arrives as precomputed sentence vectors"
+            )
+        return self.text_encoder.get_input_embeddings()
+
     def encode_text(self, input_ids=None, attention_mask=None, token_type_ids=None, text_embedding=None,
                     inputs_embeds=None) -> torch.Tensor:
         """The text vector before projection."""

@@ -22,7 +22,7 @@ class HmUniterConfig(PreTrainedConfig):
 
     Example:
         >>> from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
-        >>> config = HmUniterConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        >>> config = HmUniterConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         ...                         intermediate_size=64, img_dim=16)
         >>> model = HmUniterForHatefulMemes(config)
     """

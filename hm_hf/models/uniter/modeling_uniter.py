@@ -95,7 +95,7 @@ class HmUniterModel(HmUniterPreTrainedModel):
     Example:
         >>> import torch
         >>> from hm_hf.models.uniter import HmUniterConfig, HmUniterModel
-        >>> config = HmUniterConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        >>> config = HmUniterConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         ...                         intermediate_size=64, img_dim=16)
         >>> boxes = torch.tensor([[[0.1, 0.2, 0.5, 0.9]] * 5])
         >>> out = HmUniterModel(config)(input_ids=torch.tensor([[101, 7, 102]]),
@@ -191,7 +191,7 @@ class HmUniterForHatefulMemes(HmUniterPreTrainedModel):
     Example:
         >>> import torch
         >>> from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
-        >>> config = HmUniterConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        >>> config = HmUniterConfig(vocab_size=200, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         ...                         intermediate_size=64, img_dim=16)
         >>> out = HmUniterForHatefulMemes(config)(input_ids=torch.tensor([[101, 7, 102]]),
         ...     visual_embeds=torch.randn(1, 5, 16), visual_boxes=torch.rand(1, 5, 4).sort(-1).values)
