@@ -64,11 +64,7 @@ def hm_concat_bert():
 
 MODELS = {"vilbert": vilbert, "hm_visual_bert": hm_visual_bert, "tf_visual_bert": tf_visual_bert,
           "hm_uniter": hm_uniter, "hm_concat_bert": hm_concat_bert}
-# HmConcatModel.encode_image indexes `self.image_projection[0]`, which peft's ModulesToSaveWrapper does not
-# support; reported to the models helper (use `next(self.image_projection.parameters()).dtype`).
-_CONCAT_XFAIL = pytest.mark.xfail(raises=TypeError, strict=False,
-                                  reason="Concat indexes a modules_to_save-wrapped Sequential")
-MODEL_PARAMS = [pytest.param(n, marks=_CONCAT_XFAIL) if n == "hm_concat_bert" else n for n in MODELS]
+MODEL_PARAMS = list(MODELS)
 PREFIX = {"lora": "lora_", "ia3": "ia3_", "bottleneck": "bottleneck_"}
 # non-identity adapter initialisation so that save/load and merge tests compare something non-trivial
 RANDOM_INIT = {"lora": {"init_lora_weights": False}, "ia3": {"init_ia3_weights": False},
