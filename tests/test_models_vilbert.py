@@ -209,6 +209,22 @@ def test_text_stream_initialises_from_a_bert_checkpoint(tmp_path):
     torch.testing.assert_close(m.bert.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
 
 
+def test_from_text_pretrained_copies_bert_embeddings_and_layers(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(5)
+    bert = BertModel(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                intermediate_size=37, max_position_embeddings=40))
+    bert.save_pretrained(tmp_path)
+    overrides = {k: v for k, v in TINY.items() if k.startswith(("v_", "bi_", "t_"))}
+    m = HmVilbertForHatefulMemes.from_text_pretrained(str(tmp_path), **overrides)
+    assert m.config.hidden_size == 32 and m.config.num_hidden_layers == 3
+    torch.testing.assert_close(m.bert.encoder.layer[1].attention.self.query.weight,
+                               bert.encoder.layer[1].attention.self.query.weight)
+    torch.testing.assert_close(m.bert.embeddings.position_embeddings.weight, bert.embeddings.position_embeddings.weight)
+    assert torch.isfinite(m(**batch()).loss)
+
+
 def test_meta_device_base_size_parameter_counts():
     with torch.device("meta"):
         big = HmVilbertForHatefulMemes(HmVilbertConfig())

@@ -256,6 +256,25 @@ class HmVilbertPreTrainedModel(PreTrainedModel):
         """
         super()._init_weights(module)
 
+    @classmethod
+    def from_text_pretrained(cls, bert, **config_overrides):
+        """Builds the model with its text stream initialised from a BERT checkpoint (e.g. bert-base-uncased).
+
+        The config takes the BERT's text sizes plus `config_overrides`; BERT's embeddings and encoder layers
+        are copied into `embeddings.*` / `encoder.layer.N.*` (same names). BERT's pooler is not copied:
+        ViLBERT's `t_pooler` projects to `bi_hidden_size`. The visual stream, co-attention layers and head
+        stay randomly initialised, as when ViLBERT pre-training starts from BERT.
+
+        >>> model = HmVilbertForHatefulMemes.from_text_pretrained("bert-base-uncased")  # doctest: +SKIP
+        """
+        from ..bert_layers import bert_config_fields, load_bert_text_weights
+
+        fields = bert_config_fields(bert)
+        fields.update(config_overrides)
+        model = cls(cls.config_class(**fields))
+        load_bert_text_weights(model.base_model, bert, modules=("embeddings.", "encoder."))
+        return model
+
 
 def region_locations(visual_boxes: torch.Tensor, loc_size: int = 5) -> torch.Tensor:
     """(B, R, 4) normalised x1, y1, x2, y2 -> (B, R, 5) with the normalised area appended (ViLBERT's input)."""
