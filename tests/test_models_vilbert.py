@@ -246,7 +246,8 @@ def test_config_validation():
 # ----------------------------------------------------------------------------------------------- converter
 def mmf_state_dict(cfg: HmVilbertConfig, prefix="model.") -> dict[str, torch.Tensor]:
     """A random state dict with MMF ViLBERT's names and shapes, written from MMF's module tree (not ours)."""
-    H, V, B, I, VI = cfg.hidden_size, cfg.v_hidden_size, cfg.bi_hidden_size, cfg.intermediate_size, cfg.v_intermediate_size
+    H, V, B = cfg.hidden_size, cfg.v_hidden_size, cfg.bi_hidden_size
+    I, VI = cfg.intermediate_size, cfg.v_intermediate_size
     sd = {}
 
     def lin(name, i, o):
@@ -324,7 +325,8 @@ def test_converter_loads_without_missing_or_unexpected(prefix):
     # values land where they belong, gamma/beta renamed
     torch.testing.assert_close(model.bert.encoder.c_layer[1].biattention.query2.weight,
                                foreign[prefix + "bert.encoder.c_layer.1.biattention.query2.weight"])
-    torch.testing.assert_close(model.bert.embeddings.LayerNorm.weight, foreign[prefix + "bert.embeddings.LayerNorm.gamma"])
+    torch.testing.assert_close(model.bert.embeddings.LayerNorm.weight,
+                               foreign[prefix + "bert.embeddings.LayerNorm.gamma"])
     torch.testing.assert_close(model.classifier[1].bias, foreign[prefix + "classifier.1.bias"])
     # base model conversion
     base, _ = convert_vilbert_state_dict(foreign, base_model=True)
