@@ -16,6 +16,9 @@ COMMANDS = {
     "extract-features": ("hm_hf.extract.runner:cli", "extract bottom-up-attention region features"),
     "import-features": ("hm_hf.extract.importers:cli", "convert MMF / BUA / UNITER features into the cache"),
     "train-fasttext": ("hm_hf.text.fasttext_embeddings:cli", "train fastText on a split's text"),
+    "convert-uniter": ("hm_hf.models.uniter.convert_uniter_checkpoint:cli", "convert uniter-base.pt to hm_hf"),
+    "convert-vilbert": ("hm_hf.models.vilbert.convert_vilbert_checkpoint:cli", "convert MMF / vilbert-multi-task weights"),
+    "peft-params": ("hm_hf.peft.params:cli", "trainable / total parameters of a model + PEFT method"),
 }
 
 

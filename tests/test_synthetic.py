@@ -28,16 +28,23 @@ def test_hmd_mmf_layout(tmp_path):
     assert len(list((tmp_path / "defaults/images/img").glob("*.png"))) == 2
 
 
-def test_labels_need_both_modalities(tmp_path):
-    """Every caption comes with both labels, and each image kind with both labels: no shortcut."""
-    memes = make_hmd(tmp_path, splits={"train": 40})["train"]
+def test_evaluation_labels_need_both_modalities(tmp_path):
+    """In evaluation splits every caption comes with both labels and each image kind and each text kind
+    is hateful exactly half the time: no unimodal shortcut."""
+    memes = make_hmd(tmp_path, splits={"train": 40, "dev_seen": 40})
+    evaluation = memes["dev_seen"]
     labels_by_text = defaultdict(set)
-    for meme in memes:
+    for meme in evaluation:
         labels_by_text[meme.text].add(meme.label)
     assert all(labels == {0, 1} for labels in labels_by_text.values())
-    for kind in (0, 1):
-        labels = [m.label for m in memes if m.image_kind == kind]
-        assert 0.25 < sum(labels) / len(labels) < 0.75
+    for attribute in ("image_kind", "text_kind"):
+        for kind in (0, 1):
+            labels = [m.label for m in evaluation if getattr(m, attribute) == kind]
+            assert sum(labels) * 2 == len(labels), (attribute, kind)
+    for meme in memes["train"] + evaluation:  # one rule everywhere: hateful iff exactly one factor is kind 0
+        assert meme.label == int(meme.image_kind != meme.text_kind)
+    singles = [m for m in memes["train"] if sum(x.text == m.text for x in memes["train"]) == 1]
+    assert len(singles) == 16 and all(0 in (m.image_kind, m.text_kind) for m in singles)
 
 
 def test_mmhs_files_are_in_the_official_format(tmp_path):

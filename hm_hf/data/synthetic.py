@@ -5,9 +5,10 @@ data cannot be downloaded here (and HMD's images may not be redistributed).
 
 Like HMD's benign confounders, a label depends on the *combination* of image and text: every image shows
 one of two kinds of object (a red square or a blue disc) and every caption carries one of two kinds of
-keyword; the meme is hateful when exactly one of the two is of the first kind (an XOR). Each caption is
-paired with both kinds of image, so a text-only or image-only model stays at chance and only a model
-that looks at both can learn the task.
+keyword; the meme is hateful when exactly one of the two is of the first kind (an XOR). In the evaluation
+splits each caption is paired with both kinds of image and both kinds of caption are equally common, so a
+text-only or image-only model stays at chance there and only a model that looks at both can do well. The
+training split also holds memes outside such pairs (as HMD's does), which gives learning a foothold.
 
 `write_region_features` writes what a detector would give for these images (the drawn objects' boxes
 and one 2048-d vector per region that encodes the object's kind, plus noise) into a real feature cache,
@@ -100,18 +101,33 @@ def _draw(meme: SyntheticMeme, rng: random.Random, size: tuple[int, int]) -> Ima
     return image
 
 
-def _memes(n: int, start_id: int, rng: random.Random, vocab: list[str]) -> list[SyntheticMeme]:
-    """n memes in confounder pairs: each caption appears once with each kind of image."""
+def _memes(n: int, start_id: int, rng: random.Random, vocab: list[str], singles: float = 0.0) -> list[SyntheticMeme]:
+    """n memes: confounder pairs (each caption once with each kind of image), plus, where `singles` > 0,
+    memes outside any pair in which one of the two factors is of kind 0.
+
+    The label rule is the same for both (the XOR); only the sampling differs. Pairs alone leave no
+    first-order signal in either modality, a gradient-descent dead end; the singles give each modality a
+    marginal correlation with the label in that split, as HMD's training set (unlike its balanced dev and
+    test sets) has memes outside confounder pairs.
+    """
     memes = []
-    for i in range(0, n, 2):
-        text_kind = rng.randrange(2)
+    num_singles = int(n * singles)
+    for i in range(num_singles):
+        kind = rng.randrange(2)
+        text_kind, image_kind = (kind, 0) if i % 2 == 0 else (0, kind)
+        memes.append(SyntheticMeme(start_id + i, _caption(rng, vocab, text_kind), image_kind, text_kind))
+    for i in range(0, n - num_singles, 2):
+        text_kind = (i // 2) % 2  # balanced: no modality alone predicts the label of a pair
         text = _caption(rng, vocab, text_kind)
         first = rng.randrange(2)
         for j, image_kind in enumerate((first, 1 - first)):
-            if i + j < n:
-                memes.append(SyntheticMeme(start_id + i + j, text, image_kind, text_kind))
+            if num_singles + i + j < n:
+                memes.append(SyntheticMeme(start_id + num_singles + i + j, text, image_kind, text_kind))
     rng.shuffle(memes)
     return memes
+
+
+TRAIN_SINGLES = 0.4  # share of the training split outside confounder pairs (see `_memes`)
 
 
 def _generate(splits: dict[str, int], seed: int, start_id: int) -> dict[str, list[SyntheticMeme]]:
@@ -119,7 +135,7 @@ def _generate(splits: dict[str, int], seed: int, start_id: int) -> dict[str, lis
     vocab = _vocabulary(rng)
     out, next_id = {}, start_id
     for split, n in splits.items():
-        out[split] = _memes(n, next_id, rng, vocab)
+        out[split] = _memes(n, next_id, rng, vocab, singles=TRAIN_SINGLES if split == "train" else 0.0)
         next_id += n
     return out
 
@@ -206,13 +222,16 @@ def write_region_features(memes: dict[str, list[SyntheticMeme]], cache_dir, seed
 
     One region per drawn object (the box it was drawn in) plus a whole-image region; each feature is a
     fixed random prototype of the region's kind plus noise, so the image kind is recoverable from the
-    regions as it would be from a real detector's features.
+    regions as it would be from a real detector's features. Like pooled post-ReLU detector features the
+    vectors are non-negative and sparse (a few percent of the dimensions active per kind).
     """
     from hm_hf.extract.cache import FeatureCache, RegionFeatures
 
     rng = np.random.default_rng(seed)
-    prototypes = rng.normal(0.0, 1.0, size=(2 + len(DISTRACTOR_COLORS) + 1, dim)).astype(np.float32)
-    cache = FeatureCache.create(cache_dir, {"name": "synthetic", "seed": seed, "dim": dim})
+    num_kinds = 2 + len(DISTRACTOR_COLORS) + 1
+    active = rng.random((num_kinds, dim)) < 0.03
+    prototypes = (np.abs(rng.normal(0.0, 2.0, size=(num_kinds, dim))) * active).astype(np.float32)
+    cache = FeatureCache.create(cache_dir, {"name": "synthetic", "version": 2, "seed": seed, "dim": dim})
     have = cache.ids()
     for split, rows in memes.items():
         records = {}
@@ -222,7 +241,7 @@ def write_region_features(memes: dict[str, list[SyntheticMeme]], cache_dir, seed
             width, height = meme.image_size
             boxes = [b[:4] for b in meme.boxes] + [(0, 0, width - 1, height - 1)]
             kinds = [b[4] for b in meme.boxes] + [len(prototypes) - 1]
-            features = prototypes[kinds] + rng.normal(0.0, 0.5, size=(len(kinds), dim)).astype(np.float32)
+            features = prototypes[kinds] + rng.normal(0.0, 0.3, size=(len(kinds), dim)).astype(np.float32)
             records[str(meme.id)] = RegionFeatures(
                 features=np.maximum(features, 0.0),  # post-ReLU, like pooled detector features
                 boxes=np.asarray(boxes, dtype=np.float32),

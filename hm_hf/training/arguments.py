@@ -30,6 +30,10 @@ class ModelArguments:
     text_model_name_or_path: str | None = field(
         default=None, metadata={"help": "a BERT checkpoint to initialise the text side (and the tokenizer) from"}
     )
+    vision_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "concat: a vision backbone checkpoint (e.g. microsoft/resnet-101) and its image processor"},
+    )
     tokenizer_name_or_path: str | None = field(
         default=None,
         metadata={"help": "tokenizer (Hub id or folder); default: the text or multimodal checkpoint's"},
@@ -154,13 +158,20 @@ def parse_recipe(argv: list[str] | None = None):
 
 
 def parse_overrides(text: str | None) -> dict:
-    """`"hidden_size=64,num_hidden_layers=2"` -> {"hidden_size": 64, "num_hidden_layers": 2} (YAML-typed)."""
-    overrides = {}
+    """`"hidden_size=64,text_config.num_hidden_layers=2"` -> {"hidden_size": 64, "text_config":
+    {"num_hidden_layers": 2}}: values typed as YAML, dotted keys for sub-configs."""
+    overrides: dict = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, sep, value = item.partition("=")
         if not sep:
             raise RecipeError(f"config_overrides: {item!r} is not key=value")
-        overrides[key.strip()] = yaml.safe_load(value)
+        *parents, leaf = key.strip().split(".")
+        target = overrides
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise RecipeError(f"config_overrides: {key!r} sets a field inside a value that is not a config")
+        target[leaf] = yaml.safe_load(value)
     return overrides
 
 

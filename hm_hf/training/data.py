@@ -24,9 +24,9 @@ def model_inputs(config) -> set[str]:
         needs = set()
         modalities = set(config.modalities)
         if "text" in modalities:
-            needs.add("text_embedding" if config.text_encoder == "fasttext" else "text")
+            needs.add("text_embedding" if config.text_source == "embedding" else "text")
         if "image" in modalities:
-            needs.add("regions" if config.image_encoder == "regions" else "pixels")
+            needs.add("regions" if config.image_source == "regions" else "pixels")
         return needs
     return {"text", "regions"}
 

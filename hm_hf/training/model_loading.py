@@ -46,7 +46,11 @@ def build_config(model_args: ModelArguments, vocab_size: int | None = None):
     if model_args.model_name_or_path:
         config_class = model_class(model_args.model_type).config_class
         return config_class.from_pretrained(model_args.model_name_or_path, **overrides)
-    return AutoConfig.for_model(HF_MODEL_TYPES[model_args.model_type], **overrides)
+    config = AutoConfig.for_model(HF_MODEL_TYPES[model_args.model_type], **overrides)
+    text_config = getattr(config, "text_config", None)
+    if vocab_size is not None and text_config is not None and not model_args.text_model_name_or_path:
+        text_config.vocab_size = vocab_size  # a random-init text encoder sized to the tokenizer trained here
+    return config
 
 
 def build_model(model_args: ModelArguments, config):
@@ -54,6 +58,12 @@ def build_model(model_args: ModelArguments, config):
     cls = model_class(model_args.model_type)
     if model_args.model_name_or_path:
         return cls.from_pretrained(model_args.model_name_or_path, config=config)
+    if model_args.model_type == "concat" and (model_args.text_model_name_or_path or model_args.vision_model_name_or_path):
+        return cls.from_pretrained_encoders(
+            text_model=model_args.text_model_name_or_path,
+            vision_model=model_args.vision_model_name_or_path,
+            **_overrides(model_args),
+        )
     if model_args.text_model_name_or_path:
         if not hasattr(cls, "from_text_pretrained"):
             raise RecipeError(f"{cls.__name__} cannot initialise its text side from a text checkpoint")
@@ -65,9 +75,9 @@ def load_image_processor(model_args: ModelArguments):
     """The image processor of the concat model's vision backbone."""
     from transformers import AutoImageProcessor
 
-    name = model_args.model_name_or_path or getattr(model_args, "image_processor_name_or_path", None)
+    name = model_args.vision_model_name_or_path or model_args.model_name_or_path
     if not name:
-        raise RecipeError("a vision-backbone model needs model_name_or_path (its image processor is read from it)")
+        raise RecipeError("a vision-backbone model needs vision_model_name_or_path (its image processor is read from it)")
     return AutoImageProcessor.from_pretrained(name)
 
 
@@ -95,9 +105,11 @@ def freeze_all_but_head(model) -> None:
     """Head-only training (the paper's baseline): everything but the classifier is frozen."""
     from hm_hf.peft.defaults import head_modules
 
-    heads = head_modules(model)
+    heads = head_modules(model)  # names or dotted suffixes of module paths, as peft's modules_to_save
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = any(name == h or name.startswith(h + ".") for h in heads)
+        parameter.requires_grad = any(
+            name.startswith(h + ".") or f".{h}." in f".{name}" for h in heads
+        )
 
 
 def load_trained_model(path: str, **kwargs):
