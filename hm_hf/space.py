@@ -1,0 +1,148 @@
+"""`hm-hf push-space`: upload the Gradio demo in `spaces/hateful_memes/` as a Hugging Face Space.
+
+    hm-hf push-space --repo my-org/hateful-memes-demo --model my-org/hateful-memes-visualbert [--public]
+
+The Space is private unless `--public` is given. The model must be on the Hub (a Space cannot see a local
+folder): it is written into the Space README's `models:` list (which links the two on the Hub and is where
+the app reads it from) and set as the Space variable `HM_HF_MODEL` when the Space is created. The token
+comes from `$HF_TOKEN` or the stored `hf auth login`, never from the command line (shell history, process
+lists), and is never printed: errors are shown with it masked.
+
+`make_examples` writes the demo's example memes with the synthetic generator (`hm_hf.data.synthetic`),
+one per combination of image kind and text kind, so they are reproducible and free to redistribute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["SPACE_FILES", "make_examples", "render_readme", "stage_space", "push_space", "cli"]
+
+SPACE_DIR = Path("spaces/hateful_memes")
+SPACE_FILES = ("README.md", "app.py", "requirements.txt", "packages.txt")
+EXAMPLE_PATTERN = "examples/*.png"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+
+
+class SpaceError(ValueError):
+    """A bad argument or Space folder; the message says what to do."""
+
+
+def make_examples(out_dir, seed: int = 0, image_size: tuple[int, int] = (320, 240)) -> list[Path]:
+    """Write 4 synthetic example memes (PNG), one per (image kind, text kind); returns their paths.
+
+    The names say what is drawn, not the label (the label is the XOR of the two kinds).
+    """
+    from hm_hf.data import synthetic
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        memes = synthetic.make_hmd(tmp, splits={"dev_seen": 16}, seed=seed, image_size=image_size, unlabeled=())
+        chosen = {}
+        for meme in memes["dev_seen"]:
+            chosen.setdefault((meme.image_kind, meme.text_kind), meme)
+        shapes = {0: "red-square", 1: "blue-disc"}
+        paths = []
+        for (image_kind, text_kind), meme in sorted(chosen.items()):
+            path = out_dir / f"meme-{shapes[image_kind]}-text-kind-{text_kind}.png"
+            tmp_path = path.with_name(f".{path.name}.tmp")
+            shutil.copyfile(Path(tmp) / "img" / f"{meme.id:05d}.png", tmp_path)
+            os.replace(tmp_path, path)
+            paths.append(path)
+    if len(paths) != 4:
+        raise RuntimeError(f"expected one meme of each of the 4 kinds, got {len(paths)}")
+    return paths
+
+
+def render_readme(text: str, model: str) -> str:
+    """The Space README with `models:` set to [model] (the YAML header must already have a models list)."""
+    if not text.startswith("---\n") or "\n---" not in text[4:]:
+        raise SpaceError("the Space README.md must start with a YAML header between '---' lines")
+    end = text.index("\n---", 4)
+    header, rest = text[4:end], text[end:]
+    new_header, count = re.subn(r"^models:\s*\n(?:\s*-\s*.*\n?)*", f"models:\n- {model}\n", header + "\n", flags=re.M)
+    if count != 1:
+        raise SpaceError("the Space README.md header has no `models:` list to fill in")
+    return "---\n" + new_header.rstrip("\n") + rest
+
+
+def stage_space(space_dir, model: str, out_dir) -> list[str]:
+    """Copy the Space's files (README with the model filled in, app, requirements, examples) to out_dir."""
+    space_dir, out_dir = Path(space_dir), Path(out_dir)
+    missing = [name for name in SPACE_FILES if not (space_dir / name).is_file()]
+    if missing:
+        raise SpaceError(f"{space_dir} is not the Space folder: {', '.join(missing)} missing (use --space-dir)")
+    files = []
+    for name in SPACE_FILES:
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        if name == "README.md":
+            (out_dir / name).write_text(render_readme((space_dir / name).read_text(encoding="utf-8"), model),
+                                        encoding="utf-8")
+        else:
+            shutil.copyfile(space_dir / name, out_dir / name)
+        files.append(name)
+    for example in sorted(space_dir.glob(EXAMPLE_PATTERN)):
+        target = out_dir / example.relative_to(space_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(example, target)
+        files.append(example.relative_to(space_dir).as_posix())
+    return files
+
+
+def _mask(message: str, token: str | None) -> str:
+    message = str(message)
+    if token:
+        message = message.replace(token, "***")
+    return re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", message)  # any other token-looking string too
+
+
+def push_space(repo: str, model: str, space_dir=SPACE_DIR, private: bool = True, token: str | None = None) -> str:
+    """Create (or update) the Space `repo` running `model`; returns its URL."""
+    from huggingface_hub import HfApi
+
+    if not _REPO_ID.match(repo):
+        raise SpaceError(f"--repo {repo!r} is not a Hub id of the form org/name")
+    if Path(model).exists() or not _REPO_ID.match(model):
+        raise SpaceError(
+            f"--model {model!r} must be a Hub model id (org/name): a Space cannot read a local folder. Push the "
+            "model first (the recipe's push_to_hub / hub_model_id) and pass its id"
+        )
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as staging:
+        files = stage_space(space_dir, model, staging)
+        api.create_repo(repo, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
+                        space_variables=[{"key": "HM_HF_MODEL", "value": model}])
+        api.upload_folder(repo_id=repo, repo_type="space", folder_path=staging,
+                          commit_message=f"hm-hf push-space: demo of {model} ({len(files)} files)")
+    return f"https://huggingface.co/spaces/{repo}"
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hm-hf push-space", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo", required=True, help="the Space's Hub id, org/name")
+    parser.add_argument("--model", required=True, help="Hub id of the model the Space runs")
+    parser.add_argument("--public", action="store_true", help="make the Space public (default: private)")
+    parser.add_argument("--space-dir", default=str(SPACE_DIR), help=f"the Space folder (default {SPACE_DIR})")
+    args = parser.parse_args(argv)
+    token = os.environ.get("HF_TOKEN") or None
+    try:
+        url = push_space(args.repo, args.model, space_dir=args.space_dir, private=not args.public, token=token)
+    except SpaceError as err:
+        print(f"push-space: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - network / auth failures: a message without the token
+        print(f"push-space: upload failed: {_mask(f'{type(err).__name__}: {err}', token)}", file=sys.stderr)
+        return 1
+    print(f"push-space: {'public' if args.public else 'private'} Space ready at {url} (model {args.model})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,265 @@
+"""Hateful-meme detector: a Gradio demo of hm_hf models (a Hugging Face Space, or run locally).
+
+    python spaces/hateful_memes/app.py                      # the README's main job's model, on 127.0.0.1:7860
+    python spaces/hateful_memes/app.py --model org/model    # any model saved by recipes/train_peft.py
+    HM_HF_MODEL=org/model HM_HF_DETECTOR=path/to/frcnn python spaces/hateful_memes/app.py
+
+Upload an image; the text on it is read with OCR (Tesseract) into the text box, where it can be corrected;
+"Classify" gives the probability that the meme is hateful and, for region models, the regions the model
+looked at. Uploads are checked (file size, pixel count before decoding, real image) and every failure is
+a short message in the page, never a stack trace. The server binds 127.0.0.1 unless GRADIO_SERVER_NAME /
+--host says otherwise, serves no file but its examples, and queues requests (bounded queue, limited
+concurrency); it is never shared through a public tunnel.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no usage reporting
+
+import argparse
+import logging
+import re
+import sys
+import threading
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from hm_hf.ocr import OcrUnavailableError, read_text
+from hm_hf.pipeline import BadImageError, HatefulMemePipeline, load_image
+
+logger = logging.getLogger("hateful_memes_app")
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES_DIR = HERE / "examples"
+DEFAULT_MODEL = "outputs/synthetic-tiny"  # what the README's main job trains
+MAX_FILE_SIZE = 8 * 1024 * 1024  # bytes per upload (also enforced by gradio at upload time)
+MAX_PIXELS = 25_000_000  # checked from the image header, before decoding
+QUEUE_SIZE = 16
+CONCURRENCY = 2
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # any other PIL decode in this process is bounded too
+
+CONTENT_WARNING = """\
+> **Content warning.** This demo classifies memes that may be hateful. Examples shipped with it are
+> synthetic (coloured shapes and made-up words), but images you upload, and the model's mistakes, can be
+> offensive. The output is a research model's guess, not a judgement about a person or a group.
+"""
+
+HOW_IT_WORKS = """\
+### How it works
+1. **Text.** The text written on the meme is read with OCR (Tesseract) into the text box; correct it if
+   it is wrong: the model reads exactly what is in the box.
+2. **Image.** Region models look at objects found by a detector (bottom-up-attention Faster R-CNN, or for
+   the synthetic demo model, the synthetic world's shape finder); they are drawn on the image. Other models
+   read the pixels or only the text.
+3. **Both together.** A meme can be hateful only through the combination (harmless text + harmless image),
+   so the model (hm_hf Concat / VisualBERT / ViLBERT / UNITER, fine-tuned in full or
+   with PEFT adapters) fuses the two and outputs the probability that the meme is hateful.
+
+Uploads: at most {max_mb} MB and {max_mp} megapixels. Nothing you upload is stored beyond the request.
+"""
+
+
+def _readme_model() -> str | None:
+    """The first `models:` entry of this Space's README (set by `hm-hf push-space --model`)."""
+    readme = HERE / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8")
+    header = text.split("---")[1] if text.startswith("---") else ""
+    match = re.search(r"^models:\s*\n\s*-\s*(\S+)", header, flags=re.M)
+    return match.group(1) if match else None
+
+
+def default_model() -> str:
+    """HM_HF_MODEL; on a Space, the README's model; else the README main job's output folder."""
+    if os.environ.get("HM_HF_MODEL"):
+        return os.environ["HM_HF_MODEL"]
+    if os.environ.get("SPACE_ID") and _readme_model():
+        return _readme_model()
+    for base in (Path.cwd(), HERE.parents[1]):
+        if (base / DEFAULT_MODEL).is_dir():
+            return str(base / DEFAULT_MODEL)
+    return DEFAULT_MODEL
+
+
+def load_pipeline(model: str, detector: str | None = None, device: str | None = None) -> HatefulMemePipeline:
+    """The model's pipeline; the README's synthetic model gets the synthetic world's detector by default."""
+    from hm_hf.pipeline import PIPELINE_CONFIG_NAME
+
+    folder = Path(model)
+    if detector is None and folder.is_dir() and not (folder / PIPELINE_CONFIG_NAME).is_file():
+        if folder.resolve().as_posix().endswith(DEFAULT_MODEL):
+            detector = "synthetic"  # trained on the synthetic data set's features (see hm_hf.pipeline)
+    return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS)
+
+
+class MemeApp:
+    """The demo's event handlers around one pipeline (kept separate from the layout for tests)."""
+
+    def __init__(self, pipeline: HatefulMemePipeline):
+        self.pipe = pipeline
+        self._lock = threading.Lock()  # one model call at a time (tokenizers are not thread-safe)
+
+    # -------------------------------------------------------------- inputs
+
+    @staticmethod
+    def _read_upload(upload) -> Image.Image:
+        """The uploaded image, checked; any problem becomes a gr.Error with a plain message."""
+        if upload is None:
+            raise gr.Error("Upload an image first (PNG, JPEG or WebP).", title="No image")
+        path = upload.get("path") if isinstance(upload, dict) else upload
+        if not path or not Path(path).is_file():
+            raise gr.Error("The upload did not arrive; please upload the image again.", title="No image")
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_SIZE:
+            raise gr.Error(
+                f"The file is {size / 1e6:.1f} MB; the limit is {MAX_FILE_SIZE / 1e6:.0f} MB.", title="File too large"
+            )
+        if size == 0:
+            raise gr.Error("The file is empty: upload an image (PNG, JPEG or WebP).", title="Not an image")
+        try:
+            return load_image(Path(path).read_bytes(), max_pixels=MAX_PIXELS, max_bytes=MAX_FILE_SIZE)
+        except BadImageError as err:
+            message = str(err).replace("the image", "The file", 1)
+            raise gr.Error(message, title="Unusable image") from None
+
+    # -------------------------------------------------------------- events
+
+    def read_text(self, upload) -> str:
+        """Pre-fill the text box with the OCR'd text (empty when the image is cleared)."""
+        if upload is None:
+            return ""
+        image = self._read_upload(upload)
+        if not self.pipe.reads_text:
+            return ""
+        try:
+            return read_text(image, lang=self.pipe.settings.ocr_lang)
+        except OcrUnavailableError:
+            gr.Warning("OCR is not available here: type the meme's text in the box.")
+            return ""
+        except RuntimeError as err:
+            gr.Warning(f"OCR failed ({err}): type the meme's text in the box.")
+            return ""
+
+    def classify(self, upload, text):
+        """(label confidences, annotated image, details markdown) for one meme."""
+        image = self._read_upload(upload)
+        text = (text or "").strip()
+        if self.pipe.reads_text and not text:
+            try:
+                text = read_text(image, lang=self.pipe.settings.ocr_lang)
+            except (OcrUnavailableError, RuntimeError):
+                text = ""
+            if not text:
+                raise gr.Error(
+                    "There is no text: type the meme's text in the box (none could be read from the image).",
+                    title="Text needed",
+                )
+        try:
+            with self._lock:
+                result = self.pipe(image, texts=text or None)
+        except Exception:  # noqa: BLE001 - logged for the operator; the user gets a plain message
+            logger.exception("classification failed")
+            raise gr.Error("The model failed on this input; please try another image.", title="Model error") from None
+        probability = result["probability"]
+        names = self.pipe.settings.label_names
+        confidences = {names[1]: probability, names[0]: 1.0 - probability}
+        annotations = [
+            ((*(int(round(v)) for v in region["box"]),), f"{region['name']}")
+            for region in result.get("regions", [])
+            if region["name"] != "whole image"
+        ]
+        annotated = gr.update(value=(image, annotations), visible=self.pipe.uses_regions)
+        details = (
+            f"**Hateful probability: {probability:.3f}** ({result['label_name']}, threshold "
+            f"{self.pipe.settings.threshold:g})"
+        )
+        if self.pipe.reads_text:
+            details += f"\n\nText read by the model: “{result['text']}”"
+        if self.pipe.uses_regions:
+            details += f"\n\nRegions: {len(result.get('regions', []))}"
+        return confidences, annotated, details
+
+
+def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks:
+    """The Blocks layout (queue configured; call `launch` with `launch_kwargs()`)."""
+    app = MemeApp(pipeline)
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+    with gr.Blocks(title="Hateful meme detector", analytics_enabled=False) as demo:
+        gr.Markdown("# Hateful meme detector")
+        gr.Markdown(CONTENT_WARNING)
+        if model_name:
+            gr.Markdown(f"Model: `{model_name}`")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(label="Meme", type="filepath", sources=["upload", "clipboard"], elem_id="meme")
+                text = gr.Textbox(
+                    label="Text on the meme (read by OCR; correct it if needed)",
+                    lines=2,
+                    max_length=1000,
+                    elem_id="meme-text",
+                    visible=pipeline.reads_text,
+                )
+                button = gr.Button("Classify", variant="primary", elem_id="classify")
+            with gr.Column():
+                label = gr.Label(label="Prediction", num_top_classes=2, elem_id="prediction")
+                details = gr.Markdown(elem_id="details")
+                regions = gr.AnnotatedImage(label="Detected regions", visible=pipeline.uses_regions,
+                                            elem_id="regions")
+        if examples:
+            gr.Examples(examples=examples, inputs=[image], label="Examples (synthetic memes)")
+        gr.Markdown(HOW_IT_WORKS.format(max_mb=MAX_FILE_SIZE // 2**20, max_mp=MAX_PIXELS // 1_000_000))
+        image.change(app.read_text, inputs=image, outputs=text, preprocess=False, api_name="read_text",
+                     concurrency_limit=CONCURRENCY)
+        button.click(app.classify, inputs=[image, text], outputs=[label, regions, details], preprocess=False,
+                     api_name="classify", concurrency_limit=CONCURRENCY)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    return demo
+
+
+def launch_kwargs(host: str | None = None, port: int | None = None) -> dict:
+    """The safe launch settings: loopback unless told, upload limit, only the examples served, no share."""
+    return dict(
+        server_name=host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+        server_port=port or int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        max_file_size=MAX_FILE_SIZE,
+        allowed_paths=[str(EXAMPLES_DIR)],
+        share=False,
+        show_error=False,
+        ssr_mode=False,  # no Node server: the page is rendered by the browser
+        mcp_server=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Hateful-meme detector demo (Gradio).")
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: $HM_HF_MODEL, else "
+                        f"{DEFAULT_MODEL}, the README's main job's output)")
+    parser.add_argument("--detector", default=os.environ.get("HM_HF_DETECTOR"),
+                        help="detector folder / Hub id for region models, or 'synthetic' (default: the model's "
+                        "hm_hf_pipeline.json)")
+    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or $GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = args.model or default_model()
+    try:
+        pipeline = load_pipeline(model, detector=args.detector, device=args.device)
+    except (OSError, ValueError) as err:
+        print(f"app: cannot load the model {model!r}: {err}", file=sys.stderr)
+        if model.endswith(DEFAULT_MODEL):
+            print("app: train it first with the README's main job, or set HM_HF_MODEL / --model", file=sys.stderr)
+        return 2
+    demo = build_demo(pipeline, model_name=model)
+    demo.launch(**launch_kwargs(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

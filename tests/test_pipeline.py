@@ -1,0 +1,313 @@
+"""Inference pipeline (hm_hf.pipeline) and OCR (hm_hf.ocr).
+
+Models are tiny random Concat models saved the way the training recipe saves them (model folder +
+tokenizer, or LoRA adapters + base_model/); the detectors are the synthetic world's shape finder and a tiny
+random Faster R-CNN saved locally (box regression zeroed, as in test_extract). The helpers here are also
+used by test_space.py and test_space_browser.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hm_hf.data import synthetic
+from hm_hf.extract.cache import FeatureCache
+from hm_hf.ocr import read_text, tesseract_available
+from hm_hf.pipeline import (
+    PIPELINE_CONFIG_NAME,
+    BadImageError,
+    HatefulMemePipeline,
+    PipelineSettings,
+    SyntheticShapeDetector,
+    load_image,
+    save_pipeline_config,
+)
+
+needs_tesseract = pytest.mark.skipif(
+    not tesseract_available(), reason="Tesseract is not installed (apt-get install tesseract-ocr)"
+)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def make_data(root: Path, n_train: int = 24, n_dev: int = 8):
+    memes = synthetic.make_hmd(root / "data", splits={"train": n_train, "dev_seen": n_dev}, unlabeled=())
+    synthetic.write_region_features(memes, root / "features")
+    return memes
+
+
+def build_tiny_model(folder: Path, texts: list[str], visual_dim: int = 2048, seed: int = 0, **pipeline_settings):
+    """A tiny random multimodal Concat model (BERT-style text encoder + mean-pooled regions), saved as the
+    training recipe saves it (model + tokenizer beside it), with its hm_hf_pipeline.json."""
+    from transformers import BertConfig
+
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+    from hm_hf.text.tokenizer import train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer(texts, folder / "tokenizer", vocab_size=300)
+    torch.manual_seed(seed)
+    config = HmConcatConfig(
+        text_source="encoder",
+        text_pooling="mean",
+        dropout=0.0,
+        visual_embedding_dim=visual_dim,
+        text_config=BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=37, max_position_embeddings=64),
+    )
+    model = HmConcatForHatefulMemes(config).eval()
+    with torch.no_grad():  # a random head gives ~0.5 everywhere; spread the outputs so differences show
+        model.classifier.weight.mul_(20)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    settings = {"detector": "synthetic", "max_regions": 16, "max_text_length": 32, **pipeline_settings}
+    save_pipeline_config(folder, **settings)
+    return model, tokenizer
+
+
+def direct_probability(model, tokenizer, text: str, regions, max_length: int = 32) -> float:
+    """The model called by hand (no pipeline, no collator): tokenised text + mean-pooled region features."""
+    encoded = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt",
+                        return_token_type_ids=True)
+    features = regions.features.float()[None]
+    with torch.no_grad():
+        logits = model(**encoded, visual_embeds=features, visual_attention_mask=torch.ones(features.shape[:2],
+                                                                                           dtype=torch.long)).logits
+    return float(torch.softmax(logits, -1)[0, 1])
+
+
+def cosine(a, b) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def tiny_frcnn(**overrides):
+    from hm_hf.extract.configuration_frcnn import FrcnnConfig
+    from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
+
+    settings = dict(
+        num_blocks_per_stage=[1, 1, 1], stem_out_channels=8, res2_out_channels=16, width_per_group=4,
+        rpn_hidden_channels=16, num_classes=20, num_attributes=7, pooler_resolution=4, min_size_test=64,
+        max_size_test=96, rpn_pre_nms_topk_test=200, rpn_post_nms_topk_test=24, min_boxes=3, max_boxes=8,
+    )  # fmt: skip
+    settings.update(overrides)
+    torch.manual_seed(0)
+    model = FrcnnForRegionFeatures(FrcnnConfig(**settings))
+    for layer in (model.proposal_generator.rpn_head.anchor_deltas, model.roi_heads.box_predictor.bbox_pred):
+        layer.weight.data.zero_()
+        layer.bias.data.zero_()
+    return model.eval()
+
+
+def pixel_bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid tiny PNG whose header declares width x height pixels (decoding would need gigabytes)."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 255).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    memes = make_data(root)
+    texts = [m.text for split in memes.values() for m in split]
+    model, tokenizer = build_tiny_model(root / "model", texts)
+    return {"root": root, "memes": memes, "model": model, "tokenizer": tokenizer,
+            "dev": memes["dev_seen"], "image": lambda m: root / "data" / "img" / f"{m.id:05d}.png"}
+
+
+@pytest.fixture(scope="module")
+def pipe(world):
+    return HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_pipeline_gives_the_models_own_probability(world, pipe):
+    assert pipe.needs == {"text", "regions"}
+    assert isinstance(pipe.detector, SyntheticShapeDetector)
+    assert pipe.settings.max_text_length == 32  # read from hm_hf_pipeline.json
+    seen = []
+    for meme in world["dev"][:4]:
+        path = world["image"](meme)
+        result = pipe(str(path), texts=meme.text)
+        regions = SyntheticShapeDetector().extract([Image.open(path)])[0]
+        expected = direct_probability(world["model"], world["tokenizer"], meme.text, regions)
+        assert result["probability"] == pytest.approx(expected, abs=1e-5)
+        assert result["label"] == int(expected >= 0.5)
+        assert result["label_name"] == ["not hateful", "hateful"][result["label"]]
+        assert result["text"] == meme.text and result["text_source"] == "given"
+        assert sum(result["scores"]) == pytest.approx(1.0, abs=1e-6)
+        seen.append(result["probability"])
+    assert max(seen) - min(seen) > 1e-3  # the inputs matter
+
+
+def test_inputs_path_pil_bytes_and_batches_agree(world, pipe):
+    memes = world["dev"][:5]
+    paths = [world["image"](m) for m in memes]
+    texts = [m.text for m in memes]
+    singles = [pipe(p, texts=t)["probability"] for p, t in zip(paths, texts)]
+    batched = pipe([str(p) for p in paths], texts=texts, batch_size=2)  # uneven batches, padded regions
+    assert [r["probability"] for r in batched] == pytest.approx(singles, abs=1e-5)
+    as_pil = pipe([Image.open(p) for p in paths], texts=texts, batch_size=8)
+    as_bytes = pipe([p.read_bytes() for p in paths], texts=texts)
+    assert [r["probability"] for r in as_pil] == pytest.approx(singles, abs=1e-5)
+    assert [r["probability"] for r in as_bytes] == pytest.approx(singles, abs=1e-5)
+    with pytest.raises(ValueError, match="2 images but 1 texts"):
+        pipe([paths[0], paths[1]], texts=["one"])
+
+
+def test_regions_are_returned_in_image_pixels(world, pipe):
+    meme = world["dev"][0]
+    result = pipe(world["image"](meme), texts=meme.text)
+    names = [r["name"] for r in result["regions"]]
+    assert names[-1] == "whole image" and ("red square" in names) != ("blue disc" in names)
+    main = next(r for r in result["regions"] if r["name"] in ("red square", "blue disc"))
+    drawn = next(b for b in meme.boxes if b[4] == meme.image_kind)
+    assert main["box"] == pytest.approx(list(drawn[:4]), abs=1.0)
+    assert pipe(world["image"](meme), texts=meme.text, return_regions=False).get("regions") is None
+
+
+def test_synthetic_detector_reproduces_the_generators_features(world):
+    """The synthetic 'detector' finds each meme's object where it was drawn, with the cache's features."""
+    cache = FeatureCache(world["root"] / "features")
+    detector = SyntheticShapeDetector()
+    for meme in world["dev"]:
+        stored = cache.get(str(meme.id))
+        found = detector.extract([Image.open(world["image"](meme))])[0]
+        main = int((found.object_ids == meme.image_kind).nonzero()[0, 0])
+        stored_main = int(np.nonzero(stored.object_ids == meme.image_kind)[0][0])
+        assert found.boxes[main].tolist() == pytest.approx(stored.boxes[stored_main].tolist(), abs=1.0)
+        stored_feature = stored.features[stored_main].astype(np.float32)
+        same = cosine(found.features[main].numpy(), stored_feature)
+        other_kind = cosine(detector.features[1 - meme.image_kind], stored_feature)
+        assert same > 0.85 and same - other_kind > 0.3, (same, other_kind)  # (noise: one draw of N(0, 0.3))
+        other = found.features[found.object_ids == 1 - meme.image_kind]
+        assert len(other) == 0  # the other kind of object is not hallucinated
+
+
+def test_peft_adapters_with_their_base_model_load(world, tmp_path):
+    """LoRA adapters + base_model/ (what the recipe saves for a random-init base) load and predict."""
+    from peft import get_peft_model
+
+    from hm_hf.models.concat import HmConcatForHatefulMemes
+    from hm_hf.peft.defaults import build_peft_config
+
+    folder = tmp_path / "lora"
+    base = HmConcatForHatefulMemes.from_pretrained(str(world["root"] / "model"))
+    base.save_pretrained(str(folder / "base_model"))  # before peft injects its layers (their names differ)
+    peft_model = get_peft_model(base, build_peft_config(base, "lora", r=4))
+    with torch.no_grad():  # trained-looking adapters: B != 0 so the adapters change the output
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    peft_model.save_pretrained(str(folder))
+    world["tokenizer"].save_pretrained(str(folder))
+    save_pipeline_config(folder, detector="synthetic", max_text_length=32)
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert hasattr(pipe.model, "peft_config")
+    meme = world["dev"][1]
+    regions = SyntheticShapeDetector().extract([Image.open(world["image"](meme))])[0]
+    peft_model.eval()
+    expected = direct_probability(peft_model, world["tokenizer"], meme.text, regions)
+    without = direct_probability(world["model"], world["tokenizer"], meme.text, regions)
+    got = pipe(world["image"](meme), texts=meme.text)["probability"]
+    assert got == pytest.approx(expected, abs=1e-5)
+    assert abs(expected - without) > 1e-4  # the adapters were really applied
+
+
+def test_region_model_with_a_saved_faster_rcnn(world, tmp_path):
+    """The real extractor path: a (tiny, random) Faster R-CNN saved locally, named by the pipeline config."""
+    from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
+
+    detector = tiny_frcnn()
+    folder = tmp_path / "model"
+    texts = [m.text for m in world["memes"]["train"]]
+    model, tokenizer = build_tiny_model(folder, texts, visual_dim=detector.config.region_feature_dim,
+                                        detector="detector", detector_max_boxes=5)
+    detector.save_pretrained(str(folder / "detector"))  # relative: read inside the model folder
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert isinstance(pipe.detector, FrcnnForRegionFeatures) and pipe.detector.config.max_boxes == 5
+    meme = world["dev"][2]
+    result = pipe(world["image"](meme), texts=meme.text)
+    reference = FrcnnForRegionFeatures.from_pretrained(str(folder / "detector")).eval()
+    reference.config.max_boxes = 5
+    regions = reference.extract([Image.open(world["image"](meme)).convert("RGB")])[0]
+    assert len(result["regions"]) == regions.num_boxes <= 5
+    assert result["probability"] == pytest.approx(direct_probability(model, tokenizer, meme.text, regions), abs=1e-5)
+    width, height = 320, 240
+    for region in result["regions"]:
+        x1, y1, x2, y2 = region["box"]
+        assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height  # original image pixels
+
+
+def test_clear_errors_for_missing_parts(world, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        HatefulMemePipeline.from_pretrained(tmp_path / "no-such-model")
+    with pytest.raises(OSError, match="detector .* could not be loaded"):
+        HatefulMemePipeline.from_pretrained(world["root"] / "model", detector=str(tmp_path / "no-detector"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / PIPELINE_CONFIG_NAME).write_text(json.dumps({"detecter": "synthetic"}))
+    with pytest.raises(ValueError, match="unknown pipeline setting"):
+        HatefulMemePipeline.from_pretrained(bad)
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        HatefulMemePipeline(world["model"], detector=SyntheticShapeDetector())
+    assert PipelineSettings().detector == "unc-nlp/frcnn-vg-finetuned"
+
+
+def test_bad_images_are_refused_with_a_reason(tmp_path):
+    good = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(good, format="PNG")
+    assert load_image(good.getvalue()).size == (64, 48)
+    with pytest.raises(BadImageError, match="not an image"):
+        load_image(b"%PDF-1.4 definitely not a picture")
+    with pytest.raises(BadImageError, match="truncated"):
+        load_image(good.getvalue()[: len(good.getvalue()) // 2])
+    started = time.perf_counter()
+    with pytest.raises(BadImageError, match="100,000,000 pixels, more than the limit of 40,000,000"):
+        load_image(pixel_bomb_png(10_000, 10_000))  # refused from the header: nothing is decoded
+    with pytest.raises(BadImageError, match="too many pixels"):
+        load_image(pixel_bomb_png())  # beyond Pillow's own bomb limit too
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(BadImageError, match="more than the limit"):
+        load_image(good.getvalue(), max_bytes=10)
+    with pytest.raises(BadImageError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, not black
+
+
+@needs_tesseract
+def test_ocr_reads_the_synthetic_memes_text(world):
+    memes = world["dev"][:3]
+    read = [read_text(Image.open(world["image"](m))) for m in memes]
+    assert sum(r.lower() == m.text for r, m in zip(read, memes)) >= 2, read
+    assert all(kw in r for r, m in zip(read, memes) for kw in m.text.split() if kw in synthetic.KEYWORDS[m.text_kind])
+    assert read_text(Image.new("RGB", (200, 100), (255, 255, 255))) == ""
+
+
+@needs_tesseract
+def test_pipeline_reads_the_text_when_none_is_given(world, pipe):
+    meme = world["dev"][3]
+    result = pipe(world["image"](meme))
+    assert result["text_source"] == "ocr"
+    assert result["text"].lower() == meme.text
+    assert result["probability"] == pytest.approx(pipe(world["image"](meme), texts=meme.text)["probability"], abs=1e-5)
