@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert")
+MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert", "clip")
 PEFT_METHODS = ("none", "head_only", "lora", "ia3", "bottleneck")
 
 
@@ -32,7 +32,8 @@ class ModelArguments:
     )
     vision_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "concat: a vision backbone checkpoint (e.g. microsoft/resnet-101) and its image processor"},
+        metadata={"help": "concat: a vision backbone checkpoint (e.g. microsoft/resnet-101) and its image processor; "
+                 "clip: the CLIP checkpoint (both encoders, tokenizer and image processor)"},
     )
     tokenizer_name_or_path: str | None = field(
         default=None,

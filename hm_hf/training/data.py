@@ -19,7 +19,8 @@ TEXT_COLUMNS = {"hmd": "text", "mmhs": "tweet_text"}
 
 
 def model_inputs(config) -> set[str]:
-    """What a model config consumes: any of "text", "regions", "text_embedding", "pixels"."""
+    """What a model config consumes: any of "text", "regions", "text_embedding", "pixels" (+ "clip": CLIP's
+    collator, see `build_collator`)."""
     if getattr(config, "model_type", "") == "hm_concat":
         needs = set()
         modalities = set(config.modalities)
@@ -28,6 +29,8 @@ def model_inputs(config) -> set[str]:
         if "image" in modalities:
             needs.add("regions" if config.image_source == "regions" else "pixels")
         return needs
+    if getattr(config, "model_type", "") == "hm_clip":  # CLIP tokens + pixels; "clip": one string, <= 77 tokens
+        return {"text", "pixels", "clip"}
     return {"text", "regions"}
 
 
@@ -95,6 +98,8 @@ def load_tokenizer(model_args: ModelArguments, splits, data_args: DataArguments,
     from transformers import AutoTokenizer
 
     name = model_args.tokenizer_name_or_path or model_args.text_model_name_or_path or model_args.model_name_or_path
+    if model_args.model_type == "clip" and not name:  # the CLIP checkpoint's own tokenizer
+        name = ensure_tiny_clip(model_args, splits, data_args)
     if name:
         return AutoTokenizer.from_pretrained(name)
     from hm_hf.text.tokenizer import train_wordpiece_tokenizer
@@ -108,7 +113,31 @@ def load_tokenizer(model_args: ModelArguments, splits, data_args: DataArguments,
     return train_wordpiece_tokenizer(texts, Path(output_dir) / "tokenizer")
 
 
+def ensure_tiny_clip(model_args: ModelArguments, splits, data_args: DataArguments) -> str:
+    """clip: the CLIP checkpoint folder; with `synthetic_if_missing`, a tiny random CLIP (its tokenizer's
+    merges learnt from the training texts) is written there when it does not exist yet."""
+    name = model_args.vision_model_name_or_path
+    if not name or not data_args.synthetic_if_missing or (Path(name) / "config.json").is_file():
+        return name
+    from hm_hf.models.clip import make_tiny_clip
+
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process and not (Path(name) / "config.json").is_file():
+            train = splits[data_args.train_split]
+            texts = list(train[TEXT_COLUMNS[data_args.dataset]])
+            logger.info("writing a tiny random CLIP (tokenizer trained on the %s split) to %s", data_args.train_split, name)
+            make_tiny_clip(name, texts)
+    return name
+
+
 def build_collator(needs: set[str], data_args: DataArguments, tokenizer=None, image_processor=None):
+    if "clip" in needs:  # one text string per meme (CLIP pools at the first end-of-text token), <= 77 tokens
+        from hm_hf.models.clip.embedding_cache import ClipMemeCollator
+
+        return ClipMemeCollator(tokenizer=tokenizer, text_column=TEXT_COLUMNS[data_args.dataset],
+                                text_pair_column=data_args.text_pair_column, max_length=data_args.max_text_length,
+                                image_processor=image_processor, label_column=data_args.label_column)
     return MemeCollator(
         tokenizer=tokenizer if "text" in needs else None,
         text_column=TEXT_COLUMNS[data_args.dataset],

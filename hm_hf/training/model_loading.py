@@ -18,7 +18,8 @@ from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError,
 
 logger = logging.getLogger(__name__)
 
-HF_MODEL_TYPES = {"concat": "hm_concat", "visual_bert": "hm_visual_bert", "uniter": "hm_uniter", "vilbert": "hm_vilbert"}
+HF_MODEL_TYPES = {"concat": "hm_concat", "visual_bert": "hm_visual_bert", "uniter": "hm_uniter", "vilbert": "hm_vilbert",
+                  "clip": "hm_clip"}
 BASE_MODEL_DIR = "base_model"
 
 
@@ -42,10 +43,19 @@ def build_config(model_args: ModelArguments, vocab_size: int | None = None):
     """The recipe's model config (from the checkpoint when one is named), with its overrides applied."""
     import hm_hf  # noqa: F401
 
+    if model_args.model_type == "clip" and not model_args.model_name_or_path:
+        return _clip_config(model_args)
     overrides = _overrides(model_args, vocab_size)
     if model_args.model_name_or_path:
         config_class = model_class(model_args.model_type).config_class
         return config_class.from_pretrained(model_args.model_name_or_path, **overrides)
+    if model_args.model_type == "concat":  # encoders named by checkpoint: their configs go into ours
+        if model_args.text_model_name_or_path:
+            overrides.setdefault("text_config", AutoConfig.from_pretrained(model_args.text_model_name_or_path).to_dict())
+        if model_args.vision_model_name_or_path:
+            overrides.setdefault(
+                "vision_config", AutoConfig.from_pretrained(model_args.vision_model_name_or_path).to_dict()
+            )
     config = AutoConfig.for_model(HF_MODEL_TYPES[model_args.model_type], **overrides)
     text_config = getattr(config, "text_config", None)
     if vocab_size is not None and text_config is not None and not model_args.text_model_name_or_path:
@@ -53,11 +63,37 @@ def build_config(model_args: ModelArguments, vocab_size: int | None = None):
     return config
 
 
+def _clip_config(model_args: ModelArguments):
+    """clip: `vision_model_name_or_path` names the CLIP checkpoint (Hub id or folder: encoders, tokenizer and
+    image processor); `config_overrides` set the hm_clip fields (fusion, projection_dim, freeze_clip, ...).
+
+    The checkpoint's own CLIPConfig is read here only when it is a local folder already; otherwise (a Hub
+    id, or the tiny synthetic CLIP that `synthetic_if_missing` writes once the data exist) `build_model`
+    reads it: this config only has to say what the model reads.
+    """
+    from pathlib import Path
+
+    from hm_hf.models.clip import HmClipConfig
+
+    name = model_args.vision_model_name_or_path
+    if not name:
+        raise RecipeError("model_type clip needs vision_model_name_or_path: the CLIP checkpoint, e.g. "
+                          "openai/clip-vit-large-patch14 (or a saved hm_clip model as model_name_or_path)")
+    overrides = _overrides(model_args)
+    if (Path(name) / "config.json").is_file():
+        from transformers import CLIPConfig
+
+        overrides["clip_config"] = CLIPConfig.from_pretrained(name).to_dict()
+    return HmClipConfig(clip_model_name_or_path=name, **overrides)
+
+
 def build_model(model_args: ModelArguments, config):
     """The recipe's model: from a pretrained multimodal checkpoint, else random init (+ BERT text side)."""
     cls = model_class(model_args.model_type)
     if model_args.model_name_or_path:
         return cls.from_pretrained(model_args.model_name_or_path, config=config)
+    if model_args.model_type == "clip":  # CLIP encoders from the checkpoint, the rest (projections, head) new
+        return cls.from_clip_pretrained(model_args.vision_model_name_or_path, **_overrides(model_args))
     if model_args.model_type == "concat" and (model_args.text_model_name_or_path or model_args.vision_model_name_or_path):
         return cls.from_pretrained_encoders(
             text_model=model_args.text_model_name_or_path,
