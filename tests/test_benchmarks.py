@@ -1,0 +1,103 @@
+"""Smoke tests of the benchmark scripts at their --tiny sizes on the CPU (no timing assertions).
+
+Each script runs in-process through its `main(argv)` (imports are shared, which keeps this file fast) and
+must print its table, write its JSON where --output says, and report results whose structure and
+invariants hold (both implementations timed, ratios against the baseline, same regions from both
+loaders, derived dataset times, every pipeline stage).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield lambda name: importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def run(module, tmp_path, *argv):
+    out = tmp_path / f"{module.__name__}.json"
+    payload = module.main(["--tiny", "--threads", "1", "--device", "cpu", "--output", str(out), *argv])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
+    assert payload["environment"]["torch"] and payload["environment"]["date"]
+    return payload
+
+
+def test_train_step(bench, tmp_path, capsys):
+    train_step = bench("train_step")
+    payload = run(train_step, tmp_path, "--methods", "full,bottleneck", "--modes", "fixed,padded", "--matmul-peak")
+    assert "x transformers" in capsys.readouterr().out
+    assert payload["max_logit_diff_eval_fp32"] < 1e-4  # the two models compute the same function
+    rows = payload["results"]
+    assert {(r["impl"], r["method"], r["mode"]) for r in rows} == {
+        (impl, method, mode) for impl in ("transformers", "hm_hf") for method in ("full", "bottleneck")
+        for mode in ("fixed", "padded")
+    }
+    for row in rows:
+        assert row["samples_per_s"] > 0 and row["executed_tflops"] > 0 and row["pct_of_matmul_peak"] > 0
+        assert row["useful_tflops"] <= row["executed_tflops"] * (1 + 1e-9)
+    for r in rows:
+        if r["impl"] == "transformers":
+            assert r["speedup_vs_transformers"] == 1.0
+        assert (r["real_token_fraction"] == 1.0) == (r["mode"] == "fixed")
+    full = {r["trainable_params"] for r in rows if r["method"] == "full"}
+    adapters = {r["trainable_params"] for r in rows if r["method"] == "bottleneck"}
+    assert len(full) == 1 and len(adapters) == 1 and adapters.pop() < full.pop()  # same counts in both
+
+
+def test_train_step_flops_formula(bench):
+    """Full fine-tuning of the base config: 3 x forward, about 6 x params x tokens for the encoder."""
+    train_step = bench("train_step")
+    size = train_step.BASE
+    flops = train_step.train_flops(size, "full", [(48, 100)])
+    encoder_params = size["layers"] * (4 * 768 * 768 + 2 * 768 * 3072)
+    approx = 6 * encoder_params * 148 + 6 * 2048 * 768 * 100
+    assert approx < flops < 1.1 * approx  # the rest is attention scores and the head
+    assert train_step.train_flops(size, "lora", [(48, 100)]) < flops
+
+
+def test_data_loading(bench, tmp_path, capsys):
+    data_loading = bench("data_loading")
+    payload = run(data_loading, tmp_path, "--workers", "0,1", "--work-dir", str(tmp_path / "work"))
+    assert "x npy" in capsys.readouterr().out
+    rows = payload["results"]
+    assert {(r["loader"], r["workers"]) for r in rows} == {(l, w) for l in ("hm_hf", "npy") for w in (0, 1)}
+    for row in rows:
+        assert row["rows"] == payload["settings"]["num_images"] and row["samples_per_s"] > 0
+        assert row["peak_rss_mib"] > 0
+    assert len({r["regions_seen"] for r in rows}) == 1  # every loader delivered the same regions
+    assert (tmp_path / "work" / "data" / "prepared.json").is_file()  # --work-dir is kept for reuse
+
+
+def test_extraction(bench, tmp_path):
+    extraction = bench("extraction")
+    payload = run(extraction, tmp_path, "--batch-sizes", "1,2")
+    rows = payload["results"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    assert all(r["images_per_s"] > 0 and r["boxes_per_image"] >= 1 for r in rows)
+    hmd, mmhs = payload["estimates"]
+    assert hmd["images"] == 12_140 and mmhs["images"] == 150_000
+    assert math.isclose(hmd["hours_1_device"], 8 * hmd["hours_8_devices"])
+    assert math.isclose(mmhs["hours_1_device"] / hmd["hours_1_device"], 150_000 / 12_140)
+
+
+def test_inference_latency(bench, tmp_path):
+    latency = bench("inference_latency")
+    payload = run(latency, tmp_path, "--repeats", "1")
+    stages = {r["stage"]: r for r in payload["results"]}
+    assert {"decode", "features", "model", "end to end (pipe(image))"} <= set(stages)
+    assert ("ocr" in stages) == (payload["settings"]["ocr"] == "tesseract")
+    assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in stages.values())
