@@ -40,6 +40,7 @@ import json
 import logging
 import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -214,20 +215,26 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
         )
 
 
+def _too_many_pixels(name: str, err: Exception, max_pixels: int) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return f"{name} is {count}, more than the limit of {max_pixels:,}: resize it and try again"
+
+
 def _decode(handle, max_pixels: int, name: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies instead
         try:
             image = Image.open(handle)  # reads the header only
-        except Image.DecompressionBombError as err:
-            raise BadImageError(f"{name} has too many pixels ({err}); resize it and try again") from None
+        except Image.DecompressionBombError as err:  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS)
+            raise BadImageError(_too_many_pixels(name, err, max_pixels)) from None
         except (Image.UnidentifiedImageError, OSError, ValueError):
             raise BadImageError(f"{name} is not an image that can be read (PNG, JPEG, WebP, GIF, BMP, ...)") from None
         _check_pixels(image.size, max_pixels, name)
         try:
             image.load()
         except Image.DecompressionBombError as err:
-            raise BadImageError(f"{name} has too many pixels ({err}); resize it and try again") from None
+            raise BadImageError(_too_many_pixels(name, err, max_pixels)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise BadImageError(f"{name} is damaged or truncated and cannot be decoded ({err})") from None
     return _to_rgb(image)

@@ -284,7 +284,7 @@ def test_bad_images_are_refused_with_a_reason(tmp_path):
     started = time.perf_counter()
     with pytest.raises(BadImageError, match="100,000,000 pixels, more than the limit of 40,000,000"):
         load_image(pixel_bomb_png(10_000, 10_000))  # refused from the header: nothing is decoded
-    with pytest.raises(BadImageError, match="too many pixels"):
+    with pytest.raises(BadImageError, match="900,000,000 pixels, more than the limit"):
         load_image(pixel_bomb_png())  # beyond Pillow's own bomb limit too
     assert time.perf_counter() - started < 1.0
     with pytest.raises(BadImageError, match="more than the limit"):

@@ -41,8 +41,6 @@ MAX_PIXELS = 25_000_000  # checked from the image header, before decoding
 QUEUE_SIZE = 16
 CONCURRENCY = 2
 
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # any other PIL decode in this process is bounded too
-
 CONTENT_WARNING = """\
 > **Content warning.** This demo classifies memes that may be hateful. Examples shipped with it are
 > synthetic (coloured shapes and made-up words), but images you upload, and the model's mistakes, can be
@@ -98,6 +96,11 @@ def load_pipeline(model: str, detector: str | None = None, device: str | None = 
     return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS)
 
 
+def _fail(message: str, title: str) -> gr.Error:
+    """A message for the page (gradio shows it in a toast); the input's fault, so no server traceback."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 class MemeApp:
     """The demo's event handlers around one pipeline (kept separate from the layout for tests)."""
 
@@ -111,22 +114,22 @@ class MemeApp:
     def _read_upload(upload) -> Image.Image:
         """The uploaded image, checked; any problem becomes a gr.Error with a plain message."""
         if upload is None:
-            raise gr.Error("Upload an image first (PNG, JPEG or WebP).", title="No image")
+            raise _fail("Upload an image first (PNG, JPEG or WebP).", title="No image")
         path = upload.get("path") if isinstance(upload, dict) else upload
         if not path or not Path(path).is_file():
-            raise gr.Error("The upload did not arrive; please upload the image again.", title="No image")
+            raise _fail("The upload did not arrive; please upload the image again.", title="No image")
         size = Path(path).stat().st_size
         if size > MAX_FILE_SIZE:
-            raise gr.Error(
+            raise _fail(
                 f"The file is {size / 1e6:.1f} MB; the limit is {MAX_FILE_SIZE / 1e6:.0f} MB.", title="File too large"
             )
         if size == 0:
-            raise gr.Error("The file is empty: upload an image (PNG, JPEG or WebP).", title="Not an image")
+            raise _fail("The file is empty: upload an image (PNG, JPEG or WebP).", title="Not an image")
         try:
             return load_image(Path(path).read_bytes(), max_pixels=MAX_PIXELS, max_bytes=MAX_FILE_SIZE)
         except BadImageError as err:
             message = str(err).replace("the image", "The file", 1)
-            raise gr.Error(message, title="Unusable image") from None
+            raise _fail(message, title="Unusable image") from None
 
     # -------------------------------------------------------------- events
 
@@ -156,7 +159,7 @@ class MemeApp:
             except (OcrUnavailableError, RuntimeError):
                 text = ""
             if not text:
-                raise gr.Error(
+                raise _fail(
                     "There is no text: type the meme's text in the box (none could be read from the image).",
                     title="Text needed",
                 )
@@ -165,7 +168,7 @@ class MemeApp:
                 result = self.pipe(image, texts=text or None)
         except Exception:  # noqa: BLE001 - logged for the operator; the user gets a plain message
             logger.exception("classification failed")
-            raise gr.Error("The model failed on this input; please try another image.", title="Model error") from None
+            raise _fail("The model failed on this input; please try another image.", title="Model error") from None
         probability = result["probability"]
         names = self.pipe.settings.label_names
         confidences = {names[1]: probability, names[0]: 1.0 - probability}
@@ -182,7 +185,7 @@ class MemeApp:
         if self.pipe.reads_text:
             details += f"\n\nText read by the model: “{result['text']}”"
         if self.pipe.uses_regions:
-            details += f"\n\nRegions: {len(result.get('regions', []))}"
+            details += f"\n\nRegions read by the model: {len(result.get('regions', []))} (the whole image included)"
         return confidences, annotated, details
 
 
@@ -190,7 +193,7 @@ def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks
     """The Blocks layout (queue configured; call `launch` with `launch_kwargs()`)."""
     app = MemeApp(pipeline)
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
-    with gr.Blocks(title="Hateful meme detector", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Hateful meme detector", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
         gr.Markdown("# Hateful meme detector")
         gr.Markdown(CONTENT_WARNING)
         if model_name:
@@ -247,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # any other PIL decode in the app's process is bounded too
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = args.model or default_model()
     try:

@@ -1,0 +1,350 @@
+"""The Gradio Space (spaces/hateful_memes) and `hm-hf push-space` (hm_hf.space).
+
+The app runs on 127.0.0.1 in this process (`launch(prevent_thread_lock=True)`) with a tiny random model;
+requests go through gradio_client as a user's would. The Hub is never reached: push-space is tested with
+HfApi's two network calls replaced by local stand-ins.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import io
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pipeline import build_tiny_model, make_data, needs_tesseract, pixel_bomb_png  # noqa: E402
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = REPO / "spaces" / "hateful_memes"
+
+
+def load_app_module():
+    spec = importlib.util.spec_from_file_location("hateful_memes_app", SPACE / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_module():
+    return load_app_module()
+
+
+@pytest.fixture(scope="module")
+def space_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("space")
+    memes = make_data(root, n_train=16, n_dev=4)
+    texts = [m.text for split in memes.values() for m in split]
+    build_tiny_model(root / "model", texts)
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def meme_app(app_module, space_model):
+    return app_module.MemeApp(app_module.load_pipeline(str(space_model), device="cpu"))
+
+
+@pytest.fixture(scope="module")
+def served(app_module, meme_app):
+    """The app served on a loopback port; yields (url, app module, pipeline)."""
+    demo = app_module.build_demo(meme_app.pipe, model_name="tiny test model")
+    port = free_port()
+    kwargs = app_module.launch_kwargs(port=port)
+    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/", demo, meme_app.pipe
+    finally:
+        demo.close()
+
+
+def example_paths():
+    return sorted(SPACE.glob("examples/*.png"))
+
+
+# --------------------------------------------------------------------------------------------- Space files
+
+
+def test_space_readme_header_and_requirements():
+    text = (SPACE / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(text.split("---")[1])
+    assert header["sdk"] == "gradio" and header["sdk_version"] == gr.__version__ == "6.31.0"
+    assert re.fullmatch(r"3\.\d+", str(header["python_version"]))
+    assert (SPACE / header["app_file"]).is_file() and header["license"] == "apache-2.0"
+    assert len(header["models"]) == 1 and "/" in header["models"][0]
+    assert "content warning" in text.lower()
+    requirements = (SPACE / "requirements.txt").read_text().split()
+    assert any(r.startswith("hm_hf[") and "==" in r and "demo" in r for r in requirements)
+    assert f"gradio=={header['sdk_version']}" in requirements
+    assert (SPACE / "packages.txt").read_text().split() == ["tesseract-ocr"]
+
+
+def test_examples_are_the_synthetic_generators(tmp_path):
+    from hm_hf.space import make_examples
+
+    made = make_examples(tmp_path)
+    committed = example_paths()
+    assert [p.name for p in made] == sorted(p.name for p in committed) or sorted(p.name for p in made) == [
+        p.name for p in committed
+    ]
+    for path in made:
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(SPACE / "examples" / path.name)))
+        assert path.stat().st_size < 50_000
+
+
+def test_default_model_choice(app_module, monkeypatch, tmp_path):
+    monkeypatch.delenv("HM_HF_MODEL", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert app_module.default_model().endswith("outputs/synthetic-tiny")  # the README main job's output
+    monkeypatch.setenv("SPACE_ID", "org/space")
+    assert app_module.default_model() == yaml.safe_load((SPACE / "README.md").read_text().split("---")[1])["models"][0]
+    monkeypatch.setenv("HM_HF_MODEL", "org/other")
+    assert app_module.default_model() == "org/other"
+
+
+def test_missing_default_model_is_a_clear_message(app_module, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("HM_HF_MODEL", raising=False)
+    assert app_module.main(["--model", str(tmp_path / "outputs/synthetic-tiny")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the model" in err and "README's main job" in err
+
+
+def test_launch_settings_are_safe(app_module, monkeypatch):
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    kwargs = app_module.launch_kwargs()
+    assert kwargs["server_name"] == "127.0.0.1" and kwargs["share"] is False
+    assert kwargs["allowed_paths"] == [str(SPACE / "examples")]
+    assert kwargs["max_file_size"] == app_module.MAX_FILE_SIZE <= 10 * 2**20
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    source = (SPACE / "app.py").read_text()
+    assert "share=True" not in source
+
+
+# -------------------------------------------------------------------------------------- the handlers
+
+
+def test_classify_matches_the_pipeline(meme_app):
+    example = example_paths()[0]
+    confidences, annotated, details = meme_app.classify({"path": str(example)}, "some meme text")
+    expected = meme_app.pipe(str(example), texts="some meme text")["probability"]
+    assert confidences["hateful"] == pytest.approx(expected, abs=1e-6)
+    assert f"{expected:.3f}" in details
+    image, boxes = annotated["value"]
+    assert image.size == (320, 240) and boxes and all(len(box) == 4 for box, _ in boxes)
+
+
+def _gr_error(call) -> str:
+    with pytest.raises(gr.Error) as info:
+        call()
+    return info.value.message
+
+
+def test_bad_uploads_get_a_plain_message(meme_app, app_module, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is a text file")
+    assert "not an image" in _gr_error(lambda: meme_app.classify({"path": str(not_image)}, "text"))
+    png = io.BytesIO()
+    Image.new("RGB", (300, 200), (10, 200, 10)).save(png, format="PNG")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(png.getvalue()[: len(png.getvalue()) // 2])
+    assert "truncated" in _gr_error(lambda: meme_app.classify({"path": str(truncated)}, "text"))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(pixel_bomb_png(8_000, 8_000))  # 64 Mpx in 70 bytes
+    assert "more than the limit" in _gr_error(lambda: meme_app.classify({"path": str(bomb)}, "text"))
+    big = tmp_path / "big.png"
+    with open(big, "wb") as handle:
+        handle.truncate(app_module.MAX_FILE_SIZE + 1)
+    assert "the limit is" in _gr_error(lambda: meme_app.classify({"path": str(big)}, "text"))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert "empty" in _gr_error(lambda: meme_app.classify({"path": str(empty)}, "text"))
+    assert "Upload an image" in _gr_error(lambda: meme_app.classify(None, "text"))
+
+
+def test_empty_text_asks_for_text(meme_app, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 120), (255, 255, 255)).save(blank)  # no text to OCR either
+    message = _gr_error(lambda: meme_app.classify({"path": str(blank)}, "   "))
+    assert "type the meme's text" in message
+
+
+@needs_tesseract
+def test_upload_prefills_the_text_by_ocr(meme_app):
+    text = meme_app.read_text({"path": str(example_paths()[0])})
+    assert len(text.split()) >= 3 and text == text.strip()
+    assert meme_app.read_text(None) == ""
+
+
+# ------------------------------------------------------------------------------------ served over HTTP
+
+
+def test_served_app_classifies_and_refuses_bad_input(served, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, _, pipe = served
+    client = Client(url, verbose=False)
+    example = str(example_paths()[1])
+    confidences, _, details = client.predict(handle_file(example), "a caption", api_name="/classify")
+    expected = pipe(example, texts="a caption")["probability"]
+    hateful = next(c["confidence"] for c in confidences["confidences"] if c["label"] == "hateful")
+    assert hateful == pytest.approx(expected, abs=1e-5) and "Hateful probability" in details
+    not_image = tmp_path / "fake.png"
+    not_image.write_bytes(b"GIF89a but not really")
+    with pytest.raises(AppError, match="not an image that can be read") as info:
+        client.predict(handle_file(str(not_image)), "text", api_name="/classify")
+    assert "Traceback" not in str(info.value)
+
+
+def test_served_app_serves_only_its_examples_and_limits_uploads(served, tmp_path):
+    import httpx
+
+    url, _, _ = served
+    example = example_paths()[0]
+    assert httpx.get(f"{url}gradio_api/file={example}").status_code == 200
+    for secret in ("/etc/passwd", str(REPO / "setup.cfg"), str(SPACE / "app.py")):
+        assert httpx.get(f"{url}gradio_api/file={secret}").status_code in (403, 404)
+    big = io.BytesIO(b"\0" * (9 * 2**20))
+    response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", big, "image/png")}, timeout=30)
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+
+
+def test_concurrent_requests_succeed_or_meet_the_full_queue(served):
+    """32 requests at once: each succeeds or gets the bounded queue's "full" answer; none errors."""
+    from gradio_client import Client, handle_file
+
+    url, _, _ = served
+    client = Client(url, verbose=False)
+    example = handle_file(str(example_paths()[2]))
+    jobs = [client.submit(example, f"caption number {i}", api_name="/classify") for i in range(32)]
+    outcomes = {"ok": 0, "full": 0}
+    for job in jobs:
+        try:
+            confidences, _, _ = job.result(timeout=120)
+            assert {c["label"] for c in confidences["confidences"]} == {"hateful", "not hateful"}
+            outcomes["ok"] += 1
+        except Exception as err:  # noqa: BLE001 - anything but "queue full" fails the test below
+            assert "queue is full" in str(err).lower(), f"unexpected error: {err!r}"
+            outcomes["full"] += 1
+    assert outcomes["ok"] >= 16 and outcomes["ok"] + outcomes["full"] == 32, outcomes
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_200_requests(served):
+    import psutil
+    from gradio_client import Client, handle_file
+
+    url, _, _ = served
+    client = Client(url, verbose=False)
+    example = handle_file(str(example_paths()[3]))
+    process = psutil.Process()  # the server runs in this process
+    rss = []
+    for i in range(200):
+        client.predict(example, f"caption {i % 7}", api_name="/classify")
+        if i in (39, 199):
+            gc.collect()
+            rss.append(process.memory_info().rss)
+    growth = rss[1] - rss[0]
+    assert growth < 40 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over 160 requests"
+
+
+# --------------------------------------------------------------------------------------------- push-space
+
+
+class FakeHub:
+    """Stand-ins for HfApi.create_repo / upload_folder: record the calls, copy the files locally."""
+
+    def __init__(self, root: Path, fail_with: str | None = None):
+        self.root, self.fail_with, self.calls = root, fail_with, []
+
+    def install(self, monkeypatch):
+        from huggingface_hub import HfApi
+
+        hub = self
+
+        def create_repo(api, repo_id, **kwargs):
+            hub.calls.append(("create_repo", repo_id, kwargs))
+            if hub.fail_with:
+                raise RuntimeError(hub.fail_with)
+
+        def upload_folder(api, *, repo_id, folder_path, **kwargs):
+            import shutil
+
+            hub.calls.append(("upload_folder", repo_id, kwargs))
+            shutil.copytree(folder_path, hub.root / repo_id, dirs_exist_ok=True)
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+        return self
+
+
+def test_push_space_uploads_a_private_space_with_the_model(tmp_path, monkeypatch, capsys):
+    from hm_hf.space import cli
+
+    hub = FakeHub(tmp_path / "hub").install(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model", "--space-dir", str(SPACE)]) == 0
+    out = capsys.readouterr()
+    assert "private" in out.out and "hf_" not in out.out + out.err
+    (_, repo, create_kwargs), (_, _, upload_kwargs) = hub.calls
+    assert repo == "my-org/meme-demo" and create_kwargs["private"] is True
+    assert create_kwargs["repo_type"] == "space" and create_kwargs["space_sdk"] == "gradio"
+    assert create_kwargs["space_variables"] == [{"key": "HM_HF_MODEL", "value": "my-org/meme-model"}]
+    uploaded = hub.root / "my-org/meme-demo"
+    header = yaml.safe_load((uploaded / "README.md").read_text().split("---")[1])
+    assert header["models"] == ["my-org/meme-model"] and header["sdk_version"] == "6.31.0"
+    assert (uploaded / "README.md").read_text().split("---", 2)[2] == (SPACE / "README.md").read_text().split("---", 2)[2]
+    names = sorted(p.relative_to(uploaded).as_posix() for p in uploaded.rglob("*") if p.is_file())
+    assert names == sorted(["README.md", "app.py", "packages.txt", "requirements.txt"]
+                           + [f"examples/{p.name}" for p in example_paths()])
+    hub.calls.clear()
+    assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model", "--space-dir", str(SPACE),
+                "--public"]) == 0
+    assert hub.calls[0][2]["private"] is False
+
+
+def test_push_space_never_prints_the_token(tmp_path, monkeypatch, capsys):
+    from hm_hf.space import cli
+
+    token = "hf_" + "S3cret" * 6
+    FakeHub(tmp_path, fail_with=f"401 Unauthorized for token {token}").install(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert cli(["--repo", "org/space", "--model", "org/model", "--space-dir", str(SPACE)]) == 1
+    captured = capsys.readouterr()
+    assert "upload failed" in captured.err and "401" in captured.err
+    assert token not in captured.out + captured.err and "S3cret" not in captured.out + captured.err
+
+
+def test_push_space_refuses_bad_arguments(tmp_path, monkeypatch, capsys):
+    from hm_hf.space import cli
+
+    hub = FakeHub(tmp_path).install(monkeypatch)
+    local_model = tmp_path / "outputs" / "model"
+    local_model.mkdir(parents=True)
+    assert cli(["--repo", "org/space", "--model", str(local_model), "--space-dir", str(SPACE)]) == 2
+    assert "must be a Hub model id" in capsys.readouterr().err
+    assert cli(["--repo", "not a repo", "--model", "org/model", "--space-dir", str(SPACE)]) == 2
+    assert cli(["--repo", "org/space", "--model", "org/model", "--space-dir", str(tmp_path)]) == 2
+    assert "is not the Space folder" in capsys.readouterr().err
+    assert hub.calls == []  # nothing was sent
