@@ -407,8 +407,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     columns = [("impl", "impl", ""), ("method", "method", ""), ("mode", "mode", ""),
                ("samples_per_s", "samples/s", ".1f"), ("speedup_vs_transformers", "x transformers", ".2f"),
-               ("useful_tflops", "useful TFLOP/s", ".2f" if not gpu else ".1f"),
-               ("executed_tflops", "executed TFLOP/s", ".2f" if not gpu else ".1f"),
+               ("useful_tflops", "useful TFLOP/s", ".3f" if not gpu else ".1f"),
+               ("executed_tflops", "executed TFLOP/s", ".3f" if not gpu else ".1f"),
                ("real_token_fraction", "real tokens", ".0%")]
     if peak_for_dtype:
         columns.append(("pct_of_matmul_peak", "% peak", ".0f"))
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{dtype_name}{' autocast' if amp_dtype else ''}, device {env.get('gpu', env['cpu'])}")
     print(f"same weights: max |logit diff| hm_hf vs transformers (eval, fp32) = {max_logit_diff:.1e}")
     if peak:
-        print("measured matmul peak: " + ", ".join(f"{k} {v:.1f} TFLOP/s" for k, v in peak.items()))
+        print("measured matmul peak: " + ", ".join(f"{k} {v:.3g} TFLOP/s" for k, v in peak.items()))
     print(format_table(rows, columns))
     payload = {
         "benchmark": "train_step",

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs every benchmark on a CUDA machine in one go (about 4-5 minutes on one H100/H200, at most ~8.5 with
+# every step at its time limit) and writes the JSON results and a log into the folder given as $1
+# (default: benchmarks/results). Each step has its own time limit, and a failing step is logged and
+# skipped, so the others still produce numbers.
+#
+#   bash benchmarks/run_gpu.sh [OUT_DIR]
+#
+# hm_hf is used from this checkout (PYTHONPATH), not installed. On a machine whose Python lacks some of
+# hm_hf's requirements (the device machine has no `datasets`), first run `bash benchmarks/gpu_wheels.sh`
+# on a machine with PyPI access: it downloads the missing wheels into .whl/, which this script installs
+# into /tmp/site when it finds them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${1:-benchmarks/results}"
+mkdir -p "$OUT_DIR"
+LOG="$OUT_DIR/run_gpu.log"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PYTHONPATH"
+fi
+
+{
+  echo "== $(date -u '+%Y-%m-%d %H:%M UTC') $(hostname)"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+  "$PY" - <<'EOF'
+import importlib
+for name in ("torch", "transformers", "datasets", "peft", "accelerate", "pyarrow", "psutil", "hm_hf"):
+    try:
+        module = importlib.import_module(name)
+        print(f"{name} {getattr(module, '__version__', '?')}")
+    except Exception as err:  # noqa: BLE001 - report every missing piece, then fail below
+        print(f"{name} MISSING: {err!r}")
+EOF
+} 2>&1 | tee "$LOG"
+
+step() {  # step <seconds> <name> <command...>
+  local limit=$1 name=$2
+  shift 2
+  echo "== $name (limit ${limit}s): $*" | tee -a "$LOG"
+  local start=$SECONDS
+  timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc after $((SECONDS - start))s" | tee -a "$LOG"
+}
+
+B=benchmarks
+step 210 train_step "$PY" $B/train_step.py --device cuda --matmul-peak --output "$OUT_DIR/train_step_cuda.json"
+step 60 extraction "$PY" $B/extraction.py --device cuda --output "$OUT_DIR/extraction_cuda.json"
+step 120 data_loading "$PY" $B/data_loading.py --device cuda --gpu-step-json "$OUT_DIR/train_step_cuda.json" \
+  --output "$OUT_DIR/data_loading_cuda.json"
+step 100 train_step_compile "$PY" $B/train_step.py --device cuda --compile --methods full --modes fixed \
+  --output "$OUT_DIR/train_step_compile_cuda.json"
+step 45 inference_latency taskset -c 0,1 "$PY" $B/inference_latency.py --device cpu --threads 2 --repeats 20 \
+  --output "$OUT_DIR/inference_latency_cpu_gpuhost.json"
+echo "== done in ${SECONDS}s" | tee -a "$LOG"
