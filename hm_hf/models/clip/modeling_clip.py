@@ -1,0 +1,289 @@
+"""hm_hf's CLIP model: Hate-CLIPper (Kumar & Nandakumar, 2022) as a transformers PreTrainedModel.
+
+image -> CLIP vision encoder -> pooled vector -> projection ``image_map`` -> L2 norm  \\
+                                                                                       fusion -> ``pre_output``
+text  -> CLIP text encoder   -> pooled vector -> projection ``text_map``  -> L2 norm  /       MLP -> classifier
+
+The fusion is ``concat``, ``align`` (element-wise product) or ``cross`` (the flattened outer product,
+Hate-CLIPper's feature interaction matrix). The CLIP encoders are a plain ``transformers.CLIPModel`` (any
+checkpoint), frozen by default; LoRA on their ``q_proj`` / ``v_proj`` goes through ``hm_hf.peft``.
+
+When the encoders stay frozen and the model knows which checkpoint they came from
+(``config.clip_model_name_or_path``), ``save_pretrained`` writes only the trained layers and
+``from_pretrained`` reloads the frozen CLIP from that reference: a saved Hate-CLIPper head on ViT-L/14 is
+a few MB, not 1.7 GB.
+
+The new layers are named ``image_map`` / ``text_map`` / ``pre_output`` (not ``*_projection``) so that
+they never collide with CLIP's own ``visual_projection`` / ``text_projection`` in peft's suffix matching.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import CLIPModel, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+
+from ..bert_layers import classification_loss, refuse_output_attentions
+from .configuration_clip import HmClipConfig
+
+__all__ = ["HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel"]
+
+logger = logging.getLogger(__name__)
+
+# Missing CLIP weights are expected when loading a model that references its frozen CLIP.
+_CLIP_KEYS = r"(^|\.)clip\."
+
+
+def _projection(in_dim: int, out_dim: int, num_layers: int, dropout: float) -> nn.Sequential:
+    """Hate-CLIPper's mapping: Linear + Dropout, then (ReLU + Linear + Dropout) per extra layer."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, out_dim), nn.Dropout(dropout)]
+    for _ in range(1, num_layers):
+        layers += [nn.ReLU(), nn.Linear(out_dim, out_dim), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+def _reference(path: str | os.PathLike) -> str:
+    """A local CLIP folder is referenced by its absolute path (the run may start elsewhere); a Hub id as is."""
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.is_dir() else str(path)
+
+
+class HmClipPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, the frozen-CLIP save filter and the load path that rebuilds CLIP."""
+
+    config_class = HmClipConfig
+    config: HmClipConfig
+    base_model_prefix = "hm_clip"
+    input_modalities = ("image", "text")
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["CLIPEncoderLayer"]
+
+    def clip_model(self) -> CLIPModel:
+        """The wrapped ``transformers.CLIPModel``."""
+        for module in self.modules():
+            if isinstance(module, CLIPModel):
+                return module
+        raise RuntimeError(f"{type(self).__name__} holds no CLIPModel")
+
+    def _clip_prefixes(self) -> tuple[str, ...]:
+        return tuple(f"{name}." for name, module in self.named_modules() if isinstance(module, CLIPModel))
+
+    def save_pretrained(self, save_directory, *args, state_dict: dict | None = None, **kwargs):
+        """As ``PreTrainedModel.save_pretrained``; with a referenced frozen CLIP, its weights are left out.
+
+        (After merging LoRA into the CLIP weights, set ``config.freeze_clip = False`` first, so they are saved.)
+        """
+        if self.config.references_frozen_clip:
+            state_dict = self.state_dict() if state_dict is None else state_dict
+            prefixes = self._clip_prefixes()
+            trained = [n for n, p in self.clip_model().named_parameters() if p.requires_grad and "lora_" not in n]
+            if trained:
+                logger.warning(
+                    "%d CLIP parameters are trainable but config.freeze_clip is True: they are not saved (the CLIP "
+                    "weights are reloaded from %s). Set config.freeze_clip = False to save them.",
+                    len(trained), self.config.clip_model_name_or_path,
+                )
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(prefixes)}
+        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """As ``PreTrainedModel.from_pretrained``; a model saved with a referenced frozen CLIP gets its CLIP
+        weights from ``config.clip_model_name_or_path``."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        loaded = model[0] if isinstance(model, tuple) else model
+        if loaded.config.references_frozen_clip:
+            options = {k: kwargs[k] for k in ("cache_dir", "token", "local_files_only") if k in kwargs}
+            loaded.load_clip_weights(loaded.config.clip_model_name_or_path, **options)
+        return model
+
+    def load_clip_weights(self, clip_name_or_path: str | os.PathLike, **kwargs: Any) -> None:
+        """Copy the weights of a ``CLIPModel`` checkpoint into the wrapped CLIP (same architecture required)."""
+        clip = self.clip_model()
+        try:
+            source = CLIPModel.from_pretrained(str(clip_name_or_path), **kwargs)
+        except OSError as err:
+            raise OSError(
+                f"cannot load the frozen CLIP referenced by this model ({clip_name_or_path}): {err}. Make the "
+                "checkpoint reachable (Hub access or a local copy), or point config.clip_model_name_or_path at it."
+            ) from err
+        result = clip.load_state_dict(source.state_dict(), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(f"{clip_name_or_path} does not fit this model's CLIP: missing {result.missing_keys}, "
+                             f"unexpected {result.unexpected_keys}")
+        clip.to(device=next(clip.parameters()).device)
+        if self.config.freeze_clip:
+            clip.requires_grad_(False)
+
+
+class HmClipModel(HmClipPreTrainedModel):
+    """CLIP features, projected and fused; returns the pre-output vector as ``pooler_output``.
+
+    Inputs: ``pixel_values`` and ``input_ids`` / ``attention_mask`` (a CLIP processor's output), or the
+    precomputed CLIP vectors ``image_embeds`` / ``text_embeds`` (see :mod:`hm_hf.models.clip.embedding_cache`).
+
+    Example:
+        >>> import torch
+        >>> from transformers import CLIPConfig
+        >>> from hm_hf.models.clip import HmClipConfig, HmClipModel
+        >>> tiny = CLIPConfig(text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        ...                                    num_attention_heads=2, vocab_size=50, max_position_embeddings=16),
+        ...                   vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        ...                                      num_attention_heads=2, image_size=16, patch_size=8),
+        ...                   projection_dim=8)
+        >>> model = HmClipModel(HmClipConfig(clip_config=tiny, fusion="cross", projection_dim=4)).eval()
+        >>> out = model(input_ids=torch.tensor([[0, 5, 1]]), pixel_values=torch.randn(1, 3, 16, 16))
+        >>> out.pooler_output.shape
+        torch.Size([1, 4])
+    """
+
+    def __init__(self, config: HmClipConfig):
+        if config.references_frozen_clip:  # reloaded from the reference, not from the saved file
+            self._keys_to_ignore_on_load_missing = [_CLIP_KEYS]
+        super().__init__(config)
+        self.gradient_checkpointing = False
+        self.clip = CLIPModel(config.clip_config)
+        self.image_map = _projection(config.image_feature_dim, config.projection_dim, config.num_projection_layers,
+                                     config.projection_dropout)
+        self.text_map = _projection(config.text_feature_dim, config.projection_dim, config.num_projection_layers,
+                                    config.projection_dropout)
+        layers: list[nn.Module] = [nn.Dropout(config.fusion_dropout)]
+        dim = config.fused_dim
+        for _ in range(config.num_pre_output_layers):
+            layers += [nn.Linear(dim, config.pre_output_dim), nn.ReLU(), nn.Dropout(config.pre_output_dropout)]
+            dim = config.pre_output_dim
+        self.pre_output = nn.Sequential(*layers)
+        self.output_dim = dim
+        self.post_init()
+        if config.freeze_clip:
+            self.clip.requires_grad_(False)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.clip.text_model.embeddings.token_embedding
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The CLIP image vector (pooled, or after CLIP's visual projection; see ``config.clip_features``)."""
+        pooled = self.clip.vision_model(pixel_values=pixel_values.to(self.clip.dtype)).pooler_output
+        return self.clip.visual_projection(pooled) if self.config.clip_features == "projected" else pooled
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The CLIP text vector (pooled at the end-of-text token, or after CLIP's text projection)."""
+        pooled = self.clip.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+        return self.clip.text_projection(pooled) if self.config.clip_features == "projected" else pooled
+
+    def fuse(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Fuse the projected vectors as ``config.fusion`` says."""
+        if self.config.normalize:
+            image, text = F.normalize(image, p=2, dim=-1), F.normalize(text, p=2, dim=-1)
+        if self.config.fusion == "concat":
+            return torch.cat([image, text], dim=-1)
+        if self.config.fusion == "align":
+            return image * text
+        return torch.bmm(image.unsqueeze(2), text.unsqueeze(1)).flatten(1)  # feature interaction matrix
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """``image_embeds`` / ``text_embeds`` (precomputed CLIP vectors) replace ``pixel_values`` / ``input_ids``.
+
+        ``token_type_ids`` (the shared collator's) is ignored: CLIP has no segment embeddings.
+        """
+        del token_type_ids
+        if inputs_embeds is not None:
+            raise ValueError("the CLIP model reads `input_ids` (its text encoder pools at the end-of-text token), "
+                             "not `inputs_embeds`")
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("the CLIP model needs `pixel_values` (a CLIP image processor's) or `image_embeds`")
+            image_embeds = self.encode_image(pixel_values)
+        if text_embeds is None:
+            if input_ids is None:
+                raise ValueError("the CLIP model needs `input_ids` (a CLIP tokenizer's) or `text_embeds`")
+            text_embeds = self.encode_text(input_ids, attention_mask)
+        dtype = next(self.image_map.parameters()).dtype
+        fused = self.fuse(self.image_map(image_embeds.to(dtype)), self.text_map(text_embeds.to(dtype)))
+        return BaseModelOutputWithPooling(pooler_output=self.pre_output(fused))
+
+
+class HmClipForHatefulMemes(HmClipPreTrainedModel):
+    """Hate-CLIPper: :class:`HmClipModel` + ``Linear(num_labels)``; cross-entropy on logits, -100 ignored.
+
+    Build it from a CLIP checkpoint with :meth:`from_clip_pretrained`; a saved model loads with
+    ``AutoModelForSequenceClassification.from_pretrained(folder)`` (the frozen CLIP comes from its reference).
+
+    Example:
+        >>> model = HmClipForHatefulMemes.from_clip_pretrained(  # doctest: +SKIP
+        ...     "openai/clip-vit-large-patch14", fusion="cross", projection_dim=1024, num_pre_output_layers=0)
+        >>> processor = CLIPProcessor.from_pretrained("openai/clip-vit-large-patch14")  # doctest: +SKIP
+        >>> batch = processor(text=["a meme"], images=[image], return_tensors="pt", padding=True)  # doctest: +SKIP
+        >>> model(**batch).logits.softmax(-1)[:, 1]  # probability of hateful  # doctest: +SKIP
+    """
+
+    def __init__(self, config: HmClipConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.hm_clip = HmClipModel(config)
+        self.classifier = nn.Linear(self.hm_clip.output_dim, config.num_labels)
+        self.post_init()
+
+    @classmethod
+    def from_clip_pretrained(cls, clip_name_or_path: str | os.PathLike, **config_overrides: Any):
+        """The model with its CLIP encoders loaded from a ``CLIPModel`` checkpoint (the rest randomly initialised).
+
+        The checkpoint is recorded as ``config.clip_model_name_or_path`` (a local folder by its absolute path),
+        so with ``freeze_clip=True`` saved models reference it instead of copying it.
+        """
+        if "clip_config" in config_overrides:
+            raise ValueError("clip_config cannot be overridden when the CLIP weights come from a checkpoint "
+                             f"({clip_name_or_path}); override the hm_clip fields only")
+        clip = CLIPModel.from_pretrained(str(clip_name_or_path))
+        config = cls.config_class(clip_config=clip.config.to_dict(),
+                                  clip_model_name_or_path=_reference(clip_name_or_path), **config_overrides)
+        model = cls(config)
+        model.clip_model().load_state_dict(clip.state_dict())
+        if config.freeze_clip:
+            model.clip_model().requires_grad_(False)
+        return model
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> SequenceClassifierOutput | tuple:
+        """Inputs as :meth:`HmClipModel.forward`; ``labels`` (B,) with -100 for unlabelled rows."""
+        refuse_output_attentions(output_attentions)
+        if output_hidden_states:
+            raise ValueError("output_hidden_states=True is not supported by the CLIP model")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        pooled = self.hm_clip(input_ids, attention_mask, pixel_values, image_embeds, text_embeds, token_type_ids,
+                              inputs_embeds).pooler_output
+        logits = self.classifier(pooled)
+        loss = classification_loss(logits, labels, self.num_labels)
+        if not return_dict:
+            return (loss, logits) if loss is not None else (logits,)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
