@@ -24,6 +24,7 @@ _registered = False
 
 def _entries() -> list[tuple[str, type, type, type]]:
     """(model_type, config class, base model class, sequence-classification class) for each architecture."""
+    from .clip import HmClipConfig, HmClipForHatefulMemes, HmClipModel
     from .concat import HmConcatConfig, HmConcatForHatefulMemes, HmConcatModel
     from .uniter import HmUniterConfig, HmUniterForHatefulMemes, HmUniterModel
     from .vilbert import HmVilbertConfig, HmVilbertForHatefulMemes, HmVilbertModel
@@ -34,6 +35,7 @@ def _entries() -> list[tuple[str, type, type, type]]:
         ("hm_uniter", HmUniterConfig, HmUniterModel, HmUniterForHatefulMemes),
         ("hm_concat", HmConcatConfig, HmConcatModel, HmConcatForHatefulMemes),
         ("hm_vilbert", HmVilbertConfig, HmVilbertModel, HmVilbertForHatefulMemes),
+        ("hm_clip", HmClipConfig, HmClipModel, HmClipForHatefulMemes),
     ]
     return entries
 

@@ -52,6 +52,9 @@ IA3_TARGET_MODULES: dict[str, tuple[list[str], list[str]]] = {
 HEAD_NAMES = ("classifier", "cls", "score", "head")
 # Concat's projections and fusion MLP are new, task-specific layers: trained in full next to the head.
 CONCAT_TRAINED = ("text_projection", "image_projection", "fusion")
+# Likewise the CLIP model's (Hate-CLIPper's) projections and pre-output MLP; LoRA goes on CLIP's q_proj/v_proj.
+CLIP_TRAINED = ("image_map", "text_map", "pre_output")
+TRAINED_WITH_HEAD = {"hm_concat": CONCAT_TRAINED, "hm_clip": CLIP_TRAINED}
 
 LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "bias": "none"}
 
@@ -63,12 +66,12 @@ def _model_type(model: nn.Module) -> str | None:
 
 def head_modules(model: nn.Module) -> list[str]:
     """Names of the modules to train in full and save next to the adapters: the classification head, and
-    for Concat its projection and fusion layers."""
+    for Concat / CLIP their projection and fusion layers."""
     children = dict(model.named_children())
     names = [name for name in HEAD_NAMES if name in children][:1]
-    if _model_type(model) == "hm_concat":
+    if _model_type(model) in TRAINED_WITH_HEAD:
         present = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if n and len(list(m.parameters()))}
-        names += [n for n in CONCAT_TRAINED if n in present]
+        names += [n for n in TRAINED_WITH_HEAD[_model_type(model)] if n in present]
     return names
 
 

@@ -126,7 +126,7 @@ def ensure_tiny_clip(model_args: ModelArguments, splits, data_args: DataArgument
         if state.is_main_process and not (Path(name) / "config.json").is_file():
             train = splits[data_args.train_split]
             texts = list(train[TEXT_COLUMNS[data_args.dataset]])
-            logger.info("writing a tiny random CLIP (tokenizer trained on the %s split) to %s", data_args.train_split, name)
+            logger.info("writing a tiny random CLIP (tokenizer from the %s split) to %s", data_args.train_split, name)
             make_tiny_clip(name, texts)
     return name
 
