@@ -194,11 +194,15 @@ def test_lora_adapters_and_base_model_reload(tiny_clip, processor, tmp_path):
     from hm_hf.peft import build_peft_config
     from hm_hf.training.model_loading import BASE_MODEL_DIR, load_trained_model, save_base_model
 
-    model = get_peft_model(_model(tiny_clip), build_peft_config(_model(tiny_clip), "lora", r=2,
-                                                               init_lora_weights=False)).eval()
+    base = _model(tiny_clip)
+    save_base_model(base, tmp_path / "run")  # as the training job does, before peft wraps the model
+    model = get_peft_model(base, build_peft_config(base, "lora", r=2, init_lora_weights=False)).eval()
+    with torch.no_grad():  # "trained" head copies, which only the adapter folder holds
+        for name, p in model.named_parameters():
+            if "modules_to_save" in name:
+                p.add_(0.1)
     batch = _batch(processor)
     model.save_pretrained(tmp_path / "run")
-    save_base_model(model, tmp_path / "run")
     assert not any(".clip." in k for k in _saved_keys(tmp_path / "run" / BASE_MODEL_DIR))
     reloaded = load_trained_model(str(tmp_path / "run")).eval()
     with torch.no_grad():
