@@ -189,16 +189,11 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
 
 def push_folder(folder, repo_id: str, private: bool = True, token=None) -> str:
     """Upload `folder` as the dataset repo `repo_id` (created private unless private=False)."""
-    from huggingface_hub import HfApi
+    from hm_hf.hub import push_folder as push
 
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset",
-                      commit_message="Upload data set exported by hm-hf export-dataset",
-                      ignore_patterns=[".*", "**/.*"])
-    url = f"https://huggingface.co/datasets/{repo_id}"
-    logger.info("pushed %s to %s (%s)", folder, url, "private" if private else "public")
-    return url
+    push(folder, repo_id, private=private, token=token, repo_type="dataset",
+         commit_message="Upload data set exported by hm-hf export-dataset", ignore_patterns=[".*", "**/.*"])
+    return f"https://huggingface.co/datasets/{repo_id}"
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -232,13 +227,14 @@ def cli(argv: list[str] | None = None) -> int:
     builder_class = HatefulMemes if args.dataset == "hmd" else MMHS150K
     from hm_hf.data.report import BadInputError
     from hm_hf.extract.cache import FeatureCacheError
+    from hm_hf.hub import PushError
 
     try:
         builder = builder_class(data_dir=args.data_dir, config_name=args.config,
                                 feature_cache=args.feature_cache, strict=args.strict, cache_dir=args.cache_dir)
         out = export_dataset(builder, args.output, card=args.card, max_shard_size=args.max_shard_size,
                              push_to_hub=args.push_to_hub, private=not args.public)
-    except (BadInputError, FileNotFoundError, FeatureCacheError) as err:
+    except (BadInputError, FileNotFoundError, FeatureCacheError, PushError) as err:
         print(f"hm-hf export-dataset: error: {err}", file=sys.stderr)
         return 1
     report = builder.report

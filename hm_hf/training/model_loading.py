@@ -118,9 +118,10 @@ def load_image_processor(model_args: ModelArguments):
 
 
 def save_base_model(model, output_dir) -> None:
-    """Save the (randomly initialised) base model beside the adapters, so the folder loads on its own."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
+    """Save the (randomly initialised) base model beside the adapters, so the folder loads on its own.
+
+    Call it before `get_peft_model`: afterwards the modules carry the adapters' wrappers."""
+    model.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
 
 
 def build_peft_config(model, model_type: str, peft_args: PeftArguments):

@@ -80,11 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     vocab_size = len(tokenizer) if tokenizer is not None else None
     model = model_loading.build_model(model_args, model_loading.build_config(model_args, vocab_size))
     image_processor = model_loading.load_image_processor(model_args) if "pixels" in needs else None
+    if image_processor is not None and state.is_main_process:  # inference needs it beside the model
+        image_processor.save_pretrained(str(output_dir))
 
     peft_config = model_loading.build_peft_config(model, model_args.model_type, peft_args)
     if peft_config is not None:
         from peft import get_peft_model
 
+        if state.is_main_process and not model_args.model_name_or_path:
+            # A base model that exists nowhere else travels with its adapters (saved before peft wraps it).
+            model_loading.save_base_model(model, output_dir)
         model = get_peft_model(model, peft_config)
     elif peft_args.peft_method == "head_only":
         model_loading.freeze_all_but_head(model)
@@ -112,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("resuming from %s", resume_from)
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(output_dir))
-    if peft_config is not None and state.is_main_process and not model_args.model_name_or_path:
-        model_loading.save_base_model(trainer.model, output_dir)
     trainer.log_metrics("train", train_result.metrics)
 
     # Evaluate every split: metrics where labelled, a predictions.csv where not.
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()
     if push_to_hub and state.is_main_process:
-        from hm_hf.training.hub import PushError, push_folder
+        from hm_hf.hub import PushError, push_folder
 
         repo_id = training_args.hub_model_id or output_dir.name
         try:

@@ -1,0 +1,48 @@
+"""Pushing a folder (a trained model, an exported data set, the Space) to the Hub: the one place for it.
+
+The token comes from the argument, `HF_TOKEN` or the cached login and is never printed or logged. Offline
+(`HF_HUB_OFFLINE=1`) or without network the push fails with one clear `PushError` that says where the
+files are, so the caller can run it after everything has been saved locally and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class PushError(RuntimeError):
+    """The push failed; the local folder is complete and can be pushed again later."""
+
+
+MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", ".*", "**/.*"]
+
+
+def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None = None,
+                repo_type: str = "model", commit_message: str = "Upload with hm_hf",
+                ignore_patterns: list[str] | None = None) -> str:
+    """Create `repo_id` (private by default; an existing repo keeps its visibility) and upload `folder`."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    folder = Path(folder)
+    kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
+    retry = f"the files are saved in {folder}; push them later with `hf upload{kind} {repo_id} {folder}`"
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=commit_message,
+            ignore_patterns=MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns,
+        )
+    except OfflineModeIsEnabled:
+        raise PushError(f"cannot push to {repo_id}: offline mode is enabled (HF_HUB_OFFLINE); {retry}") from None
+    except HfHubHTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        raise PushError(f"cannot push to {repo_id} (HTTP {status}); {retry}") from None
+    except OSError as err:  # no network: connection errors are OSErrors
+        raise PushError(f"cannot push to {repo_id}: {type(err).__name__} (no network?); {retry}") from None
+    logger.info("pushed %s to %s (%s)", folder, repo_id, "private" if private else "public")
+    return str(getattr(info, "commit_url", info))
