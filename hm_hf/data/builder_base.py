@@ -186,10 +186,12 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
             report.add(MISSING_FEATURES, f"no region features for id {item['id']} in the feature cache "
                        f"{self.feature_cache.path} (extract them, or build config 'default')", **where)
             return False
-        if regions.features.shape[1] != FEATURE_DIM or regions.num_boxes == 0:
+        if regions.features.shape[1] != FEATURE_DIM:
             report.add(BAD_FEATURES, f"region features of id {item['id']} have shape {regions.features.shape}, "
-                       f"expected (N>0, {FEATURE_DIM})", **where)
+                       f"expected (N, {FEATURE_DIM})", **where)
             return False
+        # N == 0 is kept: an explicit empty region set (`import-features --missing empty`); the collator
+        # masks it and region models then read the text alone.
         example.update(region_features=regions.features, boxes=regions.boxes, image_width=regions.image_width,
                        image_height=regions.image_height, num_boxes=regions.num_boxes)
         return True
