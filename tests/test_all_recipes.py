@@ -38,6 +38,9 @@ def checkpoints(tmp_path_factory):
         max_position_embeddings=64, v_feature_size=2048, v_hidden_size=24, v_num_hidden_layers=2,
         v_num_attention_heads=2, v_intermediate_size=20, bi_hidden_size=24, bi_num_attention_heads=2,
         v_biattention_id=[0, 1], t_biattention_id=[0, 1])).save_pretrained(root / "vilbert")
+    from hm_hf.models.clip import make_tiny_clip
+
+    make_tiny_clip(root / "clip", ["a tiny clip tokenizer vocabulary", "memes and more memes"])
     return root
 
 
@@ -49,7 +52,8 @@ def _tiny_overrides(recipe_values, checkpoints, tmp_path):
     if recipe_values.text_model_name_or_path:
         args += ["--text_model_name_or_path", str(checkpoints / "bert")]
     if recipe_values.vision_model_name_or_path:
-        args += ["--vision_model_name_or_path", str(checkpoints / "resnet")]
+        vision = "clip" if model_type == "clip" else "resnet"
+        args += ["--vision_model_name_or_path", str(checkpoints / vision)]
     if recipe_values.tokenizer_name_or_path:
         args += ["--tokenizer_name_or_path", str(checkpoints / "bert")]
     return args
@@ -74,7 +78,9 @@ def test_recipe_builds_its_model_and_peft_method(recipe, checkpoints, tmp_path):
     elif peft_args.peft_method == "head_only":
         model_loading.freeze_all_but_head(model)
     trainable, _ = model_loading.count_parameters(model)
-    if peft_args.peft_method == "none":
+    if peft_args.peft_method == "none" and getattr(config, "freeze_clip", False):
+        assert 0 < trainable < total  # frozen CLIP encoders: only the projections, fusion and head train
+    elif peft_args.peft_method == "none":
         assert trainable == total
     else:
         assert 0 < trainable < total, peft_args.peft_method
