@@ -204,7 +204,7 @@ def test_served_app_classifies_and_refuses_bad_input(served, tmp_path):
     from gradio_client.exceptions import AppError
 
     url, _, pipe = served
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)
     example = str(example_paths()[1])
     confidences, _, details = client.predict(handle_file(example), "a caption", api_name="/classify")
     expected = pipe(example, texts="a caption")["probability"]
@@ -235,7 +235,7 @@ def test_concurrent_requests_succeed_or_meet_the_full_queue(served):
     from gradio_client import Client, handle_file
 
     url, _, _ = served
-    client = Client(url, verbose=False)
+    client = Client(url, verbose=False, download_files=False)
     example = handle_file(str(example_paths()[2]))
     jobs = [client.submit(example, f"caption number {i}", api_name="/classify") for i in range(32)]
     outcomes = {"ok": 0, "full": 0}
@@ -252,20 +252,26 @@ def test_concurrent_requests_succeed_or_meet_the_full_queue(served):
 
 @pytest.mark.slow
 def test_memory_stays_flat_over_200_requests(served):
+    """200 sequential requests through the queue (gradio's HTTP API, the image uploaded once): RSS stays flat."""
+    import httpx
     import psutil
-    from gradio_client import Client, handle_file
 
     url, _, _ = served
-    client = Client(url, verbose=False)
-    example = handle_file(str(example_paths()[3]))
+    example = example_paths()[3]
     process = psutil.Process()  # the server runs in this process
     rss = []
-    for i in range(200):
-        client.predict(example, f"caption {i % 7}", api_name="/classify")
-        if i in (39, 199):
-            gc.collect()
-            rss.append(process.memory_info().rss)
+    with httpx.Client(timeout=60) as http:
+        uploaded = http.post(f"{url}gradio_api/upload", files={"files": (example.name, example.read_bytes())}).json()
+        image = {"path": uploaded[0], "orig_name": example.name, "meta": {"_type": "gradio.FileData"}}
+        for i in range(200):
+            event = http.post(f"{url}gradio_api/call/classify", json={"data": [image, f"caption {i % 7}"]}).json()
+            reply = http.get(f"{url}gradio_api/call/classify/{event['event_id']}").text
+            assert "event: complete" in reply and "Hateful probability" in reply, reply[:300]
+            if i in (39, 199):
+                gc.collect()
+                rss.append(process.memory_info().rss)
     growth = rss[1] - rss[0]
+    print(f"RSS growth over 160 requests: {growth / 2**20:.1f} MiB")
     assert growth < 40 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over 160 requests"
 
 
