@@ -311,3 +311,67 @@ def test_pipeline_reads_the_text_when_none_is_given(world, pipe):
     assert result["text_source"] == "ocr"
     assert result["text"].lower() == meme.text
     assert result["probability"] == pytest.approx(pipe(world["image"](meme), texts=meme.text)["probability"], abs=1e-5)
+
+
+def test_fasttext_text_embedding_model(world, tmp_path):
+    """A seed-style Concat (fastText sentence vector + regions): the pipeline embeds the text as training did."""
+    fasttext_embeddings = pytest.importorskip("hm_hf.text.fasttext_embeddings")
+    pytest.importorskip("fasttext", reason="needs the hm_hf[fasttext] extra (fasttext-numpy2)")
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+
+    corpus = synthetic.make_hmd(tmp_path / "corpus", splits={"train": 120}, image_size=(32, 24), unlabeled=())
+    folder = tmp_path / "model"
+    ft_path = fasttext_embeddings.train_fasttext([m.text for m in corpus["train"]], folder / "fasttext" / "fasttext.bin",
+                                                 epoch=5, dim=24, bucket=20_000, thread=1)
+    torch.manual_seed(0)
+    model = HmConcatForHatefulMemes(HmConcatConfig(text_embedding_dim=24, dropout=0.0)).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(20)
+    model.save_pretrained(str(folder))
+    save_pipeline_config(folder, detector="synthetic")
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert pipe.needs == {"text_embedding", "regions"} and pipe.tokenizer is None
+    meme = world["dev"][0]
+    vector = fasttext_embeddings.sentence_vectors(fasttext_embeddings.load_fasttext(ft_path), [meme.text])
+    regions = SyntheticShapeDetector().extract([Image.open(world["image"](meme))])[0]
+    with torch.no_grad():
+        logits = model(text_embedding=torch.from_numpy(vector), visual_embeds=regions.features[None],
+                       visual_attention_mask=torch.ones(1, regions.num_boxes, dtype=torch.long)).logits
+    expected = float(torch.softmax(logits, -1)[0, 1])
+    assert pipe(world["image"](meme), texts=meme.text)["probability"] == pytest.approx(expected, abs=1e-5)
+    (folder / "fasttext" / "fasttext.bin").unlink()
+    with pytest.raises(FileNotFoundError, match="fasttext/fasttext.bin"):
+        HatefulMemePipeline.from_pretrained(folder)
+
+
+def test_vision_backbone_model_uses_the_saved_image_processor(world, tmp_path):
+    """A Concat with a (tiny ResNet) vision encoder reads pixels through the image processor saved beside it."""
+    from transformers import BertConfig, ResNetConfig, ViTImageProcessor
+
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+
+    torch.manual_seed(0)
+    config = HmConcatConfig(
+        text_source="encoder", text_pooling="mean", dropout=0.0, image_source="encoder",
+        text_config=BertConfig(vocab_size=len(world["tokenizer"]), hidden_size=32, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=37, max_position_embeddings=64),
+        vision_config=ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"),
+    )  # fmt: skip
+    model = HmConcatForHatefulMemes(config).eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(str(folder))
+    world["tokenizer"].save_pretrained(str(folder))
+    with pytest.raises(OSError, match="has no preprocessor_config.json"):
+        HatefulMemePipeline.from_pretrained(folder)
+    processor = ViTImageProcessor(size={"height": 48, "width": 64})
+    processor.save_pretrained(str(folder))
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert pipe.needs == {"text", "pixels"} and pipe.detector is None
+    meme = world["dev"][1]
+    image = Image.open(world["image"](meme)).convert("RGB")
+    encoded = world["tokenizer"]([meme.text], return_tensors="pt", return_token_type_ids=True)
+    with torch.no_grad():
+        logits = model(**encoded, pixel_values=processor(images=[image], return_tensors="pt")["pixel_values"]).logits
+    result = pipe(image, texts=meme.text)
+    assert result["probability"] == pytest.approx(float(torch.softmax(logits, -1)[0, 1]), abs=1e-5)
+    assert "regions" not in result
