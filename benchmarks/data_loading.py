@@ -34,6 +34,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,10 @@ def torch_cast_collator(base):
                 if n == 0:
                     continue
                 scale = np.array([row["image_width"], row["image_height"]] * 2, dtype=np.float32)
-                visual_embeds[i, :n].copy_(torch.from_numpy(np.ascontiguousarray(feats)))
+                with warnings.catch_warnings():  # Arrow views are read-only; torch only reads them here
+                    warnings.simplefilter("ignore", UserWarning)
+                    source = torch.from_numpy(np.ascontiguousarray(feats))
+                visual_embeds[i, :n].copy_(source)
                 visual_boxes[i, :n] = np.clip(bxs / scale, 0.0, 1.0)
                 mask[i, :n] = 1
             return {"visual_embeds": visual_embeds, "visual_attention_mask": torch.from_numpy(mask),

@@ -137,12 +137,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"{cfg.min_size_test}/{cfg.max_size_test}, {cfg.min_boxes}-{cfg.max_boxes} regions, "
           f"device {env.get('gpu', env['cpu'])}")
     columns = [("precision", "precision", ""), ("batch", "batch", ""), ("images", "images", ""),
-               ("images_per_s", "images/s", ".2f"), ("boxes_per_image", "boxes/image", ".0f")]
+               ("images_per_s", "images/s", ".3g"), ("boxes_per_image", "boxes/image", ".0f")]
     if gpu:
         columns.append(("peak_mem_gib", "peak GiB", ".2f"))
     print(format_table(rows, columns))
     print(f"derived from the best rate ({best['precision']}, batch {best['batch']}: "
-          f"{best['images_per_s']:.2f} images/s):")
+          f"{best['images_per_s']:.3g} images/s):")
     print(format_table(estimates, [("dataset", "data set", ""), ("hours_1_device", "hours, 1 device", ".2f"),
                                    ("hours_8_devices", "hours, 8 devices", ".2f")]))
     payload = {

@@ -33,6 +33,8 @@ def run(module, tmp_path, *argv):
     payload = module.main(["--tiny", "--threads", "1", "--device", "cpu", "--output", str(out), *argv])
     assert json.loads(out.read_text()) == json.loads(json.dumps(payload))
     assert payload["environment"]["torch"] and payload["environment"]["date"]
+    table = importlib.import_module("summarize").summarize(out)  # the README's markdown from the JSON
+    assert table.count("\n|") >= 1 + len(payload["results"])
     return payload
 
 
