@@ -375,3 +375,27 @@ def test_vision_backbone_model_uses_the_saved_image_processor(world, tmp_path):
     result = pipe(image, texts=meme.text)
     assert result["probability"] == pytest.approx(float(torch.softmax(logits, -1)[0, 1]), abs=1e-5)
     assert "regions" not in result
+
+
+def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
+    """A Hub id resolves through huggingface_hub (here its offline cache: no network in tests)."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--some-org--tiny-meme-model"
+    shutil.copytree(world["root"] / "model", repo / "snapshots" / revision, ignore=shutil.ignore_patterns("tokenizer"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
+    for name in ("adapter_config.json", "preprocessor_config.json"):
+        (repo / ".no_exist" / revision / name).touch()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    pipe = HatefulMemePipeline.from_pretrained("some-org/tiny-meme-model", device="cpu")
+    assert isinstance(pipe.detector, SyntheticShapeDetector)  # hm_hf_pipeline.json came from the repo
+    meme = world["dev"][0]
+    local = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
+    assert pipe(world["image"](meme), texts=meme.text)["probability"] == pytest.approx(
+        local(world["image"](meme), texts=meme.text)["probability"], abs=1e-6)
