@@ -416,7 +416,8 @@ class HatefulMemePipeline:
         from hm_hf.training.data import model_inputs
 
         path = str(path)
-        if not Path(path).exists() and (path.startswith((".", "/")) or path.count("/") != 1):
+        looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path.split("/")[0]).is_dir()
+        if not Path(path).exists() and looks_local:
             raise FileNotFoundError(
                 f"model {path!r} not found: give a folder saved by recipes/train_peft.py (e.g. outputs/synthetic-tiny, "
                 "made by the README's main job) or a Hub id like org/name"

@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = args.model or default_model()
     try:
+        if model.endswith(DEFAULT_MODEL) and not Path(model).is_dir():  # never look for it on the Hub
+            raise FileNotFoundError(f"{model} does not exist")
         pipeline = load_pipeline(model, detector=args.detector, device=args.device)
     except (OSError, ValueError) as err:
         print(f"app: cannot load the model {model!r}: {err}", file=sys.stderr)
