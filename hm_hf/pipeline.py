@@ -44,7 +44,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -570,7 +570,8 @@ def _load_tokenizer(path: str):
             return AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
         except (OSError, ValueError):
             raise OSError(
-                f"{path}: no tokenizer found beside the model ({first}); pass tokenizer=AutoTokenizer.from_pretrained(...)"
+                f"{path}: no tokenizer found beside the model ({first}); "
+                "pass tokenizer=AutoTokenizer.from_pretrained(...)"
             ) from None
 
 

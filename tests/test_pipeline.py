@@ -321,7 +321,8 @@ def test_fasttext_text_embedding_model(world, tmp_path):
 
     corpus = synthetic.make_hmd(tmp_path / "corpus", splits={"train": 120}, image_size=(32, 24), unlabeled=())
     folder = tmp_path / "model"
-    ft_path = fasttext_embeddings.train_fasttext([m.text for m in corpus["train"]], folder / "fasttext" / "fasttext.bin",
+    ft_path = fasttext_embeddings.train_fasttext([m.text for m in corpus["train"]],
+                                                 folder / "fasttext" / "fasttext.bin",
                                                  epoch=5, dim=24, bucket=20_000, thread=1)
     torch.manual_seed(0)
     model = HmConcatForHatefulMemes(HmConcatConfig(text_embedding_dim=24, dropout=0.0)).eval()

@@ -14,8 +14,6 @@ import os
 import re
 import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -337,7 +335,8 @@ def test_push_space_uploads_a_private_space_with_the_model(tmp_path, monkeypatch
     uploaded = hub.root / "my-org/meme-demo"
     header = yaml.safe_load((uploaded / "README.md").read_text().split("---")[1])
     assert header["models"] == ["my-org/meme-model"] and header["sdk_version"] == "6.31.0"
-    assert (uploaded / "README.md").read_text().split("---", 2)[2] == (SPACE / "README.md").read_text().split("---", 2)[2]
+    body = (SPACE / "README.md").read_text().split("---", 2)[2]
+    assert (uploaded / "README.md").read_text().split("---", 2)[2] == body
     names = sorted(p.relative_to(uploaded).as_posix() for p in uploaded.rglob("*") if p.is_file())
     assert names == sorted(["README.md", "app.py", "packages.txt", "requirements.txt"]
                            + [f"examples/{p.name}" for p in example_paths()])
