@@ -400,3 +400,20 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
     local = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
     assert pipe(world["image"](meme), texts=meme.text)["probability"] == pytest.approx(
         local(world["image"](meme), texts=meme.text)["probability"], abs=1e-6)
+
+
+def test_predict_cli(world, capsys, tmp_path):
+    from hm_hf.pipeline import cli
+
+    memes = world["dev"][:2]
+    paths = [str(world["image"](m)) for m in memes]
+    argv = ["--model", str(world["root"] / "model"), *paths, "--text", memes[0].text, "--text", memes[1].text]
+    assert cli(argv + ["--no-regions"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["image"] for line in lines] == paths and all("regions" not in line for line in lines)
+    pipe = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
+    assert lines[1]["probability"] == pytest.approx(pipe(paths[1], texts=memes[1].text)["probability"], abs=1e-5)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert cli(["--model", str(world["root"] / "model"), str(broken), "--text", "x"]) == 2
+    assert "broken.png is not an image" in capsys.readouterr().err
