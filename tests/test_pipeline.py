@@ -79,7 +79,7 @@ def direct_probability(model, tokenizer, text: str, regions, max_length: int = 3
     """The model called by hand (no pipeline, no collator): tokenised text + mean-pooled region features."""
     encoded = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt",
                         return_token_type_ids=True)
-    features = regions.features.float()[None]
+    features = regions.features.half().float()[None]  # region features are float16, as in the feature cache
     with torch.no_grad():
         logits = model(**encoded, visual_embeds=features, visual_attention_mask=torch.ones(features.shape[:2],
                                                                                            dtype=torch.long)).logits
@@ -336,7 +336,7 @@ def test_fasttext_text_embedding_model(world, tmp_path):
     vector = fasttext_embeddings.sentence_vectors(fasttext_embeddings.load_fasttext(ft_path), [meme.text])
     regions = SyntheticShapeDetector().extract([Image.open(world["image"](meme))])[0]
     with torch.no_grad():
-        logits = model(text_embedding=torch.from_numpy(vector), visual_embeds=regions.features[None],
+        logits = model(text_embedding=torch.from_numpy(vector), visual_embeds=regions.features.half().float()[None],
                        visual_attention_mask=torch.ones(1, regions.num_boxes, dtype=torch.long)).logits
     expected = float(torch.softmax(logits, -1)[0, 1])
     assert pipe(world["image"](meme), texts=meme.text)["probability"] == pytest.approx(expected, abs=1e-5)
