@@ -346,6 +346,19 @@ class BertClassificationHead(nn.Sequential):
         super().__init__(*layers)
 
 
+def classification_output(logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int, return_dict: bool,
+                          hidden_states=None):
+    """The `<Name>ForHatefulMemes` heads' common ending: the loss, then a `SequenceClassifierOutput` or,
+    with `return_dict=False`, transformers' tuple `(loss?, logits, hidden_states?)`."""
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    loss = classification_loss(logits, labels, num_labels)
+    if not return_dict:
+        out = (logits,) + ((hidden_states,) if hidden_states is not None else ())
+        return ((loss,) + out) if loss is not None else out
+    return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int) -> torch.Tensor | None:
     """Cross-entropy on logits; rows labelled -100 are ignored, and a batch with no labelled row gives 0.
 

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from transformers import CLIPModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from ..bert_layers import classification_loss, refuse_output_attentions
+from ..bert_layers import classification_output, refuse_output_attentions
 from .configuration_clip import HmClipConfig
 
 __all__ = ["HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel"]
@@ -282,8 +282,4 @@ class HmClipForHatefulMemes(HmClipPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pooled = self.hm_clip(input_ids, attention_mask, pixel_values, image_embeds, text_embeds, token_type_ids,
                               inputs_embeds).pooler_output
-        logits = self.classifier(pooled)
-        loss = classification_loss(logits, labels, self.num_labels)
-        if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return classification_output(self.classifier(pooled), labels, self.num_labels, return_dict)

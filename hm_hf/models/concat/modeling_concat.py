@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from ..bert_layers import classification_loss, refuse_output_attentions
+from ..bert_layers import classification_output, refuse_output_attentions
 from .configuration_concat import HmConcatConfig
 
 __all__ = ["HmConcatForHatefulMemes", "HmConcatModel", "HmConcatPreTrainedModel"]
@@ -242,8 +242,4 @@ class HmConcatForHatefulMemes(HmConcatPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         fused = self.concat(input_ids, attention_mask, token_type_ids, text_embedding, pixel_values, visual_embeds,
                             visual_attention_mask, visual_boxes, inputs_embeds).pooler_output
-        logits = self.classifier(fused)
-        loss = classification_loss(logits, labels, self.num_labels)
-        if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return classification_output(self.classifier(fused), labels, self.num_labels, return_dict)

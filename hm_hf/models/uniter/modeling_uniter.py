@@ -21,7 +21,7 @@ from ..bert_layers import (
     BertEncoder,
     BertPooler,
     TextPretrainedMixin,
-    classification_loss,
+    classification_output,
     make_attention_mask,
     refuse_output_attentions,
 )
@@ -242,8 +242,4 @@ class HmUniterForHatefulMemes(HmUniterPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = classification_loss(logits, labels, self.num_labels)
-        if not return_dict:
-            out = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
-            return ((loss,) + out) if loss is not None else out
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return classification_output(logits, labels, self.num_labels, return_dict, outputs.hidden_states)
