@@ -22,8 +22,10 @@ MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", 
 
 def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None = None,
                 repo_type: str = "model", commit_message: str = "Upload with hm_hf",
-                ignore_patterns: list[str] | None = None) -> str:
-    """Create `repo_id` (private by default; an existing repo keeps its visibility) and upload `folder`."""
+                ignore_patterns: list[str] | None = None, create_repo_kwargs: dict | None = None) -> str:
+    """Create `repo_id` (private by default; an existing repo keeps its visibility) and upload `folder`.
+
+    `create_repo_kwargs` go to `HfApi.create_repo` (a Space's `space_sdk` and `space_variables`)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -32,7 +34,7 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     retry = f"the files are saved in {folder}; push them later with `hf upload{kind} {repo_id} {folder}`"
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **(create_repo_kwargs or {}))
         info = api.upload_folder(
             repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=commit_message,
             ignore_patterns=MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns,

@@ -105,7 +105,7 @@ def _mask(message: str, token: str | None) -> str:
 
 def push_space(repo: str, model: str, space_dir=SPACE_DIR, private: bool = True, token: str | None = None) -> str:
     """Create (or update) the Space `repo` running `model`; returns its URL."""
-    from huggingface_hub import HfApi
+    from hm_hf.hub import push_folder
 
     if not _REPO_ID.match(repo):
         raise SpaceError(f"--repo {repo!r} is not a Hub id of the form org/name")
@@ -114,13 +114,12 @@ def push_space(repo: str, model: str, space_dir=SPACE_DIR, private: bool = True,
             f"--model {model!r} must be a Hub model id (org/name): a Space cannot read a local folder. Push the "
             "model first (the recipe's push_to_hub / hub_model_id) and pass its id"
         )
-    api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as staging:
         files = stage_space(space_dir, model, staging)
-        api.create_repo(repo, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
-                        space_variables=[{"key": "HM_HF_MODEL", "value": model}])
-        api.upload_folder(repo_id=repo, repo_type="space", folder_path=staging,
-                          commit_message=f"hm-hf push-space: demo of {model} ({len(files)} files)")
+        push_folder(staging, repo, repo_type="space", private=private, token=token, ignore_patterns=[],
+                    commit_message=f"hm-hf push-space: demo of {model} ({len(files)} files)",
+                    create_repo_kwargs={"space_sdk": "gradio",
+                                        "space_variables": [{"key": "HM_HF_MODEL", "value": model}]})
     return f"https://huggingface.co/spaces/{repo}"
 
 

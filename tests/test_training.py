@@ -75,6 +75,8 @@ def test_tiny_recipe_end_to_end(trained):
     assert "![roc curve dev seen](roc_curve_dev_seen.png)" in card and "Content warning" in card
     assert (output_dir / "roc_curve_dev_seen.png").stat().st_size > 1000
     assert (output_dir / "confusion_matrix_dev_seen.png").stat().st_size > 1000
+    pipeline_settings = json.loads((output_dir / "hm_hf_pipeline.json").read_text())
+    assert pipeline_settings["detector"] == "synthetic" and pipeline_settings["max_regions"] == 16
 
 
 def test_saved_folder_reloads_and_predicts_the_same(trained, data):

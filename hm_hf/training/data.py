@@ -165,3 +165,38 @@ def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
             logger.info("training fastText on the %s split -> %s", data_args.train_split, model_path)
             train_fasttext(texts, model_path, bucket=200_000, thread=1)  # reproducible under the seed
     return add_text_embeddings(splits, model_path, text_column=text_columns)
+
+
+def save_inference_settings(output_dir, needs: set[str], data_args: DataArguments) -> None:
+    """Write `hm_hf_pipeline.json` (and copy the fastText model) so `HatefulMemePipeline` runs the trained
+    model on raw memes exactly as it was fed in training: which detector and region selection made the
+    features, how many regions and tokens, whether the image text is a text pair."""
+    import shutil
+
+    from hm_hf.pipeline import DEFAULT_DETECTOR, save_pipeline_config
+
+    settings = {"max_regions": data_args.max_regions, "max_text_length": data_args.max_text_length,
+                "text_pair": bool(data_args.text_pair_column)}
+    if "regions" in needs:
+        from hm_hf.extract.cache import FeatureCache
+
+        source = FeatureCache(default_feature_cache(data_args)).source
+        if source.get("name") == "synthetic":
+            settings["detector"] = "synthetic"  # drawn shapes found by colour, as the generator stored them
+        else:
+            settings["detector"] = DEFAULT_DETECTOR
+            for key in ("min_boxes", "max_boxes", "score_threshold"):
+                if key in source:
+                    settings[f"detector_{key}"] = source[key]
+            if "min_size_test" in source:
+                settings.update(detector_min_size=source["min_size_test"], detector_max_size=source["max_size_test"])
+    if "text_embedding" in needs:
+        model_path = Path(data_args.fasttext_model or Path(output_dir) / "fasttext" / "fasttext.bin")
+        target = Path(output_dir) / "fasttext" / "fasttext.bin"
+        if model_path.resolve() != target.resolve():  # the model folder carries its fastText model
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for suffix in ("", ".json"):
+                source_file = Path(f"{model_path}{suffix}")
+                if source_file.is_file():
+                    shutil.copy2(source_file, f"{target}{suffix}")
+    save_pipeline_config(output_dir, **settings)

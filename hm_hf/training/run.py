@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_predictions(output_dir / f"predictions_{split_name}.csv", split["id"], probabilities)
     if state.is_main_process:
         (output_dir / "all_results.json").write_text(json.dumps(all_results, indent=2, default=float))
+        data.save_inference_settings(output_dir, needs, data_args)
         recipe_text = Path(extra_args.recipe).read_text() if extra_args.recipe else None
         card.write_model_card(
             output_dir,
