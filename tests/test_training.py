@@ -37,7 +37,7 @@ def _command(data, output_dir, *extra):
         "--dynamo_backend", "no", str(ROOT / "recipes/train_peft.py"), str(ROOT / "recipes/synthetic/config_tiny.yaml"),
         "--data_dir", str(data / "data"), "--feature_cache", str(data / "features"),
         "--dataset_cache_dir", str(data / "cache"), "--output_dir", str(output_dir),
-        "--max_steps", "8", "--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "2",
+        "--max_steps", "24", "--per_device_train_batch_size", "8", "--save_strategy", "steps", "--save_steps", "2",
         "--eval_strategy", "no", "--load_best_model_at_end", "false", "--save_total_limit", "10",
         "--fp16", "true", *extra,
     ]
@@ -107,9 +107,9 @@ def test_resume_after_sigkill_gives_the_same_weights(trained, data, tmp_path):
     process = subprocess.Popen(_command(data, output_dir), env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while not (output_dir / "checkpoint-4" / "trainer_state.json").is_file():
+    while not (output_dir / "checkpoint-2" / "trainer_state.json").is_file():
         assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.2)
+        time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (output_dir / "model.safetensors").exists(), "killed before the end"
