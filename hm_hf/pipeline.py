@@ -378,7 +378,10 @@ class HatefulMemePipeline:
         if fasttext_lowercase is None:
             fasttext_lowercase = self.settings.fasttext_lowercase
         self.fasttext_lowercase = bool(fasttext_lowercase)
-        self.collator = MemeCollator(
+        collator_class = MemeCollator
+        if "clip" in self.needs:  # CLIP: one text string per meme, <= 77 tokens, no token types
+            from hm_hf.models.clip.embedding_cache import ClipMemeCollator as collator_class
+        self.collator = collator_class(
             tokenizer=tokenizer if "text" in self.needs else None,
             text_column="text",
             text_pair_column="text_pair" if self.settings.text_pair else None,

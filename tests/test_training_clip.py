@@ -79,6 +79,18 @@ def test_tiny_clip_recipe_end_to_end(data, tmp_path):
     assert type(model).__name__ == "HmClipForHatefulMemes"
     assert type(AutoTokenizer.from_pretrained(output_dir)).__name__ == "CLIPTokenizer"
 
+    # Detector-free inference: the pipeline runs the saved folder on raw memes (CLIP processor saved with it)
+    # and gives the probabilities training predicted.
+    from hm_hf.pipeline import HatefulMemePipeline
+
+    lines = [json.loads(line) for line in (data / "data" / "test_seen.jsonl").read_text().splitlines()]
+    pipe = HatefulMemePipeline.from_pretrained(str(output_dir), device="cpu")
+    outputs = pipe([str(data / "data" / line["img"]) for line in lines], texts=[line["text"] for line in lines])
+    expected = {int(row.split(",")[0]): float(row.split(",")[1])
+                for row in (output_dir / "predictions_test_seen.csv").read_text().splitlines()[1:]}
+    for line, output in zip(lines, outputs):
+        assert abs(output["probability"] - expected[line["id"]]) < 1e-4, line["id"]
+
 
 def test_tiny_clip_lora_keeps_clip_referenced(data, tmp_path):
     from hm_hf.training.model_loading import BASE_MODEL_DIR, load_trained_model
