@@ -105,3 +105,16 @@ def test_tiny_clip_lora_keeps_clip_referenced(data, tmp_path):
     assert not any(".clip." in k for k in _keys(output_dir / BASE_MODEL_DIR / "model.safetensors"))
     model = load_trained_model(str(output_dir))
     assert model.get_base_model().config.clip_model_name_or_path == str((data / "tiny_clip").resolve())
+
+
+def test_cached_clip_embeddings_train_only_the_head(data, tmp_path):
+    """clip_embedding_cache: the frozen CLIP's vectors become columns; training and prediction read them."""
+    overrides = "freeze_clip=true,fusion=cross,projection_dim=8,num_pre_output_layers=1"
+    cached = _run(data, tmp_path / "cached", "--config_overrides", overrides, "--clip_embedding_cache", "true")
+    assert 0.0 <= cached["dev_seen_auroc"] <= 1.0
+    assert (tmp_path / "cached" / "predictions_test_seen.csv").is_file()
+    from hm_hf.training.arguments import RecipeError
+
+    with pytest.raises(RecipeError, match="frozen"):
+        _run(data, tmp_path / "lora", "--config_overrides", overrides, "--clip_embedding_cache", "true",
+             "--peft_method", "lora")

@@ -72,6 +72,11 @@ class DataArguments:
     fasttext_model: str | None = field(
         default=None, metadata={"help": "fastText .bin for text_embedding (concat/fasttext); trained if missing"}
     )
+    clip_embedding_cache: bool = field(
+        default=False,
+        metadata={"help": "clip with frozen encoders: compute the CLIP vectors once, cached as datasets columns "
+                          "(fingerprinted by checkpoint), so an epoch is only the head's work"},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training split"})
 
 

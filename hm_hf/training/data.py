@@ -200,3 +200,15 @@ def save_inference_settings(output_dir, needs: set[str], data_args: DataArgument
                 if source_file.is_file():
                     shutil.copy2(source_file, f"{target}{suffix}")
     save_pipeline_config(output_dir, **settings)
+
+
+def add_clip_embedding_columns(splits, model, tokenizer, image_processor, data_args: DataArguments, peft_args):
+    """The frozen CLIP's image and text vectors as cached columns (then the images are no longer read)."""
+    if getattr(model.config, "model_type", "") != "hm_clip" or peft_args.peft_method not in ("none", "head_only"):
+        raise RecipeError("clip_embedding_cache needs model_type clip with frozen encoders (freeze_clip=true) "
+                          "and no PEFT method on them")
+    from hm_hf.models.clip.embedding_cache import add_clip_embeddings
+
+    splits = add_clip_embeddings(splits, model, tokenizer, image_processor, text_column=TEXT_COLUMNS[data_args.dataset],
+                                 text_pair_column=data_args.text_pair_column, max_length=data_args.max_text_length)
+    return splits.remove_columns("image")

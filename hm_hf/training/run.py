@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if image_processor is not None and state.is_main_process:  # inference needs it beside the model
         image_processor.save_pretrained(str(output_dir))
 
+    if data_args.clip_embedding_cache:
+        splits = data.add_clip_embedding_columns(splits, model, tokenizer, image_processor, data_args, peft_args)
+        needs = needs - {"pixels"}  # the rows now carry the frozen CLIP's vectors instead
     peft_config = model_loading.build_peft_config(model, model_args.model_type, peft_args)
     if peft_config is not None:
         from peft import get_peft_model
