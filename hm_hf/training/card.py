@@ -109,7 +109,7 @@ def write_model_card(
 
 {CONTENT_WARNING}
 
-A {model_type} hateful-meme classifier trained with [hm_hf](https://github.com/) on {DATASET_NAMES.get(dataset, dataset)}
+A {model_type} hateful-meme classifier trained with hm_hf on {DATASET_NAMES.get(dataset, dataset)}
 (PEFT method: `{peft_method}`). Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%).
 
 ## Results
