@@ -42,8 +42,12 @@ ROWS_PER_GROUP = 100  # Parquet row groups of images stay small enough to read o
 
 
 def dataset_scripts_dir() -> Path:
-    """The repository's dataset_scripts/ folder (cards live there, next to the hm_hf package)."""
-    return Path(__file__).resolve().parents[2] / "dataset_scripts"
+    """The dataset_scripts/ folder with the cards: beside the hm_hf package in a checkout or editable
+    install, else where a wheel install puts it (`<prefix>/share/hm_hf/dataset_scripts`, setup.cfg's
+    data_files)."""
+    checkout = Path(__file__).resolve().parents[2] / "dataset_scripts"
+    installed = Path(sys.prefix) / "share" / "hm_hf" / "dataset_scripts"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
 
 
 def parse_size(size) -> int:
