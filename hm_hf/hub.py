@@ -1,4 +1,5 @@
-"""Pushing a folder (a trained model, an exported data set, the Space) to the Hub: the one place for it.
+"""The Hub, in one place: reading a file of a model folder or Hub repo, and pushing a folder (a trained
+model, an exported data set, the Space).
 
 The token comes from the argument, `HF_TOKEN` or the cached login and is never printed or logged. Offline
 (`HF_HUB_OFFLINE=1`) or without network the push fails with one clear `PushError` that says where the
@@ -11,6 +12,20 @@ import logging
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+def model_file(path: str, name: str) -> Path | None:
+    """The file `name` of a local model folder or a Hub repo id `path`; None when it is not there."""
+    local = Path(path)
+    if local.is_dir():
+        return local / name if (local / name).is_file() else None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(path, name))
+    except EntryNotFoundError:
+        return None
 
 
 class PushError(RuntimeError):

@@ -52,6 +52,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from hm_hf.fileio import atomic_write_text
+from hm_hf.hub import model_file
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -131,30 +134,13 @@ def save_pipeline_config(folder, **settings) -> Path:
     """
     values = asdict(PipelineSettings.from_dict(settings))
     path = Path(folder) / PIPELINE_CONFIG_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(values, indent=2) + "\n")
     return path
-
-
-def _model_file(path: str, name: str) -> Path | None:
-    """A file of a model folder or Hub repo; None when it is not there."""
-    local = Path(path)
-    if local.is_dir():
-        return local / name if (local / name).is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        return Path(hf_hub_download(path, name))
-    except EntryNotFoundError:
-        return None
 
 
 def load_pipeline_config(path) -> dict:
     """The settings saved in a model folder / Hub repo ({} when it has none)."""
-    file = _model_file(str(path), PIPELINE_CONFIG_NAME)
+    file = model_file(str(path), PIPELINE_CONFIG_NAME)
     if file is None:
         return {}
     try:
@@ -584,7 +570,7 @@ def _load_tokenizer(path: str):
 def _load_image_processor(path: str, options: PipelineSettings):
     from transformers import AutoImageProcessor
 
-    if _model_file(path, "preprocessor_config.json") is not None:
+    if model_file(path, "preprocessor_config.json") is not None:
         return AutoImageProcessor.from_pretrained(path)
     if options.image_processor:
         return AutoImageProcessor.from_pretrained(options.image_processor)
@@ -597,7 +583,7 @@ def _load_image_processor(path: str, options: PipelineSettings):
 def _load_fasttext(path: str, options: PipelineSettings):
     from hm_hf.text.fasttext_embeddings import _read_metadata, load_fasttext
 
-    file = _model_file(path, options.fasttext_model)
+    file = model_file(path, options.fasttext_model)
     if file is None:
         raise FileNotFoundError(
             f"{path}: this model reads fastText sentence vectors but {options.fasttext_model} is not there; "

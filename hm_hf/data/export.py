@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import yaml
 from datasets.table import embed_table_storage, table_cast
 
-from hm_hf.extract.cache import atomic_write_bytes
+from hm_hf.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

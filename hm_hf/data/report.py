@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from hm_hf.extract.cache import atomic_write_bytes
+from hm_hf.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

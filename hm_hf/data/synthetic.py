@@ -254,6 +254,23 @@ def write_region_features(memes: dict[str, list[SyntheticMeme]], cache_dir, seed
     return cache
 
 
+def make_dataset(dataset: str, out_dir, scale: float = 1.0, seed: int = 0, layout: str = "official",
+                 features_dir=None) -> dict[str, list[SyntheticMeme]]:
+    """`make_hmd` / `make_mmhs` with every split's default size multiplied by `scale` (at least 2 rows),
+    plus the region-feature cache in `features_dir` when given."""
+    if dataset == "hmd":
+        splits = {k: max(2, int(v * scale)) for k, v in HMD_SPLITS.items()}
+        memes = make_hmd(out_dir, splits=splits, seed=seed, layout=layout)
+    elif dataset == "mmhs":
+        splits = {k: max(2, int(v * scale)) for k, v in MMHS_SPLITS.items()}
+        memes = make_mmhs(out_dir, splits=splits, seed=seed)
+    else:
+        raise ValueError(f"dataset {dataset!r} is not one of hmd, mmhs")
+    if features_dir is not None:
+        write_region_features(memes, features_dir, seed=seed)
+    return memes
+
+
 def summarize(memes: dict[str, list[SyntheticMeme]]) -> str:
     """A small table: rows, labelled-hateful share and confounder structure per split."""
     lines = [f"{'split':<12} {'rows':>5} {'hateful':>8} {'captions':>9}"]
@@ -275,14 +292,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every split's default size")
     args = parser.parse_args(argv)
-    if args.dataset == "hmd":
-        splits = {k: max(2, int(v * args.scale)) for k, v in HMD_SPLITS.items()}
-        memes = make_hmd(args.output, splits=splits, seed=args.seed, layout=args.layout)
-    else:
-        splits = {k: max(2, int(v * args.scale)) for k, v in MMHS_SPLITS.items()}
-        memes = make_mmhs(args.output, splits=splits, seed=args.seed)
-    if args.features:
-        write_region_features(memes, args.features, seed=args.seed)
+    memes = make_dataset(args.dataset, args.output, scale=args.scale, seed=args.seed, layout=args.layout,
+                         features_dir=args.features)
     print(f"wrote a synthetic {args.dataset} data set to {args.output}")
     print(summarize(memes))
     return 0

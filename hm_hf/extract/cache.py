@@ -27,6 +27,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from hm_hf.fileio import atomic_write_bytes, public_mode
+
 INFO_FILE = "cache_info.json"
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".safetensors"
@@ -80,23 +82,6 @@ class RegionFeatures:
             if value is not None:
                 tensors[f"{example_id}/{name}"] = np.ascontiguousarray(value)
         return tensors
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old file or the complete new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class FeatureCache:
@@ -222,6 +207,7 @@ class FeatureCache:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"num_images": str(len(records))})
+            public_mode(tmp)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

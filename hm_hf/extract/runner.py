@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import FeatureCache, RegionFeatures, atomic_write_bytes
+from hm_hf.fileio import atomic_write_bytes
+
+from .cache import FeatureCache, RegionFeatures
 
 DEFAULT_MODEL = "unc-nlp/frcnn-vg-finetuned"
 SHARD_TAG = re.compile(r"^shard-(\d{6})-r(\d{3})\.safetensors$")

@@ -37,6 +37,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from hm_hf.fileio import atomic_write_text, public_mode
+
 __all__ = [
     "SEED_DEFAULTS",
     "clean_text",
@@ -159,25 +161,6 @@ def _metadata_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def _public_mode(path) -> None:
-    """Give a file made by `mkstemp` (mode 0600) the usual permissions (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        _public_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # Each training runs in a fresh Python process. fastText (checked with fasttext-numpy2 0.10.4) reads memory
 # that it never initialises while training: the first training in a process is deterministic, but later
 # ones in the same process give different vectors each time and, after a few dozen, "Encountered NaN".
@@ -275,7 +258,7 @@ def train_fasttext(
             thread=thread or max(1, (os.cpu_count() or 2) - 1),
             verbose=verbose,
         )
-        _public_mode(tmp_model)
+        public_mode(tmp_model)
         os.replace(tmp_model, output_path)
     except RuntimeError as err:
         if "NaN" in str(err) or "non-finite" in str(err):
@@ -303,7 +286,7 @@ def train_fasttext(
         "num_lines": len(lines),
         "source": source,
     }
-    _atomic_write_text(_metadata_path(output_path), json.dumps(metadata, indent=2) + "\n")
+    atomic_write_text(_metadata_path(output_path), json.dumps(metadata, indent=2) + "\n")
     return output_path
 
 

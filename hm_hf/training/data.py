@@ -49,15 +49,9 @@ def ensure_synthetic_data(data_args: DataArguments) -> None:
     state = PartialState()
     with state.main_process_first():
         if state.is_main_process and not marker.is_file():
-            scale = data_args.synthetic_scale
             logger.info("writing the synthetic %s data set to %s", data_args.dataset, data_dir)
-            if data_args.dataset == "hmd":
-                splits = {k: max(2, int(v * scale)) for k, v in synthetic.HMD_SPLITS.items()}
-                memes = synthetic.make_hmd(data_dir, splits=splits)
-            else:
-                splits = {k: max(2, int(v * scale)) for k, v in synthetic.MMHS_SPLITS.items()}
-                memes = synthetic.make_mmhs(data_dir, splits=splits)
-            synthetic.write_region_features(memes, default_feature_cache(data_args))
+            synthetic.make_dataset(data_args.dataset, data_dir, scale=data_args.synthetic_scale,
+                                   features_dir=default_feature_cache(data_args))
 
 
 def load_splits(data_args: DataArguments, needs: set[str]):

@@ -11,7 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError, parse_overrides
@@ -153,13 +152,15 @@ def load_trained_model(path: str, **kwargs):
     """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
     import hm_hf  # noqa: F401
 
+    from hm_hf.hub import model_file
+
     local = Path(path)
-    adapter_config = _read_json(path, "adapter_config.json")
-    if adapter_config is None:
+    adapter_file = model_file(path, "adapter_config.json")
+    if adapter_file is None:
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     from peft import PeftModel
 
-    base = adapter_config.get("base_model_name_or_path")
+    base = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
     if local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
         base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
     elif base:
@@ -167,23 +168,3 @@ def load_trained_model(path: str, **kwargs):
     else:  # a Hub repo whose base model travelled with it
         base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
     return PeftModel.from_pretrained(base_model, path)
-
-
-def _read_json(path: str, name: str) -> dict | None:
-    local = Path(path) / name
-    if local.is_file():
-        return json.loads(local.read_text())
-    if Path(path).is_dir():
-        return None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
-    try:
-        return json.loads(Path(hf_hub_download(path, name)).read_text())
-    except EntryNotFoundError:
-        return None
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())

@@ -9,9 +9,9 @@ them to the Hub from the main process when asked.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -21,6 +21,8 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, set_seed
 
 from hm_hf.data.torch_dataset import RegionRowsDataset
+from hm_hf.fileio import atomic_write_text
+from hm_hf.peft.params import describe_trainable
 from hm_hf.training.arguments import parse_recipe
 from hm_hf.training.checkpoints import last_complete_checkpoint
 
@@ -42,13 +44,12 @@ def _predict_logits(trainer: Trainer, dataset) -> np.ndarray:
 
 def _write_predictions(path: Path, ids, probabilities: np.ndarray) -> None:
     """DrivenData's submission format: id,proba,label."""
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "proba", "label"])
-        for example_id, proba in zip(ids, probabilities[:, 1]):
-            writer.writerow([example_id, f"{proba:.6f}", int(proba >= 0.5)])
-    os.replace(tmp, path)
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["id", "proba", "label"])
+    for example_id, proba in zip(ids, probabilities[:, 1]):
+        writer.writerow([example_id, f"{proba:.6f}", int(proba >= 0.5)])
+    atomic_write_text(path, rows.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         model = get_peft_model(model, peft_config)
     elif peft_args.peft_method == "head_only":
         model_loading.freeze_all_but_head(model)
-    trainable, total = model_loading.count_parameters(model)
-    logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    trainable, total, percent = describe_trainable(model)
+    logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", percent)
 
     def rows(split):  # fast batched access (region features as zero-copy numpy views)
         return RegionRowsDataset(splits[split], decode_images="pixels" in needs)
 
+    compute_metrics = make_compute_metrics(model_args.num_labels)  # loads the metric module once
     callbacks = []
     if extra_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=extra_args.early_stopping_patience))
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_dataset=rows(data_args.eval_split),
         data_collator=data.build_collator(needs, data_args, tokenizer, image_processor),
         processing_class=tokenizer,
-        compute_metrics=make_compute_metrics(model_args.num_labels),
+        compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
     resume_from = last_complete_checkpoint(output_dir) if extra_args.resume else None
@@ -123,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     trainer.log_metrics("train", train_result.metrics)
 
     # Evaluate every split: metrics where labelled, a predictions.csv where not.
-    compute_metrics = make_compute_metrics(model_args.num_labels)
     results, figures = {}, []
     all_results = {f"train_{k}": v for k, v in train_result.metrics.items()}
     for split_name, split in splits.items():
