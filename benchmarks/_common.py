@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -88,14 +89,20 @@ def _cpu_name() -> str:
 
 
 def _git_commit() -> str | None:
-    head = Path(__file__).resolve().parent.parent / ".git" / "HEAD"
+    """HEAD's commit, with "+dirty" when tracked files differ from it (the numbers are then not HEAD's)."""
+    root = Path(__file__).resolve().parent.parent
+    head = root / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            return (head.parent / ref[5:]).read_text().strip()[:12]
-        return ref[:12]
+        commit = (head.parent / ref[5:]).read_text().strip()[:12] if ref.startswith("ref: ") else ref[:12]
     except OSError:
         return None
+    try:
+        changed = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"], capture_output=True,
+                                 timeout=30).returncode == 1
+    except (OSError, subprocess.SubprocessError):
+        changed = False
+    return commit + ("+dirty" if changed else "")
 
 
 def default_output(name: str, device, tiny: bool, output: str | None) -> Path | None:

@@ -9,17 +9,23 @@
 # hm_hf is used from this checkout (PYTHONPATH), not installed. On a machine whose Python lacks some of
 # hm_hf's requirements (the device machine has no `datasets`), first run `bash benchmarks/gpu_wheels.sh`
 # on a machine with PyPI access: it downloads the missing wheels into .whl/, which this script installs
-# into /tmp/site when it finds them.
+# into /tmp/site when this Python cannot import `datasets`.
+#
+# BENCH_DEVICE=cpu BENCH_ARGS=--tiny runs the same steps at smoke sizes on a CPU (tests/test_benchmarks.py
+# does, so that this script is known to work before a GPU session spends its time on it); the
+# torch.compile step runs on CUDA only.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-benchmarks/results}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/run_gpu.log"
 PY="${PYTHON:-python3}"
+DEVICE="${BENCH_DEVICE:-cuda}"
+read -r -a ARGS <<< "${BENCH_ARGS:-}"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 
-if compgen -G ".whl/*.whl" > /dev/null; then
+if compgen -G ".whl/*.whl" > /dev/null && ! "$PY" -c "import datasets" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="/tmp/site:$PYTHONPATH"
 fi
@@ -46,15 +52,21 @@ step() {  # step <seconds> <name> <command...>
   timeout --signal=INT --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
   local rc=${PIPESTATUS[0]}
   echo "== $name: exit $rc after $((SECONDS - start))s" | tee -a "$LOG"
+  [ "$rc" = 0 ] || FAILED+=("$name")
 }
+FAILED=()
 
 B=benchmarks
-step 210 train_step "$PY" $B/train_step.py --device cuda --matmul-peak --output "$OUT_DIR/train_step_cuda.json"
-step 60 extraction "$PY" $B/extraction.py --device cuda --output "$OUT_DIR/extraction_cuda.json"
-step 120 data_loading "$PY" $B/data_loading.py --device cuda --gpu-step-json "$OUT_DIR/train_step_cuda.json" \
-  --output "$OUT_DIR/data_loading_cuda.json"
-step 100 train_step_compile "$PY" $B/train_step.py --device cuda --compile --methods full --modes fixed \
-  --output "$OUT_DIR/train_step_compile_cuda.json"
+step 210 train_step "$PY" $B/train_step.py --device "$DEVICE" --matmul-peak "${ARGS[@]}" \
+  --output "$OUT_DIR/train_step_$DEVICE.json"
+step 60 extraction "$PY" $B/extraction.py --device "$DEVICE" "${ARGS[@]}" --output "$OUT_DIR/extraction_$DEVICE.json"
+step 120 data_loading "$PY" $B/data_loading.py --device "$DEVICE" "${ARGS[@]}" \
+  --gpu-step-json "$OUT_DIR/train_step_$DEVICE.json" --output "$OUT_DIR/data_loading_$DEVICE.json"
+if [ "$DEVICE" = cuda ]; then
+  step 100 train_step_compile "$PY" $B/train_step.py --device cuda --compile --methods full --modes fixed \
+    "${ARGS[@]}" --output "$OUT_DIR/train_step_compile_cuda.json"
+fi
 step 45 inference_latency taskset -c 0,1 "$PY" $B/inference_latency.py --device cpu --threads 2 --repeats 20 \
-  --output "$OUT_DIR/inference_latency_cpu_gpuhost.json"
-echo "== done in ${SECONDS}s" | tee -a "$LOG"
+  "${ARGS[@]}" --output "$OUT_DIR/inference_latency_cpu_${DEVICE}host.json"
+echo "== done in ${SECONDS}s; failed steps: ${FAILED[*]:-none}" | tee -a "$LOG"
+[ "${#FAILED[@]}" = 0 ]

@@ -40,9 +40,9 @@ def summarize(path: Path) -> str:
         tflops = ".1f" if gpu else ".4f"
         columns = [("impl", "impl", ""), ("method", "method", ""), ("mode", "batches", ""),
                    ("samples_per_s", "samples/s", ".1f"), ("speedup_vs_transformers", "x transformers", ".2f"),
-                   ("executed_tflops", "TFLOP/s", tflops), ("useful_tflops", "useful TFLOP/s", tflops),
+                   ("useful_tflops", "useful TFLOP/s", tflops), ("padded_tflops", "padded TFLOP/s", tflops),
                    ("real_token_fraction", "real tokens", ".0%")]
-        if payload.get("matmul_peak_tflops") and gpu:
+        if payload.get("matmul_peak_tflops"):
             columns.append(("pct_of_matmul_peak", "% matmul peak", ".0f"))
         if gpu:
             columns += [("peak_mem_gib", "peak GiB", ".1f"), ("peak_mem_per_sample_mib", "MiB/sample", ".1f")]

@@ -19,6 +19,8 @@ class HmUniterConfig(PreTrainedConfig):
         classifier_transform: MMF-style head (dense + act + LayerNorm, then Linear) when True; a single Linear
             on the pooled output when False (the seed's UNITER head, the default).
         classifier_dropout: dropout before the head (None: ``hidden_dropout_prob``).
+        skip_padding: run the position-wise parts of each layer on the real tokens only (see
+            ``hm_hf.models.bert_layers.TokenPacking``); False keeps every position (static shapes).
 
     Example:
         >>> from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
@@ -45,5 +47,6 @@ class HmUniterConfig(PreTrainedConfig):
     pos_dim: int = 7
     classifier_transform: bool = False
     classifier_dropout: float | None = None
+    skip_padding: bool = True
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = False

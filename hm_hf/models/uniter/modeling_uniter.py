@@ -22,7 +22,6 @@ from ..bert_layers import (
     BertPooler,
     TextPretrainedMixin,
     classification_output,
-    make_attention_mask,
     refuse_output_attentions,
 )
 from .configuration_uniter import HmUniterConfig
@@ -171,7 +170,7 @@ class HmUniterModel(HmUniterPreTrainedModel):
                 else visual_attention_mask.to(torch.long)
             )
         embedding_output = torch.cat(parts, dim=1)
-        mask = make_attention_mask(torch.cat(masks, dim=1))
+        mask = torch.cat(masks, dim=1)
         encoded = self.encoder(embedding_output, mask, output_hidden_states=output_hidden_states)
         sequence_output = encoded.last_hidden_state
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None

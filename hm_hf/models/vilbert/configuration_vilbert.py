@@ -31,6 +31,8 @@ class HmVilbertConfig(PretrainedConfig):
         add_global_image_token: prepend the mean of the real regions with box (0, 0, 1, 1, 1) as the first
             visual token, as vilbert-multi-task's feature reader does; the visual pooler reads it.
         classifier_dropout: dropout on the fused pooled vector (defaults to `hidden_dropout_prob`).
+        skip_padding: run the position-wise parts of the text and visual layers on the real tokens only
+            (see `hm_hf.models.bert_layers.TokenPacking`); False keeps every position (static shapes).
 
     Example:
 
@@ -75,6 +77,7 @@ class HmVilbertConfig(PretrainedConfig):
         fusion_method: str = "mul",
         add_global_image_token: bool = True,
         classifier_dropout: float | None = None,
+        skip_padding: bool = True,
         **kwargs,
     ):
         kwargs.setdefault("num_labels", 2)
@@ -109,6 +112,7 @@ class HmVilbertConfig(PretrainedConfig):
         self.fusion_method = fusion_method
         self.add_global_image_token = add_global_image_token
         self.classifier_dropout = classifier_dropout
+        self.skip_padding = skip_padding
         self._validate_vilbert()
 
     def _validate_vilbert(self) -> None:

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
 
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from ..bert_layers import BertIntermediate, BertLayer, BertOutput, make_attention_mask
+from ..bert_layers import BertIntermediate, BertLayer, BertOutput, make_attention_mask, run_layers
 from .configuration_vilbert import HmVilbertConfig
 
 
@@ -158,10 +158,7 @@ class HmVilbertConnectionLayer(GradientCheckpointingLayer):
 
 
 class HmVilbertEncoder(nn.Module):
-    """Runs text layers, visual layers and co-attention layers in vilbert-multi-task's interleaved order.
-
-    Masks are `make_attention_mask`'s boolean (B, 1, 1, S) key masks, or None when nothing is padded.
-    """
+    """Runs text layers, visual layers and co-attention layers in vilbert-multi-task's interleaved order."""
 
     def __init__(self, config: HmVilbertConfig):
         super().__init__()
@@ -173,30 +170,30 @@ class HmVilbertEncoder(nn.Module):
         self.gradient_checkpointing = False
 
     def forward(self, text, text_mask, visual, visual_mask, output_hidden_states: bool = False):
+        """`text_mask` / `visual_mask`: (B, T) / (B, R) 1/0 padding masks. The runs of text and visual layers
+        between co-attention layers skip the padding (`bert_layers.run_layers`); co-attention runs padded."""
         t_start = v_start = 0
         t_states, v_states = [], []
+        text_key_mask, visual_key_mask = make_attention_mask(text_mask), make_attention_mask(visual_mask)
+
+        def run(layers, states, mask, collected):
+            if not len(layers):
+                return states
+            states, hidden = run_layers(layers, states, mask, self.config.skip_padding, output_hidden_states)
+            if output_hidden_states:
+                collected.extend(hidden[1:])
+            return states
+
         for c_idx, (v_end, t_end) in enumerate(zip(self.config.v_biattention_id, self.config.t_biattention_id)):
-            for layer in self.layer[t_start:t_end]:
-                text = layer(text, text_mask)
-                if output_hidden_states:
-                    t_states.append(text)
-            for layer in self.v_layer[v_start:v_end]:
-                visual = layer(visual, visual_mask)
-                if output_hidden_states:
-                    v_states.append(visual)
-            visual, text = self.c_layer[c_idx](visual, visual_mask, text, text_mask)
+            text = run(self.layer[t_start:t_end], text, text_mask, t_states)
+            visual = run(self.v_layer[v_start:v_end], visual, visual_mask, v_states)
+            visual, text = self.c_layer[c_idx](visual, visual_key_mask, text, text_key_mask)
             if output_hidden_states:
                 t_states.append(text)
                 v_states.append(visual)
             t_start, v_start = t_end, v_end
-        for layer in self.v_layer[v_start:]:
-            visual = layer(visual, visual_mask)
-            if output_hidden_states:
-                v_states.append(visual)
-        for layer in self.layer[t_start:]:
-            text = layer(text, text_mask)
-            if output_hidden_states:
-                t_states.append(text)
+        visual = run(self.v_layer[v_start:], visual, visual_mask, v_states)
+        text = run(self.layer[t_start:], text, text_mask, t_states)
         return text, visual, (tuple(t_states) if output_hidden_states else None), (
             tuple(v_states) if output_hidden_states else None
         )
@@ -361,8 +358,7 @@ class HmVilbertModel(HmVilbertPreTrainedModel):
         text = self.embeddings(input_ids, token_type_ids)
         visual = self.v_embeddings(visual_embeds, locations)
         text, visual, t_states, v_states = self.encoder(
-            text, make_attention_mask(attention_mask), visual, make_attention_mask(visual_attention_mask),
-            output_hidden_states,
+            text, attention_mask, visual, visual_attention_mask, output_hidden_states,
         )
         pooled_t = self.t_pooler(text)
         pooled_v = self.v_pooler(visual)

@@ -22,6 +22,8 @@ class HmVisualBertConfig(PreTrainedConfig):
             text ones (at random init and in ``from_text_pretrained``).
         classifier_transform: MMF's head (dense + act + LayerNorm, then Linear) when True, one Linear otherwise.
         classifier_dropout: dropout before the head (None: ``hidden_dropout_prob``).
+        skip_padding: run the position-wise parts of each layer on the real tokens only (see
+            ``hm_hf.models.bert_layers.TokenPacking``); False keeps every position (static shapes).
         Other fields: as ``BertConfig``.
 
     Example:
@@ -50,6 +52,7 @@ class HmVisualBertConfig(PreTrainedConfig):
     special_visual_initialize: bool = True
     classifier_transform: bool = True
     classifier_dropout: float | None = None
+    skip_padding: bool = True
     pad_token_id: int | None = 0
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None

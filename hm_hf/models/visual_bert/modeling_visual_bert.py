@@ -20,7 +20,6 @@ from ..bert_layers import (
     BertPooler,
     TextPretrainedMixin,
     classification_output,
-    make_attention_mask,
     refuse_output_attentions,
 )
 from .configuration_visual_bert import HmVisualBertConfig
@@ -180,7 +179,7 @@ class HmVisualBertModel(HmVisualBertPreTrainedModel):
             visual_embeds=visual_embeds,
             visual_token_type_ids=visual_token_type_ids,
         )
-        encoded = self.encoder(embedding_output, make_attention_mask(mask), output_hidden_states=output_hidden_states)
+        encoded = self.encoder(embedding_output, mask, output_hidden_states=output_hidden_states)
         sequence_output = encoded.last_hidden_state
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
         if not return_dict:
