@@ -164,3 +164,25 @@ def test_config_field_round_trips(tmp_path):
     loaded = HmVisualBertForHatefulMemes.from_pretrained(tmp_path)
     assert loaded.config.skip_padding is False and loaded.visual_bert.encoder.skip_padding is False
     assert HmVisualBertConfig().skip_padding is True
+
+
+def test_packed_tokens_under_mixed_precision_autocast():
+    """The fp16/bf16 training path: autocast Linear outputs are scattered into half-precision buffers.
+
+    Runs bfloat16 autocast on the CPU (the same code path as fp16 autocast on a GPU) and compares with the
+    padded computation under the same autocast.
+    """
+    skipping, padded = build("visual_bert", True), build("visual_bert", False)
+    padded.load_state_dict(skipping.state_dict())
+    batch = padded_batch()
+    outputs = []
+    for model in (skipping, padded):
+        train_without_dropout(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(**batch)
+        out.loss.backward()
+        outputs.append(out)
+    assert outputs[0].logits.dtype == torch.bfloat16
+    torch.testing.assert_close(outputs[0].logits.float(), outputs[1].logits.float(), atol=3e-2, rtol=3e-2)
+    grad = skipping.visual_bert.encoder.layer[0].intermediate.dense.weight.grad
+    assert grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all()
