@@ -7,8 +7,9 @@ the same `torch.utils.data.DataLoader` settings (shuffled, batch 128 by default,
   hm_hf     `load_hmd(..., config_name="regions", feature_cache=...)` (Arrow, memory-mapped; float16
             features) read through `RegionRowsDataset` (one Arrow slice per batch, zero-copy rows), as
             `recipes/train_peft.py` does;
-  hm_hf+torch-cast  the same, with a collator that casts float16 -> float32 with torch instead of numpy
-            (a measured proposal for `MemeCollator`; same batches);
+  hm_hf-fp16  the same with `MemeCollator(region_dtype="float16")`, what fp16/bf16 training uses: the
+            features stay in the cache's float16 (no conversion on the CPU, half the bytes between workers
+            and to the GPU; the model's autocast casts them on the device);
   npy       MMF's layout: one `<id>.npy` (N x 2048 float32, as MMF stores them) plus one small info file
             per image, opened per row by a map-style Dataset (MMF's `_info.npy` is a pickled dict; this
             benchmark writes the same fields as a plain float32 array so nothing is unpickled; the cost of
@@ -20,7 +21,8 @@ cache (what a second epoch sees). Peak memory of the loader (this process + its 
 while it runs: RSS counts memory-mapped pages in every process that touched them, PSS shares them out.
 
 When a train_step result for a GPU exists (benchmarks/results/train_step_cuda.json) the table also says
-how the loader's rate compares with hm_hf's full fine-tuning step there (the loader must keep up).
+how the loader's rate compares with hm_hf's full fine-tuning step there (the loader must keep up; the
+hm_hf-fp16 row is the loader of that fp16 step).
 
     python benchmarks/data_loading.py                    # 2,000 x 100 regions, batch 128, workers 0 and 4
     python benchmarks/data_loading.py --tiny             # smoke test
@@ -29,12 +31,12 @@ how the loader's rate compares with hm_hf's full fine-tuning step there (the loa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -129,43 +131,6 @@ class NpyFeatureDataset(torch.utils.data.Dataset):
                 "boxes": info[1:count + 1], "image_width": width, "image_height": height}
 
 
-def torch_cast_collator(base):
-    """`MemeCollator` whose region padding casts float16 -> float32 with torch instead of numpy.
-
-    Not hm_hf's collator: a measured proposal. numpy converts float16 with scalar code (~7x slower than
-    torch's vectorised cast on x86), which dominates collating float16 features; this variant returns
-    the same batch (the test checks it) with the cast done by `Tensor.copy_`.
-    """
-    from dataclasses import fields
-
-    from hm_hf.data.collator import MemeCollator
-
-    class TorchCastCollator(MemeCollator):
-        def _regions(self, rows):
-            features = [np.asarray(row["region_features"])[: self.max_regions] for row in rows]
-            boxes = [np.asarray(row["boxes"], dtype=np.float32)[: self.max_regions] for row in rows]
-            num_regions = max(len(f) for f in features)
-            dim = features[0].shape[1] if features[0].ndim == 2 else FEATURE_DIM
-            visual_embeds = torch.zeros(len(rows), num_regions, dim)
-            visual_boxes = np.zeros((len(rows), num_regions, 4), dtype=np.float32)
-            mask = np.zeros((len(rows), num_regions), dtype=np.int64)
-            for i, (row, feats, bxs) in enumerate(zip(rows, features, boxes)):
-                n = len(feats)
-                if n == 0:
-                    continue
-                scale = np.array([row["image_width"], row["image_height"]] * 2, dtype=np.float32)
-                with warnings.catch_warnings():  # Arrow views are read-only; torch only reads them here
-                    warnings.simplefilter("ignore", UserWarning)
-                    source = torch.from_numpy(np.ascontiguousarray(feats))
-                visual_embeds[i, :n].copy_(source)
-                visual_boxes[i, :n] = np.clip(bxs / scale, 0.0, 1.0)
-                mask[i, :n] = 1
-            return {"visual_embeds": visual_embeds, "visual_attention_mask": torch.from_numpy(mask),
-                    "visual_boxes": torch.from_numpy(visual_boxes)}
-
-    return TorchCastCollator(**{f.name: getattr(base, f.name) for f in fields(base)})
-
-
 def read_annotations(work: Path) -> list[dict]:
     with open(work / "hmd" / "train.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
@@ -249,11 +214,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         collator = MemeCollator(tokenizer=tokenizer, max_length=args.max_length, use_regions=True,
                                 max_regions=args.regions)
-        fast_collator = torch_cast_collator(collator)
+        half_collator = dataclasses.replace(collator, region_dtype="float16")
         hm_rows = RegionRowsDataset(split)
         loaders = {"hm_hf": (hm_rows, collator),
                    "npy": (NpyFeatureDataset(annotations, work / "data" / "npy"), collator),
-                   "hm_hf+torch-cast": (hm_rows, fast_collator)}
+                   "hm_hf-fp16": (hm_rows, half_collator)}
         for dataset, _ in list(loaders.values())[:2]:  # warm the page cache for both stores
             time_loader(dataset, collator, args.batch_size, 0, 1, None)
         rows = []

@@ -1,4 +1,7 @@
+import inspect
+
 import numpy as np
+import pytest
 import torch
 from transformers import BertTokenizerFast
 
@@ -46,3 +49,47 @@ def test_max_regions_and_text_embeddings(tmp_path):
     batch = MemeCollator(use_regions=True, max_regions=3, text_embedding_column="text_embedding")(rows)
     assert batch["visual_embeds"].shape == (1, 3, 2048)
     assert batch["text_embedding"].shape == (1, 100) and "input_ids" not in batch
+
+
+def test_float16_region_batches_and_every_region_model_accepts_them():
+    """region_dtype="float16" (mixed-precision training) hands over the same values in half the bytes, and
+    each model that reads regions gives the same logits from them as from float32 features."""
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+    from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
+    from hm_hf.models.vilbert import HmVilbertConfig, HmVilbertForHatefulMemes
+    from hm_hf.models.visual_bert import HmVisualBertConfig, HmVisualBertForHatefulMemes
+
+    rng = np.random.default_rng(0)
+    rows = [{"region_features": rng.standard_normal((n, 16)).astype(np.float16),
+             "boxes": np.sort(rng.uniform(0, 40, (n, 4)), axis=1).astype(np.float32), "image_width": 64,
+             "image_height": 48, "label": n % 2, "text_embedding": rng.standard_normal(8).astype(np.float32)}
+            for n in (3, 7, 1)]
+    full = MemeCollator(use_regions=True, text_embedding_column="text_embedding")(rows)
+    half = MemeCollator(use_regions=True, text_embedding_column="text_embedding", region_dtype="float16")(rows)
+    assert full["visual_embeds"].dtype == torch.float32 and half["visual_embeds"].dtype == torch.float16
+    assert torch.equal(half["visual_embeds"].float(), full["visual_embeds"])
+    with pytest.raises(ValueError, match="region_dtype"):
+        MemeCollator(region_dtype="bfloat16")
+
+    sizes = dict(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    torch.manual_seed(0)
+    models = [
+        HmVisualBertForHatefulMemes(HmVisualBertConfig(visual_embedding_dim=16, **sizes)),
+        HmUniterForHatefulMemes(HmUniterConfig(img_dim=16, **sizes)),
+        HmVilbertForHatefulMemes(HmVilbertConfig(v_feature_size=16, v_hidden_size=16, v_num_hidden_layers=1,
+                                                 v_num_attention_heads=2, v_intermediate_size=20, bi_hidden_size=16,
+                                                 bi_num_attention_heads=2, v_biattention_id=[1],
+                                                 t_biattention_id=[1], **sizes)),
+        HmConcatForHatefulMemes(HmConcatConfig(text_source="embedding", text_embedding_dim=8, image_source="regions",
+                                               visual_embedding_dim=16)),
+    ]
+    text = {"input_ids": torch.tensor([[2, 5, 6], [2, 7, 0], [2, 0, 0]]),
+            "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]])}
+    for model in models:
+        model.eval()
+        accepted = inspect.signature(model.forward).parameters
+        with torch.no_grad():
+            a = model(**{k: v for k, v in {**text, **full}.items() if k in accepted and k != "labels"}).logits
+            b = model(**{k: v for k, v in {**text, **half}.items() if k in accepted and k != "labels"}).logits
+        assert b.dtype == torch.float32, type(model).__name__
+        torch.testing.assert_close(a, b, msg=type(model).__name__)

@@ -120,3 +120,13 @@ def test_resume_after_sigkill_gives_the_same_weights(trained, data, tmp_path):
     assert final.keys() == reference.keys()
     for name in reference:
         torch.testing.assert_close(final[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_mixed_precision_training_collates_regions_in_float16():
+    """fp16/bf16 runs hand region features over as float16 (the autocast casts them on the device)."""
+    from hm_hf.training.arguments import DataArguments
+    from hm_hf.training.data import build_collator
+
+    data_args = DataArguments()
+    assert build_collator({"regions"}, data_args, mixed_precision=True).region_dtype == "float16"
+    assert build_collator({"regions"}, data_args).region_dtype == "float32"

@@ -3,7 +3,7 @@
 Batch keys (each model takes the ones it needs, see each model's `forward`):
 
 - ``input_ids``, ``attention_mask``, ``token_type_ids`` (B, T): the tokenised text (and text pair);
-- ``visual_embeds`` (B, R, D) float32, ``visual_attention_mask`` (B, R) long (1 = real region,
+- ``visual_embeds`` (B, R, D) float32 (float16 with ``region_dtype="float16"``), ``visual_attention_mask`` (B, R) long (1 = real region,
   0 = padding), ``visual_boxes`` (B, R, 4) float32 as x1/W, y1/H, x2/W, y2/H: the region features,
   padded to the longest region set in the batch (at most ``max_regions``);
 - ``text_embedding`` (B, D) float32: a precomputed sentence vector (fastText);
@@ -34,6 +34,11 @@ def _as_array(value, dtype) -> np.ndarray:
 class MemeCollator:
     """Pads and tensorises a list of dataset rows.
 
+    ``region_dtype="float16"`` hands the region features over in the feature cache's own precision: no
+    float16 -> float32 conversion on the CPU (8x less collating work at 128 x 100 x 2048) and half the
+    bytes between DataLoader workers and to the GPU. The models cast them to their weights' dtype on the
+    device, and under fp16/bf16 autocast nothing is lost; training picks it with ``fp16``/``bf16``.
+
     >>> collator = MemeCollator(tokenizer=AutoTokenizer.from_pretrained("bert-base-uncased"))  # doctest: +SKIP
     >>> batch = collator([dataset[0], dataset[1]])  # doctest: +SKIP
     """
@@ -48,6 +53,11 @@ class MemeCollator:
     image_processor: Any = None
     image_column: str = "image"
     label_column: str = "label"
+    region_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.region_dtype not in ("float32", "float16"):
+            raise ValueError(f"MemeCollator: region_dtype must be 'float32' or 'float16', got {self.region_dtype!r}")
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -87,9 +97,9 @@ class MemeCollator:
         return dict(encoded)
 
     def _regions(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        # Features are padded in float16 by numpy, then converted to float32 by torch in one call: numpy's
-        # fp16 -> fp32 conversion (and torch's slice-by-slice copy_) cost ~5x more, the collator's main
-        # cost at 100 regions x 2048.
+        # Features are padded in float16 by numpy, then (region_dtype float32) converted by torch in one
+        # call: numpy's fp16 -> fp32 conversion costs ~5x more. The conversion is still ~90% of this method's
+        # time at 100 regions x 2048, hence region_dtype="float16" for mixed-precision training.
         features = [_as_array(row["region_features"], np.float16)[: self.max_regions] for row in rows]
         boxes = [_as_array(row["boxes"], np.float32)[: self.max_regions] for row in rows]
         num_regions = max(len(f) for f in features)
@@ -106,7 +116,7 @@ class MemeCollator:
             visual_boxes[i, :n] = np.clip(bxs / scale, 0.0, 1.0)
             mask[i, :n] = 1
         return {
-            "visual_embeds": torch.from_numpy(visual_embeds).float(),
+            "visual_embeds": torch.from_numpy(visual_embeds).to(getattr(torch, self.region_dtype)),
             "visual_attention_mask": torch.from_numpy(mask),
             "visual_boxes": torch.from_numpy(visual_boxes),
         }

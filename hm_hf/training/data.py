@@ -125,7 +125,10 @@ def ensure_tiny_clip(model_args: ModelArguments, splits, data_args: DataArgument
     return name
 
 
-def build_collator(needs: set[str], data_args: DataArguments, tokenizer=None, image_processor=None):
+def build_collator(needs: set[str], data_args: DataArguments, tokenizer=None, image_processor=None,
+                   mixed_precision: bool = False):
+    """The batch maker for what the model `needs`; with `mixed_precision` (fp16/bf16 training) region
+    features stay float16 until the model's autocast uses them (see `MemeCollator.region_dtype`)."""
     if "clip" in needs:  # one text string per meme (CLIP pools at the first end-of-text token), <= 77 tokens
         from hm_hf.models.clip.embedding_cache import ClipMemeCollator
 
@@ -142,6 +145,7 @@ def build_collator(needs: set[str], data_args: DataArguments, tokenizer=None, im
         text_embedding_column="text_embedding" if "text_embedding" in needs else None,
         image_processor=image_processor if "pixels" in needs else None,
         label_column=data_args.label_column,
+        region_dtype="float16" if mixed_precision else "float32",
     )
 
 

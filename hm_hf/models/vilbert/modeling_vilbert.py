@@ -321,6 +321,7 @@ class HmVilbertModel(HmVilbertPreTrainedModel):
 
     def _visual_inputs(self, visual_embeds, visual_boxes, visual_attention_mask):
         """Adds the global image token (mean of the real regions, box 0,0,1,1,1) and builds the masks."""
+        visual_embeds = visual_embeds.to(self.dtype)  # the collator may hand over float16 features
         bsz, num_regions, _ = visual_embeds.shape
         if visual_attention_mask is None:
             visual_attention_mask = torch.ones(bsz, num_regions, dtype=torch.long, device=visual_embeds.device)
