@@ -89,7 +89,8 @@ def _cpu_name() -> str:
 
 
 def _git_commit() -> str | None:
-    """HEAD's commit, with "+dirty" when tracked files differ from it (the numbers are then not HEAD's)."""
+    """HEAD's commit, with "+dirty" when tracked files other than results differ from it (the numbers are
+    then not HEAD's code's)."""
     root = Path(__file__).resolve().parent.parent
     head = root / ".git" / "HEAD"
     try:
@@ -98,8 +99,8 @@ def _git_commit() -> str | None:
     except OSError:
         return None
     try:
-        changed = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--"], capture_output=True,
-                                 timeout=30).returncode == 1
+        changed = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", ".",
+                                  ":(exclude)benchmarks/results"], capture_output=True, timeout=30).returncode == 1
     except (OSError, subprocess.SubprocessError):
         changed = False
     return commit + ("+dirty" if changed else "")
