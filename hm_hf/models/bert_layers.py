@@ -147,8 +147,9 @@ class TokenPacking:
         """A packing for ``mask`` when it is on and worth it (enough padding), else None (run padded)."""
         if not enabled or mask is None or mask.dim() != 2:
             return None
-        padding = 1.0 - float(mask.bool().float().mean())
-        return cls(mask) if padding >= cls.MIN_PADDING else None
+        packing = cls(mask)  # one host sync (nonzero), which also tells how much is padding
+        padding = 1.0 - packing.num_tokens / max(1, packing.batch_size * packing.seq_len)
+        return packing if padding >= cls.MIN_PADDING else None
 
     @property
     def num_tokens(self) -> int:
