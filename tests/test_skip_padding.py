@@ -186,3 +186,19 @@ def test_packed_tokens_under_mixed_precision_autocast():
     torch.testing.assert_close(outputs[0].logits.float(), outputs[1].logits.float(), atol=3e-2, rtol=3e-2)
     grad = skipping.visual_bert.encoder.layer[0].intermediate.dense.weight.grad
     assert grad is not None and grad.dtype == torch.float32 and torch.isfinite(grad).all()
+
+
+def test_compiled_encoder_runs_padded_without_data_dependent_packing():
+    """Under torch.compile the packing (nonzero: data-dependent sizes, a graph break per layer) is not used."""
+    import torch._dynamo
+
+    encoder = BertEncoder(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=40).eval()
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
+    x = torch.randn(2, 6, 32)
+    expected = encoder(x, mask).last_hidden_state
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    got = torch.compile(encoder, backend="eager")(x, mask).last_hidden_state
+    torch.testing.assert_close(got[mask.bool()], expected[mask.bool()])
+    breaks = torch._dynamo.utils.counters["graph_break"]
+    assert not any("nonzero" in reason for reason in breaks), breaks  # (make_attention_mask's check remains)

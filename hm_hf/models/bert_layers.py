@@ -144,8 +144,12 @@ class TokenPacking:
 
     @classmethod
     def for_mask(cls, mask: torch.Tensor | None, enabled: bool = True) -> TokenPacking | None:
-        """A packing for ``mask`` when it is on and worth it (enough padding), else None (run padded)."""
-        if not enabled or mask is None or mask.dim() != 2:
+        """A packing for ``mask`` when it is on and worth it (enough padding), else None (run padded).
+
+        Never under ``torch.compile``: the packed size depends on the data (``nonzero``), which would break
+        the graph at every layer; compiled models run the padded layout, whose shapes the compiler handles.
+        """
+        if not enabled or mask is None or mask.dim() != 2 or torch.compiler.is_compiling():
             return None
         packing = cls(mask)  # one host sync (nonzero), which also tells how much is padding
         padding = 1.0 - packing.num_tokens / max(1, packing.batch_size * packing.seq_len)
@@ -314,8 +318,8 @@ class BertLayer(GradientCheckpointingLayer):
 class BertEncoder(nn.Module):
     """A stack of :class:`BertLayer` (``encoder.layer.N``) that skips the padding (see :class:`TokenPacking`).
 
-    ``skip_padding=False`` runs every position, padded or not (static shapes, e.g. for ``torch.compile``
-    without dynamic shapes); the real tokens' outputs are the same either way.
+    ``skip_padding=False`` runs every position, padded or not; the real tokens' outputs are the same either
+    way. (Under ``torch.compile`` every position runs anyway, see :meth:`TokenPacking.for_mask`.)
     """
 
     def __init__(self, num_hidden_layers: int, skip_padding: bool = True, **layer_kwargs: Any):

@@ -32,7 +32,7 @@ class HmVilbertConfig(PretrainedConfig):
             visual token, as vilbert-multi-task's feature reader does; the visual pooler reads it.
         classifier_dropout: dropout on the fused pooled vector (defaults to `hidden_dropout_prob`).
         skip_padding: run the position-wise parts of the text and visual layers on the real tokens only
-            (see `hm_hf.models.bert_layers.TokenPacking`); False keeps every position (static shapes).
+            (see `hm_hf.models.bert_layers.TokenPacking`); False computes every position.
 
     Example:
 
