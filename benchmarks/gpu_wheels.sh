@@ -2,7 +2,8 @@
 # Downloads into .whl/ the wheels of hm_hf's requirements that the GPU device machine's Python (3.12, with
 # torch 2.11, transformers 5.17, peft, accelerate, pyarrow, pandas, psutil already there) lacks, plus the
 # transformers and peft versions hm_hf is tested with here (pure Python, ~13 MB), for
-# benchmarks/run_gpu.sh to install there. Run it here, from anywhere, with PyPI access; then hand `.whl`
+# benchmarks/run_gpu.sh to install there. (transformers 5.24 needs huggingface-hub>=1.31, tokenizers 0.23.x and
+# safetensors>=0.8: the device's 1.33 / 0.23.2 / 0.8.0, read from its pip list, qualify.) Run it here, from anywhere, with PyPI access; then hand `.whl`
 # to the device run (carry) and start it with `bash benchmarks/run_gpu.sh "$OUT"`.
 #
 #   bash benchmarks/gpu_wheels.sh [extra NAME==VERSION ...]    # e.g. pyarrow==<version> if its pyarrow is too old

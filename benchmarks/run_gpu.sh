@@ -17,6 +17,10 @@
 # the device machine lacks): run benchmarks/inference_latency.py on such a machine instead.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${BENCH_ARGS:-}" ] && [ -z "${1:-}" ]; then
+  echo "run_gpu.sh: give an output folder when BENCH_ARGS is set (smoke numbers must not replace benchmarks/results)" >&2
+  exit 2
+fi
 OUT_DIR="${1:-benchmarks/results}"
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/run_gpu.log"
@@ -61,8 +65,10 @@ B=benchmarks
 step 210 train_step "$PY" $B/train_step.py --device "$DEVICE" --matmul-peak "${ARGS[@]}" \
   --output "$OUT_DIR/train_step_$DEVICE.json"
 step 60 extraction "$PY" $B/extraction.py --device "$DEVICE" "${ARGS[@]}" --output "$OUT_DIR/extraction_$DEVICE.json"
+STEP_JSON="$OUT_DIR/train_step_$DEVICE.json"  # the loader is compared with this run's step, never an older one
+[[ " ${FAILED[*]} " == *" train_step "* ]] && STEP_JSON=/nonexistent
 step 120 data_loading "$PY" $B/data_loading.py --device "$DEVICE" "${ARGS[@]}" \
-  --gpu-step-json "$OUT_DIR/train_step_$DEVICE.json" --output "$OUT_DIR/data_loading_$DEVICE.json"
+  --gpu-step-json "$STEP_JSON" --output "$OUT_DIR/data_loading_$DEVICE.json"
 if [ "$DEVICE" = cuda ]; then
   step 100 train_step_compile "$PY" $B/train_step.py --device cuda --compile --methods full --modes fixed \
     "${ARGS[@]}" --output "$OUT_DIR/train_step_compile_cuda.json"

@@ -202,3 +202,25 @@ def test_compiled_encoder_runs_padded_without_data_dependent_packing():
     torch.testing.assert_close(got[mask.bool()], expected[mask.bool()])
     breaks = torch._dynamo.utils.counters["graph_break"]
     assert not any("nonzero" in reason for reason in breaks), breaks  # (make_attention_mask's check remains)
+
+
+def test_one_packing_per_stream_and_clear_error_for_additive_masks(monkeypatch):
+    """ViLBERT builds one packing (one host sync) per stream, however many runs of layers it has; a float
+    mask that is not 1/0 (an additive mask) is refused instead of being read as all real."""
+    model = build("vilbert", True).eval()
+    built = []
+    original = TokenPacking.__init__
+
+    def counting_init(self, mask):
+        built.append(tuple(mask.shape))
+        original(self, mask)
+
+    monkeypatch.setattr(TokenPacking, "__init__", counting_init)
+    batch = padded_batch()
+    with torch.no_grad():
+        model(**{k: v for k, v in batch.items() if k != "labels"})
+    assert len(built) == 2  # text and visual stream, although each has two runs of layers here
+    encoder = BertEncoder(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, intermediate_size=40)
+    additive = torch.tensor([[0.0, 0.0, -10000.0]])
+    with pytest.raises(ValueError, match="additive mask"):
+        encoder(torch.randn(1, 3, 32), additive)

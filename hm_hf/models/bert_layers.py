@@ -62,6 +62,7 @@ __all__ = [
     "layer_kwargs_from_config",
     "load_bert_text_weights",
     "make_attention_mask",
+    "padding_mask_as_bool",
     "refuse_output_attentions",
     "run_layers",
 ]
@@ -97,6 +98,15 @@ def layer_kwargs_from_config(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def padding_mask_as_bool(mask: torch.Tensor) -> torch.Tensor:
+    """A (B, S) 1/0 padding mask as booleans; refuses float masks holding anything else (an additive
+    0/-10000 mask would otherwise read as all True)."""
+    if mask.is_floating_point() and bool(((mask != 0) & (mask != 1)).any()):
+        raise ValueError("attention masks are 1 for real tokens and 0 for padding; this one holds other values "
+                         "(an additive mask?): pass the tokenizer's / collator's 1/0 attention_mask")
+    return mask.bool()
+
+
 def make_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """Turn a (B, S) 1/0 key mask into SDPA's boolean (B, 1, 1, S) mask (True = attend).
 
@@ -107,7 +117,7 @@ def make_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
         return None
     if mask.dim() != 2:
         raise ValueError(f"attention mask must be (batch, seq_len), got shape {tuple(mask.shape)}")
-    mask = mask.bool()
+    mask = padding_mask_as_bool(mask)
     if bool(mask.all()):
         return None
     return mask[:, None, None, :]
@@ -117,9 +127,12 @@ class TokenPacking:
     """Where the real tokens of a padded (B, S) batch are: moves hidden states between the padded
     (B, S, H) layout and a packed (N, H) matrix of the N real tokens ("unpadding").
 
-    Built once per forward from the 1/0 mask; :meth:`pack` and :meth:`unpack` are an index_select and an
-    index_copy on the flattened batch, both differentiable, with one host sync (``nonzero``) per batch.
-    ``attention_mask`` is the SDPA key mask for the attention that runs on the padded layout.
+    Built once per forward (per stream for ViLBERT) from the 1/0 mask, with one host sync (``nonzero``);
+    :meth:`pack` and :meth:`unpack` are an index_select and an index_copy on the flattened batch, both
+    differentiable. ``attention_mask`` is the SDPA key mask for the attention that runs on the padded layout.
+
+    Padded positions come back as zeros (computed ones carry no information either: nothing attends to
+    them). The poolers read position 0, so text must be right-padded, as tokenizers and `MemeCollator` do.
 
     Example:
         >>> import torch
@@ -137,7 +150,7 @@ class TokenPacking:
     def __init__(self, mask: torch.Tensor):
         if mask.dim() != 2:
             raise ValueError(f"padding mask must be (batch, seq_len), got shape {tuple(mask.shape)}")
-        mask = mask.bool()
+        mask = padding_mask_as_bool(mask)
         self.batch_size, self.seq_len = mask.shape
         self.indices = mask.reshape(-1).nonzero().squeeze(1)
         self.attention_mask = mask[:, None, None, :]
@@ -338,17 +351,17 @@ class BertEncoder(nn.Module):
 
         Padded positions of the returned hidden states are zeros when the padding was skipped.
         """
-        states, all_hidden = run_layers(self.layer, hidden_states, attention_mask, self.skip_padding,
-                                        output_hidden_states)
+        packing = TokenPacking.for_mask(attention_mask, self.skip_padding)
+        states, all_hidden = run_layers(self.layer, hidden_states, attention_mask, packing, output_hidden_states)
         return BaseModelOutput(last_hidden_state=states, hidden_states=all_hidden)
 
 
-def run_layers(layers, hidden_states: torch.Tensor, mask: torch.Tensor | None, skip_padding: bool = True,
+def run_layers(layers, hidden_states: torch.Tensor, mask: torch.Tensor | None, packing: TokenPacking | None,
                output_hidden_states: bool = False) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-    """Run :class:`BertLayer` s over (B, S, H) ``hidden_states`` with the (B, S) 1/0 ``mask``, packed when
-    there is enough padding to skip. Returns the last (B, S, H) states and, if asked, every layer's input and
-    output (``(hidden_states, after layer 1, ...)``, transformers' ``hidden_states`` convention)."""
-    packing = TokenPacking.for_mask(mask, skip_padding)
+    """Run :class:`BertLayer` s over (B, S, H) ``hidden_states`` with the (B, S) 1/0 ``mask``: packed with
+    ``packing`` (from :meth:`TokenPacking.for_mask`) or, when it is None, padded. Returns the last (B, S, H)
+    states and, if asked, every layer's input and output (``(hidden_states, after layer 1, ...)``,
+    transformers' ``hidden_states`` convention)."""
     all_hidden = (hidden_states,) if output_hidden_states else None
     if packing is None:
         sdpa_mask = make_attention_mask(mask)

@@ -20,7 +20,8 @@ class HmUniterConfig(PreTrainedConfig):
             on the pooled output when False (the seed's UNITER head, the default).
         classifier_dropout: dropout before the head (None: ``hidden_dropout_prob``).
         skip_padding: run the position-wise parts of each layer on the real tokens only (see
-            ``hm_hf.models.bert_layers.TokenPacking``); False computes every position.
+            ``hm_hf.models.bert_layers.TokenPacking``); False computes every position. Read when the model is built
+            (``from_pretrained(folder, skip_padding=False)``).
 
     Example:
         >>> from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes

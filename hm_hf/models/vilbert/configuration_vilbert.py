@@ -32,7 +32,8 @@ class HmVilbertConfig(PretrainedConfig):
             visual token, as vilbert-multi-task's feature reader does; the visual pooler reads it.
         classifier_dropout: dropout on the fused pooled vector (defaults to `hidden_dropout_prob`).
         skip_padding: run the position-wise parts of the text and visual layers on the real tokens only
-            (see `hm_hf.models.bert_layers.TokenPacking`); False computes every position.
+            (see `hm_hf.models.bert_layers.TokenPacking`); False computes every position. Read when the model is built
+            (``from_pretrained(folder, skip_padding=False)``).
 
     Example:
 

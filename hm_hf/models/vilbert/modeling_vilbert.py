@@ -24,7 +24,7 @@ from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
 
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from ..bert_layers import BertIntermediate, BertLayer, BertOutput, make_attention_mask, run_layers
+from ..bert_layers import BertIntermediate, BertLayer, BertOutput, TokenPacking, make_attention_mask, run_layers
 from .configuration_vilbert import HmVilbertConfig
 
 
@@ -167,6 +167,7 @@ class HmVilbertEncoder(nn.Module):
         self.layer = nn.ModuleList(BertLayer.from_config(config) for _ in range(config.num_hidden_layers))
         self.v_layer = nn.ModuleList(BertLayer.from_config(config, "v_") for _ in range(config.v_num_hidden_layers))
         self.c_layer = nn.ModuleList(HmVilbertConnectionLayer(config) for _ in config.v_biattention_id)
+        self.skip_padding = config.skip_padding  # read once, as bert_layers.BertEncoder does
         self.gradient_checkpointing = False
 
     def forward(self, text, text_mask, visual, visual_mask, output_hidden_states: bool = False):
@@ -175,25 +176,28 @@ class HmVilbertEncoder(nn.Module):
         t_start = v_start = 0
         t_states, v_states = [], []
         text_key_mask, visual_key_mask = make_attention_mask(text_mask), make_attention_mask(visual_mask)
+        # one packing per stream, shared by all its runs of layers
+        text_packing = TokenPacking.for_mask(text_mask, self.skip_padding)
+        visual_packing = TokenPacking.for_mask(visual_mask, self.skip_padding)
 
-        def run(layers, states, mask, collected):
+        def run(layers, states, mask, packing, collected):
             if not len(layers):
                 return states
-            states, hidden = run_layers(layers, states, mask, self.config.skip_padding, output_hidden_states)
+            states, hidden = run_layers(layers, states, mask, packing, output_hidden_states)
             if output_hidden_states:
                 collected.extend(hidden[1:])
             return states
 
         for c_idx, (v_end, t_end) in enumerate(zip(self.config.v_biattention_id, self.config.t_biattention_id)):
-            text = run(self.layer[t_start:t_end], text, text_mask, t_states)
-            visual = run(self.v_layer[v_start:v_end], visual, visual_mask, v_states)
+            text = run(self.layer[t_start:t_end], text, text_mask, text_packing, t_states)
+            visual = run(self.v_layer[v_start:v_end], visual, visual_mask, visual_packing, v_states)
             visual, text = self.c_layer[c_idx](visual, visual_key_mask, text, text_key_mask)
             if output_hidden_states:
                 t_states.append(text)
                 v_states.append(visual)
             t_start, v_start = t_end, v_end
-        visual = run(self.v_layer[v_start:], visual, visual_mask, v_states)
-        text = run(self.layer[t_start:], text, text_mask, t_states)
+        visual = run(self.v_layer[v_start:], visual, visual_mask, visual_packing, v_states)
+        text = run(self.layer[t_start:], text, text_mask, text_packing, t_states)
         return text, visual, (tuple(t_states) if output_hidden_states else None), (
             tuple(v_states) if output_hidden_states else None
         )

@@ -23,7 +23,8 @@ class HmVisualBertConfig(PreTrainedConfig):
         classifier_transform: MMF's head (dense + act + LayerNorm, then Linear) when True, one Linear otherwise.
         classifier_dropout: dropout before the head (None: ``hidden_dropout_prob``).
         skip_padding: run the position-wise parts of each layer on the real tokens only (see
-            ``hm_hf.models.bert_layers.TokenPacking``); False computes every position.
+            ``hm_hf.models.bert_layers.TokenPacking``); False computes every position. Read when the model is built
+            (``from_pretrained(folder, skip_padding=False)``).
         Other fields: as ``BertConfig``.
 
     Example:
