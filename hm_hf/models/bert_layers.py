@@ -101,7 +101,7 @@ def layer_kwargs_from_config(config: Any, prefix: str = "") -> dict[str, Any]:
 def padding_mask_as_bool(mask: torch.Tensor) -> torch.Tensor:
     """A (B, S) 1/0 padding mask as booleans; refuses float masks holding anything else (an additive
     0/-10000 mask would otherwise read as all True)."""
-    if mask.is_floating_point() and bool(((mask != 0) & (mask != 1)).any()):
+    if mask.is_floating_point() and not torch.compiler.is_compiling() and bool(((mask != 0) & (mask != 1)).any()):
         raise ValueError("attention masks are 1 for real tokens and 0 for padding; this one holds other values "
                          "(an additive mask?): pass the tokenizer's / collator's 1/0 attention_mask")
     return mask.bool()
@@ -110,7 +110,8 @@ def padding_mask_as_bool(mask: torch.Tensor) -> torch.Tensor:
 def make_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     """Turn a (B, S) 1/0 key mask into SDPA's boolean (B, 1, 1, S) mask (True = attend).
 
-    Returns None when nothing is masked, which lets SDPA pick its fused kernels. A boolean mask is used
+    Returns None when nothing is masked, which lets SDPA pick its fused kernels (except under
+    ``torch.compile``, where that data-dependent check would break the graph). A boolean mask is used
     rather than an additive one because it keeps its meaning under fp16/bf16 autocast.
     """
     if mask is None:
@@ -118,7 +119,7 @@ def make_attention_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
     if mask.dim() != 2:
         raise ValueError(f"attention mask must be (batch, seq_len), got shape {tuple(mask.shape)}")
     mask = padding_mask_as_bool(mask)
-    if bool(mask.all()):
+    if not torch.compiler.is_compiling() and bool(mask.all()):
         return None
     return mask[:, None, None, :]
 
@@ -478,16 +479,17 @@ def classification_output(logits: torch.Tensor, labels: torch.Tensor | None, num
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int) -> torch.Tensor | None:
-    """Cross-entropy on logits; rows labelled -100 are ignored, and a batch with no labelled row gives 0.
+    """Mean cross-entropy on logits over the labelled rows; rows labelled -100 are ignored, and a batch with
+    no labelled row gives 0 (not NaN).
 
-    (The seed applied cross-entropy to softmax outputs and crashed on unlabelled splits; this does neither.)
+    Written without a data-dependent branch (sum / count), so it costs no host sync and compiles into one
+    graph. (The seed applied cross-entropy to softmax outputs and crashed on unlabelled splits.)
     """
     if labels is None:
         return None
     labels = labels.view(-1).long().to(logits.device)
-    if not bool((labels != -100).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.view(-1, num_labels).float(), labels, ignore_index=-100)
+    total = F.cross_entropy(logits.view(-1, num_labels).float(), labels, ignore_index=-100, reduction="sum")
+    return total / (labels != -100).sum().clamp(min=1)
 
 
 #: BertConfig fields copied into a multimodal config by from_text_pretrained

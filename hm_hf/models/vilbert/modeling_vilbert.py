@@ -24,7 +24,15 @@ from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
 
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from ..bert_layers import BertIntermediate, BertLayer, BertOutput, TokenPacking, make_attention_mask, run_layers
+from ..bert_layers import (
+    BertIntermediate,
+    BertLayer,
+    BertOutput,
+    TokenPacking,
+    classification_loss,
+    make_attention_mask,
+    run_layers,
+)
 from .configuration_vilbert import HmVilbertConfig
 
 
@@ -436,13 +444,7 @@ class HmVilbertForHatefulMemes(HmVilbertPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = None
-        if labels is not None:
-            labels = labels.to(logits.device).view(-1)
-            if (labels != -100).any():
-                loss = F.cross_entropy(logits.view(-1, self.num_labels).float(), labels, ignore_index=-100)
-            else:  # a batch of unlabelled rows (e.g. a test split): a zero loss, not NaN
-                loss = logits.sum() * 0.0
+        loss = classification_loss(logits, labels, self.num_labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
