@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark on a CUDA machine in one go (about 4-5 minutes on one H100/H200, at most ~8.5 with
+# Runs every benchmark on a CUDA machine in one go (about 4-5 minutes on one H100/H200, at most ~9 with
 # every step at its time limit) and writes the JSON results and a log into the folder given as $1
 # (default: benchmarks/results). Each step has its own time limit, and a failing step is logged and
 # skipped, so the others still produce numbers.
@@ -67,7 +67,7 @@ step 210 train_step "$PY" $B/train_step.py --device "$DEVICE" --matmul-peak "${A
 step 60 extraction "$PY" $B/extraction.py --device "$DEVICE" "${ARGS[@]}" --output "$OUT_DIR/extraction_$DEVICE.json"
 STEP_JSON="$OUT_DIR/train_step_$DEVICE.json"  # the loader is compared with this run's step, never an older one
 [[ " ${FAILED[*]} " == *" train_step "* ]] && STEP_JSON=/nonexistent
-step 120 data_loading "$PY" $B/data_loading.py --device "$DEVICE" "${ARGS[@]}" \
+step 150 data_loading "$PY" $B/data_loading.py --device "$DEVICE" "${ARGS[@]}" \
   --gpu-step-json "$STEP_JSON" --output "$OUT_DIR/data_loading_$DEVICE.json"
 if [ "$DEVICE" = cuda ]; then
   step 100 train_step_compile "$PY" $B/train_step.py --device cuda --compile --methods full --modes fixed \
