@@ -13,7 +13,6 @@ import os
 import platform
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -115,16 +114,12 @@ def default_output(name: str, device, tiny: bool, output: str | None) -> Path | 
 
 
 def write_json(path: Path | None, payload: dict) -> None:
-    """Atomic write (temp file + os.replace) of the results; no-op for None."""
+    """Atomic write of the results (hm_hf.fileio); no-op for None."""
     if path is None:
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    from hm_hf.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
 
 

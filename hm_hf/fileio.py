@@ -1,13 +1,16 @@
 """Atomic file writes: readers see the old file or the complete new one, never a part of it.
 
-Every cache, report, record and small output hm_hf writes goes through here, so a kill at any moment
-loses nothing already written and leaves no half-written file behind.
+Every cache, report, record and small output hm_hf writes goes through here (`atomic_write_bytes` /
+`atomic_write_text` for data in memory, `atomic_path` for writers that take a file name), so a kill at any
+moment loses nothing already written and leaves no half-written file behind.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -18,22 +21,33 @@ def public_mode(path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; when the block succeeds it replaces `path` (with the
+    usual permissions), and when it fails the temporary file is removed and `path` is left as it was.
+
+    For writers that want a file name (safetensors, fastText, copies) rather than bytes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         public_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path, text: str) -> None:

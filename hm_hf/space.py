@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hm_hf.fileio import atomic_path
+
 __all__ = ["SPACE_FILES", "make_examples", "render_readme", "stage_space", "push_space", "cli"]
 
 SPACE_DIR = Path("spaces/hateful_memes")
@@ -52,9 +54,8 @@ def make_examples(out_dir, seed: int = 0, image_size: tuple[int, int] = (320, 24
         paths = []
         for (image_kind, text_kind), meme in sorted(chosen.items()):
             path = out_dir / f"meme-{shapes[image_kind]}-text-kind-{text_kind}.png"
-            tmp_path = path.with_name(f".{path.name}.tmp")
-            shutil.copyfile(Path(tmp) / "img" / f"{meme.id:05d}.png", tmp_path)
-            os.replace(tmp_path, path)
+            with atomic_path(path) as tmp_path:
+                shutil.copyfile(Path(tmp) / "img" / f"{meme.id:05d}.png", tmp_path)
             paths.append(path)
     if len(paths) != 4:
         raise RuntimeError(f"expected one meme of each of the 4 kinds, got {len(paths)}")

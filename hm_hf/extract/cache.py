@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -27,7 +26,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from hm_hf.fileio import atomic_write_bytes, public_mode
+from hm_hf.fileio import atomic_path, atomic_write_bytes
 
 INFO_FILE = "cache_info.json"
 SHARD_PREFIX = "shard-"
@@ -203,16 +202,8 @@ class FeatureCache:
         path = self.path / f"{SHARD_PREFIX}{tag}{SHARD_SUFFIX}"
         if path.exists():
             raise FeatureCacheError(f"{path} exists already; pick a new shard tag")
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"num_images": str(len(records))})
-            public_mode(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"num_images": str(len(records))})
         if self._index is not None:
             self._index.update({str(k): path for k in records})
         return path

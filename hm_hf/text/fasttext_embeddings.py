@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from hm_hf.fileio import atomic_write_text, public_mode
+from hm_hf.fileio import atomic_path, atomic_write_text
 
 __all__ = [
     "SEED_DEFAULTS",
@@ -236,30 +236,27 @@ def train_fasttext(
     if model not in ("skipgram", "cbow"):
         raise ValueError(f"model must be 'skipgram' or 'cbow', got {model!r}")
     fd, corpus = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.corpus.", suffix=".txt")
-    fd_model, tmp_model = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".tmp")
-    os.close(fd_model)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
-        _train_in_child(
-            corpus,
-            tmp_model,
-            first_line=lines[0],
-            model=model,
-            dim=dim,
-            minCount=min_count,
-            epoch=epoch,
-            lr=lr,
-            ws=ws,
-            minn=minn,
-            maxn=maxn,
-            neg=neg,
-            bucket=bucket,
-            thread=thread or max(1, (os.cpu_count() or 2) - 1),
-            verbose=verbose,
-        )
-        public_mode(tmp_model)
-        os.replace(tmp_model, output_path)
+        with atomic_path(output_path) as tmp_model:
+            _train_in_child(
+                corpus,
+                str(tmp_model),
+                first_line=lines[0],
+                model=model,
+                dim=dim,
+                minCount=min_count,
+                epoch=epoch,
+                lr=lr,
+                ws=ws,
+                minn=minn,
+                maxn=maxn,
+                neg=neg,
+                bucket=bucket,
+                thread=thread or max(1, (os.cpu_count() or 2) - 1),
+                verbose=verbose,
+            )
     except RuntimeError as err:
         if "NaN" in str(err) or "non-finite" in str(err):
             raise RuntimeError(
@@ -269,7 +266,6 @@ def train_fasttext(
         raise
     finally:
         Path(corpus).unlink(missing_ok=True)
-        Path(tmp_model).unlink(missing_ok=True)
     metadata = {
         "format_version": _FORMAT_VERSION,
         "model": model,
