@@ -38,11 +38,6 @@ from _common import (
 )
 
 DATASETS = {"HMD (12,140 images)": 12_140, "MMHS150K (150,000 images)": 150_000}
-TINY_CONFIG = dict(
-    num_blocks_per_stage=[1, 1, 1], stem_out_channels=8, res2_out_channels=16, width_per_group=4,
-    rpn_hidden_channels=16, num_classes=20, num_attributes=7, pooler_resolution=4, min_size_test=64,
-    max_size_test=96, rpn_pre_nms_topk_test=200, rpn_post_nms_topk_test=24, min_boxes=3, max_boxes=8,
-)  # fmt: skip
 
 
 def build_detector(tiny: bool, device) -> torch.nn.Module:
@@ -50,7 +45,7 @@ def build_detector(tiny: bool, device) -> torch.nn.Module:
     from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
 
     torch.manual_seed(0)
-    model = FrcnnForRegionFeatures(FrcnnConfig(**TINY_CONFIG) if tiny else FrcnnConfig())
+    model = FrcnnForRegionFeatures(FrcnnConfig.tiny() if tiny else FrcnnConfig())
     for layer in (model.proposal_generator.rpn_head.anchor_deltas, model.roi_heads.box_predictor.bbox_pred):
         layer.weight.data.zero_()
         layer.bias.data.zero_()

@@ -104,16 +104,6 @@ def test_default_state_dict_is_the_reference_layout():
 # --------------------------------------------------------------------------------------- tiny detector
 
 
-def tiny_config(**overrides) -> FrcnnConfig:
-    settings = dict(
-        num_blocks_per_stage=[1, 1, 1], stem_out_channels=8, res2_out_channels=16, width_per_group=4,
-        rpn_hidden_channels=16, num_classes=20, num_attributes=7, pooler_resolution=4, min_size_test=64,
-        max_size_test=96, rpn_pre_nms_topk_test=200, rpn_post_nms_topk_test=24, min_boxes=3, max_boxes=8,
-    )  # fmt: skip
-    settings.update(overrides)
-    return FrcnnConfig(**settings)
-
-
 def zero_box_regression(model):
     for layer in (model.proposal_generator.rpn_head.anchor_deltas, model.roi_heads.box_predictor.bbox_pred):
         layer.weight.data.zero_()
@@ -123,7 +113,7 @@ def zero_box_regression(model):
 
 def tiny_model(seed=0, **overrides) -> FrcnnForRegionFeatures:
     torch.manual_seed(seed)
-    return zero_box_regression(FrcnnForRegionFeatures(tiny_config(**overrides))).eval()
+    return zero_box_regression(FrcnnForRegionFeatures(FrcnnConfig.tiny(**overrides))).eval()
 
 
 def noise_image(width, height, seed=0) -> Image.Image:

@@ -163,6 +163,18 @@ class FrcnnConfig(PretrainedConfig):
         return len(self.anchor_sizes) * len(self.anchor_aspect_ratios)
 
     @classmethod
+    def tiny(cls, **overrides) -> "FrcnnConfig":
+        """A detector of the same architecture a few thousand parameters big, at 64-96 px, 3-8 boxes: what
+        the tests and the benchmarks' smoke runs build (random weights), so that it runs in milliseconds."""
+        settings = dict(
+            num_blocks_per_stage=[1, 1, 1], stem_out_channels=8, res2_out_channels=16, width_per_group=4,
+            rpn_hidden_channels=16, num_classes=20, num_attributes=7, pooler_resolution=4, min_size_test=64,
+            max_size_test=96, rpn_pre_nms_topk_test=200, rpn_post_nms_topk_test=24, min_boxes=3, max_boxes=8,
+        )  # fmt: skip
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
     def from_reference_yaml(cls, path, **overrides) -> "FrcnnConfig":
         """Read the `config.yaml` that ships with `unc-nlp/frcnn-vg-finetuned` (the demo's nested format).
 
