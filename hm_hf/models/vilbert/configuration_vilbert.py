@@ -6,10 +6,14 @@ written by those code bases maps onto this one key for key.
 
 from __future__ import annotations
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
+
+#: ViLBERT base: co-attention layer i follows visual layer V[i] and text layer T[i]
+V_BIATTENTION_ID = (0, 1, 2, 3, 4, 5)
+T_BIATTENTION_ID = (6, 7, 8, 9, 10, 11)
 
 
-class HmVilbertConfig(PretrainedConfig):
+class HmVilbertConfig(PreTrainedConfig):
     r"""Configuration of [`HmVilbertModel`] / [`HmVilbertForHatefulMemes`].
 
     The defaults are the ViLBERT base model used by MMF and vilbert-multi-task: a 12-layer BERT-base text
@@ -47,73 +51,42 @@ class HmVilbertConfig(PretrainedConfig):
 
     model_type = "hm_vilbert"
 
-    def __init__(
-        self,
-        vocab_size: int = 30522,
-        hidden_size: int = 768,
-        num_hidden_layers: int = 12,
-        num_attention_heads: int = 12,
-        intermediate_size: int = 3072,
-        hidden_act: str = "gelu",
-        hidden_dropout_prob: float = 0.1,
-        attention_probs_dropout_prob: float = 0.1,
-        max_position_embeddings: int = 512,
-        type_vocab_size: int = 2,
-        initializer_range: float = 0.02,
-        layer_norm_eps: float = 1e-12,
-        pad_token_id: int = 0,
-        v_feature_size: int = 2048,
-        v_loc_size: int = 5,
-        v_hidden_size: int = 1024,
-        v_num_hidden_layers: int = 6,
-        v_num_attention_heads: int = 8,
-        v_intermediate_size: int = 1024,
-        v_hidden_act: str = "gelu",
-        v_hidden_dropout_prob: float = 0.1,
-        v_attention_probs_dropout_prob: float = 0.1,
-        bi_hidden_size: int = 1024,
-        bi_num_attention_heads: int = 8,
-        v_biattention_id: list[int] | None = None,
-        t_biattention_id: list[int] | None = None,
-        fusion_method: str = "mul",
-        add_global_image_token: bool = True,
-        classifier_dropout: float | None = None,
-        skip_padding: bool = True,
-        **kwargs,
-    ):
-        kwargs.setdefault("num_labels", 2)
-        super().__init__(pad_token_id=pad_token_id, **kwargs)
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.max_position_embeddings = max_position_embeddings
-        self.type_vocab_size = type_vocab_size
-        self.initializer_range = initializer_range
-        self.layer_norm_eps = layer_norm_eps
-        self.v_feature_size = v_feature_size
-        self.v_loc_size = v_loc_size
-        self.v_hidden_size = v_hidden_size
-        self.v_num_hidden_layers = v_num_hidden_layers
-        self.v_num_attention_heads = v_num_attention_heads
-        self.v_intermediate_size = v_intermediate_size
-        self.v_hidden_act = v_hidden_act
-        self.v_hidden_dropout_prob = v_hidden_dropout_prob
-        self.v_attention_probs_dropout_prob = v_attention_probs_dropout_prob
-        self.bi_hidden_size = bi_hidden_size
-        self.bi_num_attention_heads = bi_num_attention_heads
-        self.v_biattention_id = list(v_biattention_id) if v_biattention_id is not None else [0, 1, 2, 3, 4, 5]
-        self.t_biattention_id = (
-            list(t_biattention_id) if t_biattention_id is not None else [6, 7, 8, 9, 10, 11]
-        )
-        self.fusion_method = fusion_method
-        self.add_global_image_token = add_global_image_token
-        self.classifier_dropout = classifier_dropout
-        self.skip_padding = skip_padding
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float | int = 0.1
+    attention_probs_dropout_prob: float | int = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    v_feature_size: int = 2048
+    v_loc_size: int = 5
+    v_hidden_size: int = 1024
+    v_num_hidden_layers: int = 6
+    v_num_attention_heads: int = 8
+    v_intermediate_size: int = 1024
+    v_hidden_act: str = "gelu"
+    v_hidden_dropout_prob: float | int = 0.1
+    v_attention_probs_dropout_prob: float | int = 0.1
+    bi_hidden_size: int = 1024
+    bi_num_attention_heads: int = 8
+    v_biattention_id: list[int] | None = None  # None: V_BIATTENTION_ID
+    t_biattention_id: list[int] | None = None  # None: T_BIATTENTION_ID
+    fusion_method: str = "mul"
+    add_global_image_token: bool = True
+    classifier_dropout: float | None = None
+    skip_padding: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # None means the ViLBERT-base layout; tuples from Python callers become JSON lists
+        self.v_biattention_id = list(V_BIATTENTION_ID if self.v_biattention_id is None else self.v_biattention_id)
+        self.t_biattention_id = list(T_BIATTENTION_ID if self.t_biattention_id is None else self.t_biattention_id)
         self._validate_vilbert()
 
     def _validate_vilbert(self) -> None:
