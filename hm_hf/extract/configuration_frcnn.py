@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
 
 # Blocks in res2, res3, res4 for the standard depths; res5 (3 blocks) lives in the RoI head (C4 design).
 RESNET_BLOCKS = {50: (3, 4, 6), 101: (3, 4, 23), 152: (3, 8, 36)}
 
 
-class FrcnnConfig(PretrainedConfig):
+class FrcnnConfig(PreTrainedConfig):
     r"""Settings of [`FrcnnForRegionFeatures`].
 
     Architecture (these decide the state-dict layout; the defaults equal `unc-nlp/frcnn-vg-finetuned`):
@@ -66,89 +66,58 @@ class FrcnnConfig(PretrainedConfig):
 
     model_type = "hm_hf_frcnn"
 
-    def __init__(
-        self,
-        depth: int = 101,
-        num_blocks_per_stage: list[int] | None = None,
-        stem_out_channels: int = 64,
-        res2_out_channels: int = 256,
-        num_groups: int = 1,
-        width_per_group: int = 64,
-        stride_in_1x1: bool = True,
-        caffe_maxpool: bool = True,
-        norm_eps: float = 1e-5,
-        rpn_hidden_channels: int = 512,
-        anchor_sizes: list[float] = (32, 64, 128, 256, 512),
-        anchor_aspect_ratios: list[float] = (0.5, 1.0, 2.0),
-        anchor_offset: float = 0.0,
-        num_classes: int = 1600,
-        num_attributes: int = 400,
-        res5_halve: bool = False,
-        pooler_resolution: int = 14,
-        pooler_type: str = "ROIPool",
-        cls_agnostic_bbox_reg: bool = False,
-        pixel_mean: list[float] = (102.9801, 115.9465, 122.7717),
-        pixel_std: list[float] = (1.0, 1.0, 1.0),
-        input_format: str = "BGR",
-        min_size_test: int = 600,
-        max_size_test: int = 1000,
-        rpn_pre_nms_topk_test: int = 6000,
-        rpn_post_nms_topk_test: int = 300,
-        rpn_nms_thresh: float = 0.7,
-        rpn_min_size: float = 0.0,
-        rpn_bbox_reg_weights: list[float] = (1.0, 1.0, 1.0, 1.0),
-        roi_bbox_reg_weights: list[float] = (10.0, 10.0, 5.0, 5.0),
-        bbox_scale_clamp: float = math.log(1000.0 / 16),
-        nms_thresh_test: float = 0.6,
-        score_threshold: float = 0.2,
-        min_boxes: int = 10,
-        max_boxes: int = 100,
-        **kwargs,
-    ):
-        if num_blocks_per_stage is None and depth not in RESNET_BLOCKS:
-            raise ValueError(f"depth must be one of {sorted(RESNET_BLOCKS)}, got {depth}")
-        if pooler_type not in ("ROIPool", "ROIAlign"):
-            raise ValueError(f"pooler_type must be 'ROIPool' or 'ROIAlign', got {pooler_type!r}")
-        if not 0 <= min_boxes <= max_boxes or max_boxes < 1:
-            raise ValueError(f"need 0 <= min_boxes <= max_boxes and max_boxes >= 1; got {min_boxes}, {max_boxes}")
-        self.depth = depth
-        self.num_blocks_per_stage = list(num_blocks_per_stage) if num_blocks_per_stage is not None else None
-        self.stem_out_channels = stem_out_channels
-        self.res2_out_channels = res2_out_channels
-        self.num_groups = num_groups
-        self.width_per_group = width_per_group
-        self.stride_in_1x1 = stride_in_1x1
-        self.caffe_maxpool = caffe_maxpool
-        self.norm_eps = norm_eps
-        self.rpn_hidden_channels = rpn_hidden_channels
-        self.anchor_sizes = [float(s) for s in anchor_sizes]
-        self.anchor_aspect_ratios = [float(r) for r in anchor_aspect_ratios]
-        self.anchor_offset = anchor_offset
-        self.num_classes = num_classes
-        self.num_attributes = num_attributes
-        self.res5_halve = res5_halve
-        self.pooler_resolution = pooler_resolution
-        self.pooler_type = pooler_type
-        self.cls_agnostic_bbox_reg = cls_agnostic_bbox_reg
-        self.pixel_mean = [float(v) for v in pixel_mean]
-        self.pixel_std = [float(v) for v in pixel_std]
-        if input_format not in ("BGR", "RGB"):
-            raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
-        self.input_format = input_format
-        self.min_size_test = min_size_test
-        self.max_size_test = max_size_test
-        self.rpn_pre_nms_topk_test = rpn_pre_nms_topk_test
-        self.rpn_post_nms_topk_test = rpn_post_nms_topk_test
-        self.rpn_nms_thresh = rpn_nms_thresh
-        self.rpn_min_size = rpn_min_size
-        self.rpn_bbox_reg_weights = [float(v) for v in rpn_bbox_reg_weights]
-        self.roi_bbox_reg_weights = [float(v) for v in roi_bbox_reg_weights]
-        self.bbox_scale_clamp = bbox_scale_clamp
-        self.nms_thresh_test = nms_thresh_test
-        self.score_threshold = score_threshold
-        self.min_boxes = min_boxes
-        self.max_boxes = max_boxes
-        super().__init__(**kwargs)
+    depth: int = 101
+    num_blocks_per_stage: list[int] | None = None
+    stem_out_channels: int = 64
+    res2_out_channels: int = 256
+    num_groups: int = 1
+    width_per_group: int = 64
+    stride_in_1x1: bool = True
+    caffe_maxpool: bool = True
+    norm_eps: float = 1e-5
+    rpn_hidden_channels: int = 512
+    anchor_sizes: list[float] = (32, 64, 128, 256, 512)
+    anchor_aspect_ratios: list[float] = (0.5, 1.0, 2.0)
+    anchor_offset: float = 0.0
+    num_classes: int = 1600
+    num_attributes: int = 400
+    res5_halve: bool = False
+    pooler_resolution: int = 14
+    pooler_type: str = "ROIPool"
+    cls_agnostic_bbox_reg: bool = False
+    pixel_mean: list[float] = (102.9801, 115.9465, 122.7717)
+    pixel_std: list[float] = (1.0, 1.0, 1.0)
+    input_format: str = "BGR"
+    min_size_test: int = 600
+    max_size_test: int = 1000
+    rpn_pre_nms_topk_test: int = 6000
+    rpn_post_nms_topk_test: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_min_size: float = 0.0
+    rpn_bbox_reg_weights: list[float] = (1.0, 1.0, 1.0, 1.0)
+    roi_bbox_reg_weights: list[float] = (10.0, 10.0, 5.0, 5.0)
+    bbox_scale_clamp: float = math.log(1000.0 / 16)
+    nms_thresh_test: float = 0.6
+    score_threshold: float = 0.2
+    min_boxes: int = 10
+    max_boxes: int = 100
+
+    def __post_init__(self, **kwargs):
+        if self.num_blocks_per_stage is None and self.depth not in RESNET_BLOCKS:
+            raise ValueError(f"depth must be one of {sorted(RESNET_BLOCKS)}, got {self.depth}")
+        if self.pooler_type not in ("ROIPool", "ROIAlign"):
+            raise ValueError(f"pooler_type must be 'ROIPool' or 'ROIAlign', got {self.pooler_type!r}")
+        if not 0 <= self.min_boxes <= self.max_boxes or self.max_boxes < 1:
+            raise ValueError(f"need 0 <= min_boxes <= max_boxes and max_boxes >= 1; got {self.min_boxes}, "
+                             f"{self.max_boxes}")
+        if self.input_format not in ("BGR", "RGB"):
+            raise ValueError(f"input_format must be 'BGR' or 'RGB', got {self.input_format!r}")
+        if self.num_blocks_per_stage is not None:
+            self.num_blocks_per_stage = list(self.num_blocks_per_stage)
+        for name in ("anchor_sizes", "anchor_aspect_ratios", "pixel_mean", "pixel_std", "rpn_bbox_reg_weights",
+                     "roi_bbox_reg_weights"):  # JSON lists of floats, whatever sequence was given
+            setattr(self, name, [float(v) for v in getattr(self, name)])
+        super().__post_init__(**kwargs)
 
     @property
     def blocks_per_stage(self) -> list[int]:
