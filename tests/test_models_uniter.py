@@ -19,6 +19,8 @@ from hm_hf.models.uniter.convert_uniter_checkpoint import (
     infer_uniter_config,
 )
 
+from region_batches import region_batch  # tests/region_batches.py
+
 VOCAB, HIDDEN, IMG = 90, 32, 24
 
 
@@ -29,26 +31,9 @@ def tiny_config(**kwargs) -> HmUniterConfig:
     return HmUniterConfig(**fields)
 
 
-def make_batch(batch_size: int = 3, text_len: int = 6, regions: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(1, VOCAB, (batch_size, text_len), generator=g)
-    attention_mask = torch.ones(batch_size, text_len, dtype=torch.long)
-    attention_mask[1, 3:] = 0
-    input_ids[attention_mask == 0] = 0
-    visual_attention_mask = torch.ones(batch_size, regions, dtype=torch.long)
-    visual_attention_mask[0, 2:] = 0
-    visual_attention_mask[2, 4:] = 0
-    corners = torch.rand(batch_size, regions, 4, generator=g)
-    boxes = torch.cat([torch.minimum(corners[..., :2], corners[..., 2:]), torch.maximum(corners[..., :2], corners[..., 2:])], -1)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "token_type_ids": torch.zeros_like(input_ids),
-        "visual_embeds": torch.randn(batch_size, regions, IMG, generator=g),
-        "visual_attention_mask": visual_attention_mask,
-        "visual_boxes": boxes,
-        "labels": torch.tensor([1, 0, 1][:batch_size]),
-    }
+def make_batch() -> dict[str, torch.Tensor]:
+    """Text padding in row 1, region padding in rows 0 and 2."""
+    return region_batch([6, 3, 6], [2, 5, 4], [1, 0, 1], vocab_size=VOCAB, feature_dim=IMG)
 
 
 @pytest.fixture(scope="module")

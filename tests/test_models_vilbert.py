@@ -12,6 +12,8 @@ from hm_hf.models.vilbert.convert_vilbert_checkpoint import (
     convert_vilbert_state_dict,
 )
 
+from region_batches import region_batch  # tests/region_batches.py
+
 TINY = dict(
     vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=37,
     max_position_embeddings=40, v_feature_size=16, v_hidden_size=24, v_num_hidden_layers=2,
@@ -39,23 +41,9 @@ def tiny_config(**kw) -> HmVilbertConfig:
     return HmVilbertConfig(**{**TINY, **kw})
 
 
-def batch(bsz=3, seq=7, regions=5, feat=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    boxes = torch.rand(bsz, regions, 4, generator=g)
-    boxes[..., 2:] = boxes[..., :2] + (1 - boxes[..., :2]) * torch.rand(bsz, regions, 2, generator=g)
-    attn = torch.ones(bsz, seq, dtype=torch.long)
-    attn[0, 5:] = 0
-    vmask = torch.ones(bsz, regions, dtype=torch.long)
-    vmask[1, 3:] = 0
-    return dict(
-        input_ids=torch.randint(1, 99, (bsz, seq), generator=g),
-        attention_mask=attn,
-        token_type_ids=torch.zeros(bsz, seq, dtype=torch.long),
-        visual_embeds=torch.randn(bsz, regions, feat, generator=g),
-        visual_attention_mask=vmask,
-        visual_boxes=boxes,
-        labels=torch.tensor([0, 1, -100])[:bsz],
-    )
+def batch():
+    """Text padding in row 0, region padding in row 1, row 2 unlabelled."""
+    return region_batch([5, 7, 7], [5, 3, 5], [0, 1, -100], vocab_size=99, feature_dim=16)
 
 
 @pytest.fixture(scope="module")

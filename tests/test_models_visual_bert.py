@@ -21,6 +21,8 @@ from transformers import (
 from hm_hf.models.auto import register_auto_classes
 from hm_hf.models.visual_bert import HmVisualBertConfig, HmVisualBertForHatefulMemes, HmVisualBertModel
 
+from region_batches import region_batch  # tests/region_batches.py
+
 VOCAB, HIDDEN, VDIM = 99, 32, 24
 
 
@@ -31,28 +33,9 @@ def tiny_config(**kwargs) -> HmVisualBertConfig:
     return HmVisualBertConfig(**fields)
 
 
-def make_batch(batch_size: int = 3, text_len: int = 7, regions: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A batch with text padding (rows 1, 2) and region padding (rows 0, 2), as the collator emits it."""
-    g = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(1, VOCAB, (batch_size, text_len), generator=g)
-    attention_mask = torch.ones(batch_size, text_len, dtype=torch.long)
-    attention_mask[1, 4:] = 0
-    attention_mask[2, 2:] = 0
-    input_ids[attention_mask == 0] = 0
-    visual_attention_mask = torch.ones(batch_size, regions, dtype=torch.long)
-    visual_attention_mask[0, 3:] = 0
-    visual_attention_mask[2, 1:] = 0
-    corners = torch.rand(batch_size, regions, 4, generator=g)
-    boxes = torch.cat([torch.minimum(corners[..., :2], corners[..., 2:]), torch.maximum(corners[..., :2], corners[..., 2:])], -1)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "token_type_ids": torch.zeros_like(input_ids),
-        "visual_embeds": torch.randn(batch_size, regions, VDIM, generator=g),
-        "visual_attention_mask": visual_attention_mask,
-        "visual_boxes": boxes,
-        "labels": torch.tensor([0, 1, 1][:batch_size]),
-    }
+def make_batch() -> dict[str, torch.Tensor]:
+    """Text padding in rows 1 and 2, region padding in rows 0 and 2, as the collator emits it."""
+    return region_batch([7, 4, 2], [3, 5, 1], [0, 1, 1], vocab_size=VOCAB, feature_dim=VDIM)
 
 
 @pytest.fixture(scope="module")

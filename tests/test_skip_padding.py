@@ -12,26 +12,14 @@ from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
 from hm_hf.models.vilbert import HmVilbertConfig, HmVilbertForHatefulMemes
 from hm_hf.models.visual_bert import HmVisualBertConfig, HmVisualBertForHatefulMemes
 
+from region_batches import region_batch  # tests/region_batches.py
+
 SIZES = dict(vocab_size=50, hidden_size=32, num_attention_heads=4, intermediate_size=40, max_position_embeddings=32)
 
 
-def padded_batch(batch_size=4, text_len=9, regions=7, feature_dim=16, seed=0):
+def padded_batch():
     """Rows with different text lengths and region counts, padded to the longest as MemeCollator does."""
-    g = torch.Generator().manual_seed(seed)
-    text_lengths, region_counts = [9, 3, 5, 2][:batch_size], [2, 7, 4, 1][:batch_size]
-    attention_mask = (torch.arange(text_len)[None] < torch.tensor(text_lengths)[:, None]).long()
-    visual_mask = (torch.arange(regions)[None] < torch.tensor(region_counts)[:, None]).long()
-    corners = torch.rand(batch_size, regions, 4, generator=g)
-    boxes = torch.cat([torch.minimum(corners[..., :2], corners[..., 2:]),
-                       torch.maximum(corners[..., :2], corners[..., 2:])], -1)
-    return {
-        "input_ids": torch.randint(1, SIZES["vocab_size"], (batch_size, text_len), generator=g) * attention_mask,
-        "attention_mask": attention_mask,
-        "visual_embeds": torch.randn(batch_size, regions, feature_dim, generator=g) * visual_mask[..., None],
-        "visual_attention_mask": visual_mask,
-        "visual_boxes": boxes,
-        "labels": torch.tensor([0, 1, 1, 0][:batch_size]),
-    }
+    return region_batch([9, 3, 5, 2], [2, 7, 4, 1], [0, 1, 1, 0], vocab_size=SIZES["vocab_size"], feature_dim=16)
 
 
 def build(name: str, skip_padding: bool):
