@@ -88,6 +88,9 @@ def test_bad_policy_files_name_the_file(tmp_path):
     (tmp_path / POLICY_FILE).write_text(json.dumps({"version": 99}))
     with pytest.raises(ValueError, match="newer"):
         DecisionPolicy.from_pretrained(tmp_path)
+    (tmp_path / POLICY_FILE).write_text(json.dumps({"version": "1"}))
+    with pytest.raises(ValueError, match="version must be"):
+        DecisionPolicy.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="unknown threshold rule"):
         DecisionPolicy(rule="f1")
     with pytest.raises(ValueError, match="numeric threshold"):

@@ -121,8 +121,11 @@ class DecisionPolicy:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown decision-policy key(s) {', '.join(unknown)}; known: {sorted(known)}")
-        if data.get("version", FORMAT_VERSION) > FORMAT_VERSION:
-            raise ValueError(f"{source}: decision-policy format version {data['version']} is newer than this "
+        version = data.get("version", FORMAT_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"{source}: version must be a positive integer, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{source}: decision-policy format version {version} is newer than this "
                              f"hm_hf reads ({FORMAT_VERSION}); upgrade hm_hf")
         try:
             return cls(**data)
