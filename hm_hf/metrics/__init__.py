@@ -4,6 +4,10 @@
 which works offline (the Hub's metric scripts are not needed). `make_compute_metrics(num_labels)` turns
 Trainer logits into softmax probabilities and scores the labelled rows only.
 
+Beside it: `calibration` (temperature scaling, ECE, Brier, reliability diagram), `thresholds` (recall at a
+false-positive rate, precision at a recall, threshold rules), `policy` (the `DecisionPolicy` saved with a
+model) and `fine_grained` (the WOAH 2021 fine-grained shared task's scorer).
+
 Example:
 
 ```python
