@@ -85,9 +85,11 @@ class PipelineSettings:
 
     detector: detector folder / Hub id for region models, or ``"synthetic"`` (see the module docstring);
         a relative path is read inside the model folder first.
-    detector_min_boxes / detector_max_boxes / detector_score_threshold / detector_min_size /
-        detector_max_size: the detector's region selection and resize, as used for the training features
-        (None: the detector's own config).
+    detector_min_boxes / detector_max_boxes / detector_score_threshold / detector_nms_thresholds /
+        detector_min_size / detector_max_size: the detector's region selection and resize, as used for the
+        training features (None: the detector's own config).
+    detector_feature_dtype: the training features' storage dtype ("float16" or "float32"); detected
+        features are rounded to it, so the model reads them as it read its training features.
     max_regions / max_text_length: as in training (the recipe's `max_regions`, `max_text_length`).
     text_pair: for models trained with a text pair (MMHS150K: tweet text + `img_text`): the OCR'd image
         text becomes the pair and the given text the first segment.
@@ -105,6 +107,7 @@ class PipelineSettings:
     detector_min_boxes: int | None = None
     detector_max_boxes: int | None = None
     detector_score_threshold: float | None = None
+    detector_nms_thresholds: list[float] | None = None
     detector_min_size: int | None = None
     detector_max_size: int | None = None
     max_regions: int = 100
@@ -117,6 +120,7 @@ class PipelineSettings:
     ocr_lang: str = "eng"
     max_pixels: int = DEFAULT_MAX_PIXELS
     label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
+    detector_feature_dtype: str = "float16"
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "settings") -> "PipelineSettings":
@@ -517,8 +521,9 @@ class HatefulMemePipeline:
             with torch.inference_mode():
                 detected = self.detector.extract(images, **resize)
             for row, regions in zip(rows, detected):
+                features = regions.features.float().cpu().numpy()  # as the training cache stored them:
                 row.update(
-                    region_features=regions.features.float().cpu().numpy(),
+                    region_features=features.astype(self.settings.detector_feature_dtype),
                     boxes=regions.boxes.float().cpu().numpy(),
                     image_width=regions.image_width,
                     image_height=regions.image_height,
@@ -610,11 +615,9 @@ def _load_detector(path: str, options: PipelineSettings, config):
             "detector=<folder or Hub id> of the Faster R-CNN that made the training features (unc-nlp/frcnn-vg-"
             "finetuned for real data; 'synthetic' for models trained on the synthetic data set)"
         ) from None
-    cfg = detector.config
-    for key in ("min_boxes", "max_boxes", "score_threshold"):
-        value = getattr(options, f"detector_{key}")
-        if value is not None:
-            setattr(cfg, key, value)
+    detector.config.update_inference(min_boxes=options.detector_min_boxes, max_boxes=options.detector_max_boxes,
+                                     score_threshold=options.detector_score_threshold,
+                                     nms_thresh_test=options.detector_nms_thresholds)
     return detector
 
 
