@@ -361,6 +361,10 @@ class HatefulMemePipeline:
         ) if need in self.needs and part is None]  # fmt: skip
         if missing:
             raise ValueError(f"this model reads {sorted(self.needs)} and needs {', '.join(missing)}")
+        if "text" in self.needs:  # a tokenizer from elsewhere must be the model's vocabulary
+            from hm_hf.text.tokenizer import check_tokenizer_fits
+
+            check_tokenizer_fits(tokenizer, model)
         self.tokenizer, self.image_processor, self.fasttext_model = tokenizer, image_processor, fasttext_model
         self.detector = detector.to(self.device) if detector is not None and hasattr(detector, "to") else detector
         if self.detector is not None and hasattr(self.detector, "eval"):

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         splits = data.add_fasttext_embeddings(splits, data_args, output_dir)
     vocab_size = len(tokenizer) if tokenizer is not None else None
     model = model_loading.build_model(model_args, model_loading.build_config(model_args, vocab_size))
+    if tokenizer is not None:  # a vocabulary that does not fit the checkpoint is refused before any training
+        from hm_hf.text.tokenizer import check_tokenizer_fits
+
+        check_tokenizer_fits(tokenizer, model, model_args.tokenizer_name_or_path)
     image_processor = model_loading.load_image_processor(model_args) if "pixels" in needs else None
     if image_processor is not None and state.is_main_process:  # inference needs it beside the model
         image_processor.save_pretrained(str(output_dir))
