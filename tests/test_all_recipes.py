@@ -77,7 +77,7 @@ def test_recipe_builds_its_model_and_peft_method(recipe, checkpoints, tmp_path):
 
         model = get_peft_model(model, peft_config)
     elif peft_args.peft_method == "head_only":
-        model_loading.freeze_all_but_head(model)
+        freeze_all_but_head(model)
     trainable, _, _ = describe_trainable(model)
     if peft_args.peft_method == "none" and getattr(config, "freeze_clip", False):
         assert 0 < trainable < total  # frozen CLIP encoders: only the projections, fusion and head train

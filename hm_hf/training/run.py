@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             model_loading.save_base_model(model, output_dir)
         model = get_peft_model(model, peft_config)
     elif peft_args.peft_method == "head_only":
-        model_loading.freeze_all_but_head(model)
+        from hm_hf.peft import freeze_all_but_head
+
+        freeze_all_but_head(model)
     trainable, total, percent = describe_trainable(model)
     logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", percent)
 
