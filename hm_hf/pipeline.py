@@ -101,6 +101,8 @@ class PipelineSettings:
     ocr_lang: Tesseract language(s), e.g. "eng" or "eng+deu".
     max_pixels: images with more pixels are refused before they are decoded.
     label_names: names of the classes, class 1 being hateful for binary models.
+    trained_on_synthetic_data: the model was trained on `hm_hf.data.synthetic` data (coloured shapes and
+        made-up words), so its output on real memes means nothing; the Space says so next to the model name.
     """
 
     detector: str | None = DEFAULT_DETECTOR
@@ -121,6 +123,7 @@ class PipelineSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
     detector_feature_dtype: str = "float16"
+    trained_on_synthetic_data: bool = False
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "settings") -> "PipelineSettings":

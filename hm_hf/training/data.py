@@ -165,16 +165,17 @@ def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
     return add_text_embeddings(splits, model_path, text_column=text_columns)
 
 
-def save_inference_settings(output_dir, needs: set[str], data_args: DataArguments) -> None:
+def save_inference_settings(output_dir, needs: set[str], data_args: DataArguments, synthetic: bool = False) -> None:
     """Write `hm_hf_pipeline.json` (and copy the fastText model) so `HatefulMemePipeline` runs the trained
     model on raw memes exactly as it was fed in training: which detector and region selection made the
-    features (and their storage dtype), how many regions and tokens, whether the image text is a text pair."""
+    features (and their storage dtype), how many regions and tokens, whether the image text is a text pair,
+    and whether the training data was synthetic (`synthetic`)."""
     import shutil
 
     from hm_hf.pipeline import DEFAULT_DETECTOR, save_pipeline_config
 
     settings = {"max_regions": data_args.max_regions, "max_text_length": data_args.max_text_length,
-                "text_pair": bool(data_args.text_pair_column)}
+                "text_pair": bool(data_args.text_pair_column), "trained_on_synthetic_data": synthetic}
     if "regions" in needs:
         from hm_hf.extract.cache import FeatureCache
 

@@ -150,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         if not labelled.all() and state.is_main_process and model_args.num_labels == 2:
             _write_predictions(output_dir / f"predictions_{split_name}.csv", split["id"], probabilities)
     if state.is_main_process:
+        from hm_hf.data.synthetic import is_synthetic
+
+        synthetic = is_synthetic(data_args.data_dir)  # the card and the pipeline settings say so
         (output_dir / "all_results.json").write_text(json.dumps(all_results, indent=2, default=float))
-        data.save_inference_settings(output_dir, needs, data_args)
+        data.save_inference_settings(output_dir, needs, data_args, synthetic=synthetic)
         recipe_text = Path(extra_args.recipe).read_text() if extra_args.recipe else None
         card.write_model_card(
             output_dir,
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             total=total,
             recipe_text=recipe_text,
             command="accelerate launch recipes/train_peft.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
+            synthetic=synthetic,
         )
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()
