@@ -41,6 +41,30 @@ INFERENCE_SETTINGS = ("min_size_test", "max_size_test", "nms_thresh_test", "scor
                       "max_boxes")
 
 
+#: How `FrcnnConfig.from_reference_yaml` reads the checkpoint's config.yaml: (field, section, key); section None
+#: is the top level or MODEL. Keys are lower-case, as the demo's `Config` also answers to.
+REFERENCE_YAML_KEYS = (
+    ("depth", "resnets", "depth"), ("stem_out_channels", "resnets", "stem_out_channels"),
+    ("res2_out_channels", "resnets", "res2_out_channels"), ("num_groups", "resnets", "num_groups"),
+    ("width_per_group", "resnets", "width_per_group"), ("stride_in_1x1", "resnets", "stride_in_1x1"),
+    ("caffe_maxpool", None, "max_pool"), ("pixel_mean", None, "pixel_mean"), ("pixel_std", None, "pixel_std"),
+    ("rpn_hidden_channels", "proposal_generator", "hidden_channels"),
+    ("rpn_min_size", "proposal_generator", "min_size"),
+    ("anchor_sizes", "anchor_generator", "sizes"), ("anchor_aspect_ratios", "anchor_generator", "aspect_ratios"),
+    ("anchor_offset", "anchor_generator", "offset"),
+    ("rpn_pre_nms_topk_test", "rpn", "pre_nms_topk_test"), ("rpn_post_nms_topk_test", "rpn", "post_nms_topk_test"),
+    ("rpn_nms_thresh", "rpn", "nms_thresh"), ("rpn_bbox_reg_weights", "rpn", "bbox_reg_weights"),
+    ("num_classes", "roi_heads", "num_classes"), ("nms_thresh_test", "roi_heads", "nms_thresh_test"),
+    ("num_attributes", "roi_box_head", "num_attrs"), ("res5_halve", "roi_box_head", "res5halve"),
+    ("pooler_resolution", "roi_box_head", "pooler_resolution"),
+    ("cls_agnostic_bbox_reg", "roi_box_head", "cls_agnostic_bbox_reg"),
+    ("roi_bbox_reg_weights", "roi_box_head", "bbox_reg_weights"),
+    ("input_format", "input", "format"), ("min_size_test", "input", "min_size_test"),
+    ("max_size_test", "input", "max_size_test"), ("pad_value", None, "pad_value"),
+    ("min_boxes", None, "min_detections"), ("max_boxes", None, "max_detections"),
+)  # fmt: skip
+
+
 class DetectorFileError(ValueError):
     """A detector folder or file that cannot be used; the message names the file and what to do."""
 
@@ -248,56 +272,21 @@ class FrcnnConfig(PreTrainedConfig):
         raw = lower(raw)
         model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
 
-        def get(section, key, default):
-            for scope in (raw.get(section), model.get(section)):
+        def get(section, key, default):  # section None: MODEL, then the top level
+            for scope in ((model, raw) if section is None else (raw.get(section), model.get(section))):
                 if isinstance(scope, dict) and key in scope:
                     return scope[key]
             return default
-
-        def top(key, default):
-            return model.get(key, raw.get(key, default))
 
         def flat(v):  # [[64, 128, ...]] -> [64, 128, ...]
             return list(v[0]) if v and isinstance(v[0], (list, tuple)) else list(v)
 
         defaults = cls()
         try:
-            kwargs = dict(
-                depth=get("resnets", "depth", defaults.depth),
-                stem_out_channels=get("resnets", "stem_out_channels", defaults.stem_out_channels),
-                res2_out_channels=get("resnets", "res2_out_channels", defaults.res2_out_channels),
-                num_groups=get("resnets", "num_groups", defaults.num_groups),
-                width_per_group=get("resnets", "width_per_group", defaults.width_per_group),
-                stride_in_1x1=get("resnets", "stride_in_1x1", defaults.stride_in_1x1),
-                caffe_maxpool=top("max_pool", defaults.caffe_maxpool),
-                rpn_hidden_channels=get("proposal_generator", "hidden_channels", defaults.rpn_hidden_channels),
-                rpn_min_size=get("proposal_generator", "min_size", defaults.rpn_min_size),
-                anchor_sizes=flat(get("anchor_generator", "sizes", defaults.anchor_sizes)),
-                anchor_aspect_ratios=flat(get("anchor_generator", "aspect_ratios", defaults.anchor_aspect_ratios)),
-                anchor_offset=get("anchor_generator", "offset", defaults.anchor_offset),
-                num_classes=get("roi_heads", "num_classes", defaults.num_classes),
-                num_attributes=get("roi_box_head", "num_attrs", defaults.num_attributes),
-                res5_halve=get("roi_box_head", "res5halve", defaults.res5_halve),
-                pooler_resolution=get("roi_box_head", "pooler_resolution", defaults.pooler_resolution),
-                pooler_type="ROIPool",
-                norm_eps=defaults.norm_eps,
-                cls_agnostic_bbox_reg=get("roi_box_head", "cls_agnostic_bbox_reg", defaults.cls_agnostic_bbox_reg),
-                roi_bbox_reg_weights=get("roi_box_head", "bbox_reg_weights", defaults.roi_bbox_reg_weights),
-                pixel_mean=top("pixel_mean", defaults.pixel_mean),
-                pixel_std=top("pixel_std", defaults.pixel_std),
-                input_format=get("input", "format", defaults.input_format),
-                min_size_test=get("input", "min_size_test", defaults.min_size_test),
-                max_size_test=get("input", "max_size_test", defaults.max_size_test),
-                pad_value=top("pad_value", defaults.pad_value),
-                rpn_pre_nms_topk_test=get("rpn", "pre_nms_topk_test", defaults.rpn_pre_nms_topk_test),
-                rpn_post_nms_topk_test=get("rpn", "post_nms_topk_test", defaults.rpn_post_nms_topk_test),
-                rpn_nms_thresh=get("rpn", "nms_thresh", defaults.rpn_nms_thresh),
-                rpn_bbox_reg_weights=get("rpn", "bbox_reg_weights", defaults.rpn_bbox_reg_weights),
-                nms_thresh_test=get("roi_heads", "nms_thresh_test", defaults.nms_thresh_test),
-                score_threshold=0.0,
-                min_boxes=top("min_detections", defaults.min_boxes),
-                max_boxes=top("max_detections", defaults.max_boxes),
-            )
+            kwargs = {field: get(section, key, getattr(defaults, field)) for field, section, key in REFERENCE_YAML_KEYS}
+            for field in ("anchor_sizes", "anchor_aspect_ratios"):
+                kwargs[field] = flat(kwargs[field])
+            kwargs.update(pooler_type="ROIPool", score_threshold=0.0)  # what the demo uses (see above)
             kwargs.update(overrides)
             return cls(**kwargs)
         except (TypeError, ValueError, IndexError, KeyError) as err:
