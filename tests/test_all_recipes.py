@@ -11,6 +11,7 @@ import hm_hf  # noqa: F401
 from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
 from hm_hf.models.vilbert import HmVilbertConfig, HmVilbertForHatefulMemes
 from hm_hf.models.visual_bert import HmVisualBertConfig, HmVisualBertForHatefulMemes
+from hm_hf.peft import freeze_all_but_head
 from hm_hf.peft.params import describe_trainable
 from hm_hf.training import model_loading
 from hm_hf.training.arguments import parse_recipe
