@@ -85,9 +85,11 @@ class PipelineSettings:
 
     detector: detector folder / Hub id for region models, or ``"synthetic"`` (see the module docstring);
         a relative path is read inside the model folder first.
-    detector_min_boxes / detector_max_boxes / detector_score_threshold / detector_min_size /
-        detector_max_size: the detector's region selection and resize, as used for the training features
-        (None: the detector's own config).
+    detector_min_boxes / detector_max_boxes / detector_score_threshold / detector_nms_thresholds /
+        detector_min_size / detector_max_size: the detector's region selection and resize, as used for the
+        training features (None: the detector's own config).
+    detector_feature_dtype: the training features' storage dtype ("float16" or "float32"); detected
+        features are rounded to it, so the model reads them as it read its training features.
     max_regions / max_text_length: as in training (the recipe's `max_regions`, `max_text_length`).
     text_pair: for models trained with a text pair (MMHS150K: tweet text + `img_text`): the OCR'd image
         text becomes the pair and the given text the first segment.
@@ -99,12 +101,15 @@ class PipelineSettings:
     ocr_lang: Tesseract language(s), e.g. "eng" or "eng+deu".
     max_pixels: images with more pixels are refused before they are decoded.
     label_names: names of the classes, class 1 being hateful for binary models.
+    trained_on_synthetic_data: the model was trained on `hm_hf.data.synthetic` data (coloured shapes and
+        made-up words), so its output on real memes means nothing; the Space says so next to the model name.
     """
 
     detector: str | None = DEFAULT_DETECTOR
     detector_min_boxes: int | None = None
     detector_max_boxes: int | None = None
     detector_score_threshold: float | None = None
+    detector_nms_thresholds: list[float] | None = None
     detector_min_size: int | None = None
     detector_max_size: int | None = None
     max_regions: int = 100
@@ -117,6 +122,8 @@ class PipelineSettings:
     ocr_lang: str = "eng"
     max_pixels: int = DEFAULT_MAX_PIXELS
     label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
+    detector_feature_dtype: str = "float16"
+    trained_on_synthetic_data: bool = False
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "settings") -> "PipelineSettings":
@@ -357,6 +364,10 @@ class HatefulMemePipeline:
         ) if need in self.needs and part is None]  # fmt: skip
         if missing:
             raise ValueError(f"this model reads {sorted(self.needs)} and needs {', '.join(missing)}")
+        if "text" in self.needs:  # a tokenizer from elsewhere must be the model's vocabulary
+            from hm_hf.text.tokenizer import check_tokenizer_fits
+
+            check_tokenizer_fits(tokenizer, model)
         self.tokenizer, self.image_processor, self.fasttext_model = tokenizer, image_processor, fasttext_model
         self.detector = detector.to(self.device) if detector is not None and hasattr(detector, "to") else detector
         if self.detector is not None and hasattr(self.detector, "eval"):
@@ -517,8 +528,9 @@ class HatefulMemePipeline:
             with torch.inference_mode():
                 detected = self.detector.extract(images, **resize)
             for row, regions in zip(rows, detected):
+                features = regions.features.float().cpu().numpy()  # as the training cache stored them:
                 row.update(
-                    region_features=regions.features.float().cpu().numpy(),
+                    region_features=features.astype(self.settings.detector_feature_dtype),
                     boxes=regions.boxes.float().cpu().numpy(),
                     image_width=regions.image_width,
                     image_height=regions.image_height,
@@ -610,11 +622,9 @@ def _load_detector(path: str, options: PipelineSettings, config):
             "detector=<folder or Hub id> of the Faster R-CNN that made the training features (unc-nlp/frcnn-vg-"
             "finetuned for real data; 'synthetic' for models trained on the synthetic data set)"
         ) from None
-    cfg = detector.config
-    for key in ("min_boxes", "max_boxes", "score_threshold"):
-        value = getattr(options, f"detector_{key}")
-        if value is not None:
-            setattr(cfg, key, value)
+    detector.config.update_inference(min_boxes=options.detector_min_boxes, max_boxes=options.detector_max_boxes,
+                                     score_threshold=options.detector_score_threshold,
+                                     nms_thresh_test=options.detector_nms_thresholds)
     return detector
 
 

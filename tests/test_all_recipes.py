@@ -11,6 +11,7 @@ import hm_hf  # noqa: F401
 from hm_hf.models.uniter import HmUniterConfig, HmUniterForHatefulMemes
 from hm_hf.models.vilbert import HmVilbertConfig, HmVilbertForHatefulMemes
 from hm_hf.models.visual_bert import HmVisualBertConfig, HmVisualBertForHatefulMemes
+from hm_hf.peft import freeze_all_but_head
 from hm_hf.peft.params import describe_trainable
 from hm_hf.training import model_loading
 from hm_hf.training.arguments import parse_recipe
@@ -77,7 +78,7 @@ def test_recipe_builds_its_model_and_peft_method(recipe, checkpoints, tmp_path):
 
         model = get_peft_model(model, peft_config)
     elif peft_args.peft_method == "head_only":
-        model_loading.freeze_all_but_head(model)
+        freeze_all_but_head(model)
     trainable, _, _ = describe_trainable(model)
     if peft_args.peft_method == "none" and getattr(config, "freeze_clip", False):
         assert 0 < trainable < total  # frozen CLIP encoders: only the projections, fusion and head train

@@ -38,7 +38,8 @@ def reference_layout() -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of `unc-nlp/frcnn-vg-finetuned`, derived from its architecture.
 
     R101-C4 (res2-res4: 3, 4, 23 bottleneck blocks, widths 64/256 doubling per stage, batch norms with
-    running stats), RPN with a 512-channel hidden conv and 15 anchors (5 sizes x 3 ratios), res5 (3 blocks,
+    running stats), RPN with a 512-channel hidden conv and 12 anchors (sizes 64, 128, 256, 512 x 3 ratios:
+    the tensors the reference code builds from the checkpoint's config), res5 (3 blocks,
     1024 -> 2048) in the RoI head, and the box predictor: 1600 classes + background, class-specific box
     deltas, and the attribute head (class embedding 256, fc 2304 -> 512, 400 attributes + none).
     """
@@ -63,12 +64,12 @@ def reference_layout() -> dict[str, tuple[int, ...]]:
         for i in range(blocks):
             block(f"backbone.{stage}.{i}", in_channels if i == 0 else out_channels, bottleneck, out_channels)
         in_channels = out_channels
-    shapes["proposal_generator.anchor_generator.cell_anchors.0"] = (15, 4)
+    shapes["proposal_generator.anchor_generator.cell_anchors.0"] = (12, 4)
     rpn = "proposal_generator.rpn_head"
     shapes.update({
         f"{rpn}.conv.weight": (512, 1024, 3, 3), f"{rpn}.conv.bias": (512,),
-        f"{rpn}.objectness_logits.weight": (15, 512, 1, 1), f"{rpn}.objectness_logits.bias": (15,),
-        f"{rpn}.anchor_deltas.weight": (60, 512, 1, 1), f"{rpn}.anchor_deltas.bias": (60,),
+        f"{rpn}.objectness_logits.weight": (12, 512, 1, 1), f"{rpn}.objectness_logits.bias": (12,),
+        f"{rpn}.anchor_deltas.weight": (48, 512, 1, 1), f"{rpn}.anchor_deltas.bias": (48,),
     })  # fmt: skip
     for i in range(3):
         block(f"roi_heads.res5.{i}", 1024 if i == 0 else 2048, 512, 2048)
@@ -98,7 +99,11 @@ def test_default_state_dict_is_the_reference_layout():
     result = model.load_state_dict(checkpoint, strict=True, assign=True)
     assert not result.missing_keys and not result.unexpected_keys
     assert model.config.region_feature_dim == 2048
-    assert (model.config.min_size_test, model.config.max_size_test) == (600, 1000)
+    # The checkpoint's own inference settings (its config.yaml, as the LXMERT demo runs it).
+    assert (model.config.min_size_test, model.config.max_size_test) == (800, 1333)
+    assert (model.config.min_boxes, model.config.max_boxes, model.config.nms_thresh_test) == (36, 36, [0.5, 0.6, 0.7])
+    cells = model.proposal_generator.anchor_generator.compute_cell_anchors()
+    assert sorted({round(float((c[2] - c[0]) * (c[3] - c[1])) ** 0.5) for c in cells}) == [64, 128, 256, 512]
 
 
 # --------------------------------------------------------------------------------------- tiny detector
@@ -197,7 +202,7 @@ def test_loads_the_reference_checkpoint_layout(tmp_path):
         "RESNETS": {"DEPTH": 50, "STEM_OUT_CHANNELS": 8, "RES2_OUT_CHANNELS": 16, "WIDTH_PER_GROUP": 4,
                     "NUM_GROUPS": 1, "STRIDE_IN_1X1": True, "NORM": "BN", "OUT_FEATURES": ["res4"]},
         "PROPOSAL_GENERATOR": {"HIDDEN_CHANNELS": 16, "MIN_SIZE": 0},
-        "ANCHOR_GENERATOR": {"SIZES": [[32, 64, 128, 256, 512]], "ASPECT_RATIOS": [[0.5, 1.0, 2.0]], "OFFSET": 0.0},
+        "ANCHOR_GENERATOR": {"SIZES": [[64, 128, 256, 512]], "ASPECT_RATIOS": [[0.5, 1.0, 2.0]], "OFFSET": 0.0},
         "RPN": {"NMS_THRESH": 0.7, "PRE_NMS_TOPK_TEST": 6000, "POST_NMS_TOPK_TEST": 300},
         "ROI_HEADS": {"NUM_CLASSES": 20, "SCORE_THRESH_TEST": 0.2},
         "ROI_BOX_HEAD": {"NUM_ATTRS": 7, "RES5HALVE": False, "POOLER_RESOLUTION": 14, "POOLER_TYPE": "ROIPool",
@@ -313,7 +318,7 @@ def test_cache_contents_and_source(setup):
     with pytest.raises(FeatureCacheError):
         extract_features("hmd", root / "hmd", root / "clean", model=root / "model", min_boxes=4, max_boxes=8,
                          progress=False)  # fmt: skip
-    assert cli(runner_args(root, root / "clean", "--fixed-boxes", "36")) == 2
+    assert cli(runner_args(root, root / "clean", "--nms-thresholds", "0.4")) == 2
 
 
 def test_fixed_boxes_and_fallback_counted(setup, tmp_path):

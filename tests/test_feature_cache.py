@@ -15,7 +15,8 @@ def test_write_read_and_fingerprint(tmp_path):
     cache.write_shard("a", {"1": _regions(3), "2": _regions(5, 1)})
     assert FeatureCache(tmp_path).ids() == {"1", "2"}
     got = FeatureCache(tmp_path).get(2)
-    np.testing.assert_array_equal(got.features, _regions(5, 1).features)
+    assert got.features.dtype == np.float16  # the default storage
+    np.testing.assert_array_equal(got.features, _regions(5, 1).features.astype(np.float16))
     assert (got.image_width, got.image_height) == (640, 480) and got.object_scores is None
     assert got.object_ids.tolist() == list(range(5))
     full = cache.fingerprint()
@@ -34,3 +35,34 @@ def test_errors_name_the_problem(tmp_path):
         FeatureCache.create(tmp_path, {"name": "b"})
     with pytest.raises(FeatureCacheError, match="boxes"):
         RegionFeatures(np.zeros((3, 2048)), np.zeros((2, 4)), 1, 1)
+
+
+def test_float32_storage_keeps_the_features_exactly(tmp_path):
+    cache = FeatureCache.create(tmp_path, {"name": "test"}, feature_dtype="float32")
+    cache.write_shard("a", {"1": _regions(3)})
+    got = FeatureCache(tmp_path).get("1")
+    assert FeatureCache(tmp_path).feature_dtype == "float32" and got.features.dtype == np.float32
+    np.testing.assert_array_equal(got.features, _regions(3).features)
+    with pytest.raises(FeatureCacheError, match="stores float32 features, not float16"):
+        FeatureCache.create(tmp_path, {"name": "test"})  # resuming with the other dtype is refused
+    with pytest.raises(FeatureCacheError, match="feature_dtype"):
+        FeatureCache.create(tmp_path / "x", {"name": "test"}, feature_dtype="bfloat16")
+
+
+def test_the_builder_and_collator_keep_float32_features(tmp_path):
+    from hm_hf.data.collator import MemeCollator
+    from hm_hf.data.loading import load_hmd
+    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.data.torch_dataset import RegionRowsDataset
+
+    memes = make_hmd(tmp_path / "hmd", splits={"train": 3}, image_size=(64, 48))
+    cache = FeatureCache.create(tmp_path / "features", {"name": "test"}, feature_dtype="float32")
+    cache.write_shard("a", {str(m.id): _regions(2, seed=m.id) for m in memes["train"]})
+    splits = load_hmd(tmp_path / "hmd", cache_dir=tmp_path / "cache", config_name="regions",
+                      feature_cache=tmp_path / "features")
+    assert splits["train"].features["region_features"].dtype == "float32"  # Array2D follows the cache
+    rows = RegionRowsDataset(splits["train"]).__getitems__([0, 1])
+    assert rows[0]["region_features"].dtype == np.float32
+    batch = MemeCollator(use_regions=True)(rows)
+    expected = _regions(2, seed=int(splits["train"]["id"][0])).features
+    np.testing.assert_array_equal(batch["visual_embeds"][0].numpy(), expected)  # not rounded through float16

@@ -283,3 +283,38 @@ def test_bfloat16_weights_take_float32_batches():
     with torch.no_grad():
         out = m(**make_batch())
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits.float()).all()
+
+
+def test_text_is_token_type_0_also_for_a_text_pair(model):
+    """As ChenRocks/UNITER: text embeddings use type 0 throughout (its txt_type_ids default to zeros), type 1
+    is the regions'; a BERT tokenizer's pair segments (type 1 for the second text) change nothing."""
+    batch = make_batch()
+    pair = batch["token_type_ids"].clone()
+    pair[:, 3:] = 1  # what bert-base-cased's tokenizer returns for [CLS] a [SEP] b [SEP]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        single = model.uniter(**inputs).last_hidden_state
+        paired = model.uniter(**{**inputs, "token_type_ids": pair}).last_hidden_state
+        torch.testing.assert_close(paired, single, rtol=0, atol=0)
+        emb = model.uniter.embeddings
+        ids = batch["input_ids"]
+        by_hand = emb.LayerNorm(emb.word_embeddings(ids) + emb.position_embeddings.weight[: ids.shape[1]]
+                                + emb.token_type_embeddings.weight[0])
+        torch.testing.assert_close(emb(input_ids=ids, token_type_ids=None), by_hand)
+
+
+def test_a_tokenizer_that_does_not_fit_the_embeddings_is_refused_with_the_one_to_use(tmp_path):
+    from transformers import BertTokenizerFast
+
+    from hm_hf.text.tokenizer import TokenizerMismatchError, check_tokenizer_fits
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab))
+    tokenizer = BertTokenizerFast(str(tmp_path / "vocab.txt"))  # 100 tokens
+    with torch.device("meta"):
+        uniter_base = HmUniterForHatefulMemes(HmUniterConfig())  # UNITER-base: bert-base-cased's 28,996 rows
+    with pytest.raises(TokenizerMismatchError, match=r"28,996 rows.*tokenizer_name_or_path: bert-base-cased"):
+        check_tokenizer_fits(tokenizer, uniter_base, "bert-base-uncased")
+    check_tokenizer_fits(tokenizer, HmUniterForHatefulMemes(tiny_config(vocab_size=100)))  # fits: no error
+    with pytest.raises(TokenizerMismatchError, match="IndexError"):
+        check_tokenizer_fits(tokenizer, HmUniterForHatefulMemes(tiny_config(vocab_size=60)))

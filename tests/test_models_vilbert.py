@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -333,7 +336,9 @@ def test_converter_cli_writes_a_loadable_folder(tmp_path):
                                        '"t_biattention_id": [1, 2]}')
     for src in ("vilbert.safetensors", "vilbert.bin"):
         out = tmp_path / ("out_" + src)
-        assert convert_cli([str(tmp_path / src), str(out), "--config", str(tmp_path / "cfg.json")]) == 0
+        # MMF's `model.` names and vilbert-multi-task's task heads both: the origin must be said
+        assert convert_cli([str(tmp_path / src), str(out), "--config", str(tmp_path / "cfg.json"),
+                            "--origin", "mmf"]) == 0
         m = HmVilbertForHatefulMemes.from_pretrained(out)
         torch.testing.assert_close(m.bert.v_pooler.dense.weight, foreign["model.bert.v_pooler.dense.weight"])
         assert m.config.v_hidden_size == 24 and m.config.num_hidden_layers == 3
@@ -341,3 +346,63 @@ def test_converter_cli_writes_a_loadable_folder(tmp_path):
     converted, _ = convert_vilbert_state_dict(foreign)
     with pytest.raises(ValueError, match="co-attention"):
         config_from_state_dict(converted)
+
+
+def _only(origin: str, cfg: HmVilbertConfig) -> dict[str, torch.Tensor]:
+    """The test state dict as one code base writes it: MMF's `model.` names without vilbert-multi-task's task
+    heads and task-token embedding, or vilbert-multi-task's bare names with them."""
+    from hm_hf.models.vilbert.convert_vilbert_checkpoint import _MULTI_TASK_KEYS
+
+    if origin == "mmf":
+        return {k: v for k, v in mmf_state_dict(cfg).items() if not _MULTI_TASK_KEYS.match(k[len("model."):])}
+    return mmf_state_dict(cfg, prefix="")
+
+
+ORIGIN_CONFIG = '{"num_attention_heads": 2, "v_num_attention_heads": 2, "bi_num_attention_heads": 2, ' \
+                '"v_biattention_id": [0, 1], "t_biattention_id": [1, 2]}'
+
+
+def test_converted_checkpoints_see_the_visual_input_of_their_origin(tmp_path, capsys):
+    """MMF's ViLBERT (hateful memes, classification) feeds the regions alone; vilbert-multi-task's reader
+    prepends the mean region with box (0, 0, 1, 1, 1). The converter reads which one from the file."""
+    cfg = tiny_config()
+    (tmp_path / "cfg.json").write_text(ORIGIN_CONFIG)
+    files = {
+        "mmf": (_only("mmf", cfg), False),  # MMF model zoo / training: model.bert.*, model.classifier.*
+        "multi_task_bin": (_only("vilbert-multi-task", cfg), True),  # pytorch_model_N.bin with task heads
+        "multi_task_tar": ({"model_state_dict": _only("vilbert-multi-task", cfg), "global_step": 3}, True),
+    }
+    for name, (content, global_token) in files.items():
+        torch.save(content, tmp_path / f"{name}.bin")
+        out = tmp_path / f"out_{name}"
+        assert convert_cli([str(tmp_path / f"{name}.bin"), str(out), "--config", str(tmp_path / "cfg.json")]) == 0
+        model = HmVilbertForHatefulMemes.from_pretrained(out).eval()
+        assert model.config.add_global_image_token is global_token, name
+        note = json.loads((out / "conversion.json").read_text())
+        assert note["origin"] == ("mmf" if name == "mmf" else "vilbert-multi-task")
+        b = batch()
+        embeds, locations, mask = model.bert._visual_inputs(b["visual_embeds"], b["visual_boxes"],
+                                                             b["visual_attention_mask"])
+        assert embeds.shape[1] == b["visual_embeds"].shape[1] + int(global_token)
+        if not global_token:  # exactly the regions, as MMF's ViLBERT reads image_feature_0
+            torch.testing.assert_close(embeds, b["visual_embeds"])
+    # A bare pre-trained state dict (bert.* + cls.*) does not say: refused, with the flag to use.
+    bare = {k: v for k, v in _only("vilbert-multi-task", cfg).items() if not k.startswith(("vil_", "bert.embeddings.task"))}
+    torch.save(bare, tmp_path / "bare.bin")
+    assert convert_cli([str(tmp_path / "bare.bin"), str(tmp_path / "out_bare"), "--config",
+                        str(tmp_path / "cfg.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--origin mmf" in err and "Traceback" not in err and not (tmp_path / "out_bare").exists()
+    assert convert_cli([str(tmp_path / "bare.bin"), str(tmp_path / "out_bare"), "--config",
+                        str(tmp_path / "cfg.json"), "--origin", "mmf"]) == 0
+    assert HmVilbertForHatefulMemes.from_pretrained(tmp_path / "out_bare").config.add_global_image_token is False
+
+
+def test_the_vilbert_recipes_use_mmfs_visual_input():
+    from hm_hf.training.arguments import parse_overrides, parse_recipe
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "vilbert").rglob("config_*.yaml"))
+    assert len(recipes) == 6
+    for recipe in recipes:
+        model_args, *_ = parse_recipe([str(recipe)])
+        assert parse_overrides(model_args.config_overrides).get("add_global_image_token") is False, recipe

@@ -305,3 +305,40 @@ def test_peft_params_cli_reproduces_the_papers_visual_bert_counts(capsys):
     assert cli(["hm_visual_bert", "--method", "lora", "--set", "num_hidden_layers=2", "--peft", "r=4"]) == 0
     # LoRA r=4 on query/value of 2 layers: 2 x 2 x (768*4 + 4*768) + head
     assert f"trainable params: {2 * 2 * 2 * 768 * 4 + 593_666:,d}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------ head
+@pytest.mark.parametrize("model_type", ["hm_concat", "hm_visual_bert", "hm_uniter", "hm_vilbert", "hm_clip"])
+def test_head_only_training_and_peft_params_count_the_same_head(model_type):
+    """One definition of "head": `peft_method: head_only` trains what `hm-hf peft-params --method head` counts,
+    i.e. every parameter of `head_modules` (the classifier; Concat's and CLIP's projections and fusion too)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from hm_hf.peft import freeze_all_but_head, head_modules
+    from hm_hf.peft.params import count_for
+
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(model_type))
+    heads = freeze_all_but_head(model)
+    trainable, _, _ = describe_trainable(model)
+    assert heads == head_modules(model) and trainable == count_for(model_type, "head")[0]
+    by_module = sum(p.numel() for n, m in model.named_modules() if n.rsplit(".", 1)[-1] in heads
+                    for p in m.parameters())
+    assert trainable == by_module > 0
+    expected = {"hm_visual_bert": 593_666, "hm_vilbert": 1_053_698}  # the PE paper's head-only counts
+    if model_type in expected:
+        assert trainable == expected[model_type]
+
+
+def test_an_untested_peft_version_is_a_named_error(monkeypatch):
+    import peft
+
+    from hm_hf.peft.enum_patch import TESTED_PEFT_VERSIONS, UntestedPeftVersionError, check_peft_version, ensure_peft_type
+
+    low, high = TESTED_PEFT_VERSIONS
+    assert low <= check_peft_version() < high  # the installed one is tested
+    assert str(check_peft_version("0.18.0")) == "0.18.0" and str(check_peft_version("0.21.2")) == "0.21.2"
+    for version in ("0.17.1", "0.22.0", "1.0.0", "0.22.0.dev0"):
+        monkeypatch.setattr(peft, "__version__", version)
+        with pytest.raises(UntestedPeftVersionError, match=rf"peft {version} is installed.*pip install 'peft>=0\.18\.0,<0\.22'"):
+            ensure_peft_type()

@@ -235,14 +235,15 @@ def test_region_model_with_a_saved_faster_rcnn(world, tmp_path):
     folder = tmp_path / "model"
     texts = [m.text for m in world["memes"]["train"]]
     model, tokenizer = build_tiny_model(folder, texts, visual_dim=detector.config.region_feature_dim,
-                                        detector="detector", detector_max_boxes=5)
+                                        detector="detector", detector_max_boxes=5, detector_nms_thresholds=[0.4, 0.8])
     detector.save_pretrained(str(folder / "detector"))  # relative: read inside the model folder
     pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
     assert isinstance(pipe.detector, FrcnnForRegionFeatures) and pipe.detector.config.max_boxes == 5
+    assert pipe.detector.config.nms_thresh_test == [0.4, 0.8]  # the training features' NMS sweep
     meme = world["dev"][2]
     result = pipe(world["image"](meme), texts=meme.text)
     reference = FrcnnForRegionFeatures.from_pretrained(str(folder / "detector")).eval()
-    reference.config.max_boxes = 5
+    reference.config.update_inference(max_boxes=5, nms_thresh_test=[0.4, 0.8])
     regions = reference.extract([Image.open(world["image"](meme)).convert("RGB")])[0]
     assert len(result["regions"]) == regions.num_boxes <= 5
     assert result["probability"] == pytest.approx(direct_probability(model, tokenizer, meme.text, regions), abs=1e-5)

@@ -47,3 +47,26 @@ def test_config_overrides():
         "hidden_size": 64, "num_hidden_layers": 2, "hidden_act": "gelu"}
     with pytest.raises(RecipeError, match="key=value"):
         parse_overrides("hidden_size")
+
+
+def test_every_recipe_names_the_tokenizer_its_checkpoint_was_trained_with():
+    """UNITER-base was pre-trained with bert-base-cased (28,996 ids; ChenRocks/UNITER's prepro --toker),
+    VisualBERT and ViLBERT with bert-base-uncased (30,522): the recipe's tokenizer must be that vocabulary."""
+    from transformers import AutoConfig
+
+    import hm_hf  # noqa: F401
+    from hm_hf.text.tokenizer import KNOWN_VOCABULARIES
+    from hm_hf.training.model_loading import HF_MODEL_TYPES
+
+    vocabulary_of = {name: size for size, name in KNOWN_VOCABULARIES.items()}
+    checked = 0
+    for recipe in sorted((ROOT / "recipes").rglob("config_*.yaml")):
+        model, *_ = parse_recipe([str(recipe)])
+        if not model.tokenizer_name_or_path or model.model_type in ("concat", "clip"):
+            continue
+        vocab_size = AutoConfig.for_model(HF_MODEL_TYPES[model.model_type]).vocab_size  # the checkpoint's layout
+        assert vocabulary_of.get(model.tokenizer_name_or_path) == vocab_size, recipe
+        checked += 1
+    assert checked >= 15
+    uniter = [r for r in (ROOT / "recipes" / "uniter").rglob("*.yaml")]
+    assert uniter and all("tokenizer_name_or_path: bert-base-cased" in r.read_text() for r in uniter)

@@ -138,6 +138,31 @@ def test_default_model_runs_offline_with_the_synthetic_detector(app_module, spac
     assert 0.0 <= pipe(str(example_paths()[0]), texts="a caption")["probability"] <= 1.0
 
 
+def test_a_model_trained_on_synthetic_data_says_so_next_to_its_name(app_module, space_model, tmp_path):
+    """The model folder records it (hm_hf_pipeline.json, written by training); the page shows it."""
+    import json
+    import shutil
+
+    from hm_hf.pipeline import PIPELINE_CONFIG_NAME
+
+    folder = tmp_path / "synthetic-model"
+    shutil.copytree(space_model, folder)
+    settings = json.loads((folder / PIPELINE_CONFIG_NAME).read_text())
+    (folder / PIPELINE_CONFIG_NAME).write_text(json.dumps({**settings, "trained_on_synthetic_data": True}))
+    pipe = app_module.load_pipeline(str(folder), device="cpu")
+    line = app_module.model_line(pipe, "org/tiny")
+    assert line.startswith("Model: `org/tiny`") and "synthetic data" in line and "means nothing" in line
+    demo = app_module.build_demo(pipe, model_name="org/tiny")
+    shown = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert line in shown
+    example = {"path": str(example_paths()[0])}
+    assert "means nothing" in app_module.MemeApp(pipe).classify(example, "a caption")[2]
+    # A model trained on real data shows its name alone.
+    real = app_module.load_pipeline(str(space_model), device="cpu")
+    assert app_module.model_line(real, "org/tiny") == "Model: `org/tiny`"
+    assert "means nothing" not in app_module.MemeApp(real).classify(example, "a caption")[2]
+
+
 def test_missing_default_model_is_a_clear_message(app_module, monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("HM_HF_MODEL", raising=False)
     assert app_module.main(["--model", str(tmp_path / "outputs/synthetic-tiny")]) == 2

@@ -72,11 +72,15 @@ def test_tiny_recipe_end_to_end(trained):
     assert lines[0] == "id,proba,label" and len(lines) == 9
     card = (output_dir / "README.md").read_text()
     assert card.startswith("---\n") and "model-index" in card and "library_name: transformers" in card
-    assert "![roc curve dev seen](roc_curve_dev_seen.png)" in card and "Content warning" in card
+    assert "![roc curve dev seen](roc_curve_dev_seen.png)" in card
+    # The data folder is hm_hf's synthetic set: the card says so, and names no real data set.
+    assert "Trained on synthetic data" in card and "synthetic-data" in card and "Content warning" not in card
+    assert "facebook/hateful_memes" not in card and "synthetic Hateful-Memes-format data" in card
     assert (output_dir / "roc_curve_dev_seen.png").stat().st_size > 1000
     assert (output_dir / "confusion_matrix_dev_seen.png").stat().st_size > 1000
     pipeline_settings = json.loads((output_dir / "hm_hf_pipeline.json").read_text())
     assert pipeline_settings["detector"] == "synthetic" and pipeline_settings["max_regions"] == 16
+    assert pipeline_settings["trained_on_synthetic_data"] is True
 
 
 def test_saved_folder_reloads_and_predicts_the_same(trained, data):

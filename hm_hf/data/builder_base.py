@@ -143,6 +143,9 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         features = dict(self._base_features())
         if self.config.name == "regions":
             features.update(REGION_FEATURES)
+            if self.feature_cache is not None:  # stored as the cache stores them (float16, or float32)
+                features["region_features"] = datasets.Array2D(shape=(None, FEATURE_DIM),
+                                                               dtype=self.feature_cache.feature_dtype)
         return datasets.DatasetInfo(description=(self.__doc__ or "").strip().split("\n")[0],
                                     features=datasets.Features(features))
 

@@ -100,11 +100,14 @@ class MemeCollator:
         # Features are padded in float16 by numpy, then (region_dtype float32) converted by torch in one
         # call: numpy's fp16 -> fp32 conversion costs ~5x more. The conversion is still ~90% of this method's
         # time at 100 regions x 2048, hence region_dtype="float16" for mixed-precision training.
-        features = [_as_array(row["region_features"], np.float16)[: self.max_regions] for row in rows]
+        # A float32 feature cache stays float32 up to `region_dtype`; float16 ones are padded in float16.
+        stored = np.float32 if any(getattr(row["region_features"], "dtype", None) == np.float32 for row in rows) \
+            else np.float16
+        features = [_as_array(row["region_features"], stored)[: self.max_regions] for row in rows]
         boxes = [_as_array(row["boxes"], np.float32)[: self.max_regions] for row in rows]
         num_regions = max(len(f) for f in features)
         dim = next((f.shape[1] for f in features if f.ndim == 2), 2048)
-        visual_embeds = np.zeros((len(rows), num_regions, dim), dtype=np.float16)
+        visual_embeds = np.zeros((len(rows), num_regions, dim), dtype=stored)
         visual_boxes = np.zeros((len(rows), num_regions, 4), dtype=np.float32)
         mask = np.zeros((len(rows), num_regions), dtype=np.int64)
         for i, (row, feats, bxs) in enumerate(zip(rows, features, boxes)):

@@ -13,7 +13,8 @@ training split also holds memes outside such pairs (as HMD's does), which gives 
 `write_region_features` writes what a detector would give for these images (the drawn objects' boxes
 and one 2048-d vector per region that encodes the object's kind, plus noise) into a real feature cache,
 so region models can be trained end to end without running a detector. These features are synthetic
-and are recorded as such in the cache.
+and are recorded as such in the cache; the data folder itself carries `SYNTHETIC_MARKER`, so whatever is
+trained on it (model card, `hm_hf_pipeline.json`, the Space) says it was trained on synthetic data.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+SYNTHETIC_MARKER = "hm_hf_synthetic.json"  # in every folder written here; see `is_synthetic`
 HMD_SPLITS = {"train": 160, "dev_seen": 40, "dev_unseen": 40, "test_seen": 40, "test_unseen": 40}
 HMD_UNLABELED = ("test_seen", "test_unseen")  # as first released: no `label` field
 MMHS_SPLITS = {"train": 160, "val": 40, "test": 40}
@@ -145,6 +147,18 @@ def _write_lines(path: Path, rows) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
+def _mark_synthetic(out_dir: Path, dataset: str, seed: int) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    note = {"generator": "hm_hf.data.synthetic", "dataset": dataset, "seed": seed,
+            "content": "coloured shapes and made-up words in the on-disk format of the real data set; no real memes"}
+    (out_dir / SYNTHETIC_MARKER).write_text(json.dumps(note, indent=1) + "\n", encoding="utf-8")
+
+
+def is_synthetic(data_dir) -> bool:
+    """Whether `data_dir` was written by this module (it holds `SYNTHETIC_MARKER`) rather than downloaded."""
+    return data_dir is not None and (Path(data_dir) / SYNTHETIC_MARKER).is_file()
+
+
 def make_hmd(
     out_dir,
     splits: dict[str, int] | None = None,
@@ -156,9 +170,11 @@ def make_hmd(
     """Write a Hateful-Memes-format folder (`layout="mmf"` for MMF's defaults/ layout); return the memes.
 
     Files: `img/NNNNN.png` (id zero-padded to 5 digits), `<split>.jsonl` with `id` (int), `img`, `text`
-    and `label` (left out for the `unlabeled` splits, as the test sets were first released).
+    and `label` (left out for the `unlabeled` splits, as the test sets were first released), and
+    `SYNTHETIC_MARKER`.
     """
     out_dir = Path(out_dir)
+    _mark_synthetic(out_dir, "hmd", seed)
     memes = _generate(splits or HMD_SPLITS, seed, start_id=1)
     image_dir = out_dir / ("defaults/images/img" if layout == "mmf" else "img")
     annotation_dir = out_dir / "defaults/annotations" if layout == "mmf" else out_dir
@@ -187,9 +203,11 @@ def make_mmhs(
 
     Files: `MMHS150K_GT.json`, `img_resized/<id>.jpg`, `img_txt/<id>.json` for a fraction of the
     images (OCR found text only there), `splits/{train,val,test}_ids.txt`. The caption is the tweet text;
-    the binary label is carried by the three annotator codes (hate iff at least 2 of 3 are > 0).
+    the binary label is carried by the three annotator codes (hate iff at least 2 of 3 are > 0). Plus
+    `SYNTHETIC_MARKER`.
     """
     out_dir = Path(out_dir)
+    _mark_synthetic(out_dir, "mmhs", seed)
     memes = _generate(splits or MMHS_SPLITS, seed, start_id=1_000_000_000_000_000_000)
     (out_dir / "img_resized").mkdir(parents=True, exist_ok=True)
     (out_dir / "img_txt").mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,9 @@ writer (the extractor, the importers) and every reader (the dataset builders) go
 
 Layout::
 
-    <cache>/cache_info.json              which extractor / importer and settings made the cache
-    <cache>/shard-<tag>.safetensors      tensors "<id>/features" (N x 2048 float16), "<id>/boxes"
+    <cache>/cache_info.json              which extractor / importer and settings made the cache, and the
+                                         features' storage dtype ("feature_dtype": float16, or float32)
+    <cache>/shard-<tag>.safetensors      tensors "<id>/features" (N x 2048, that dtype), "<id>/boxes"
                                          (N x 4 float32, x1 y1 x2 y2 in pixels of the original image),
                                          "<id>/image_size" (int32 [width, height]) and optionally
                                          "<id>/object_ids", "<id>/object_scores", "<id>/attribute_ids"
@@ -33,6 +34,7 @@ SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".safetensors"
 FEATURE_DIM = 2048
 OPTIONAL_FIELDS = ("object_ids", "object_scores", "attribute_ids")
+FEATURE_DTYPES = ("float16", "float32")  # float16 halves disk and memory; float32 keeps the detector's output
 
 
 class FeatureCacheError(ValueError):
@@ -43,7 +45,7 @@ class FeatureCacheError(ValueError):
 class RegionFeatures:
     """The regions of one image."""
 
-    features: np.ndarray  # (N, 2048) float16
+    features: np.ndarray  # (N, 2048) float16 or float32 (other dtypes become float32); stored as the cache's dtype
     boxes: np.ndarray  # (N, 4) float32, pixels of the original image
     image_width: int
     image_height: int
@@ -52,7 +54,9 @@ class RegionFeatures:
     attribute_ids: np.ndarray | None = None  # (N,) int64
 
     def __post_init__(self):
-        self.features = np.asarray(self.features, dtype=np.float16)
+        self.features = np.asarray(self.features)
+        if self.features.dtype not in (np.float16, np.float32):
+            self.features = self.features.astype(np.float32)
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
         n = self.features.shape[0]
         if self.features.ndim != 2 or self.boxes.shape != (n, 4):
@@ -107,29 +111,43 @@ class FeatureCache:
         self._handles: dict[Path, tuple[object, set[str]]] = {}  # shard -> (open handle, its keys)
 
     @classmethod
-    def create(cls, path: str | os.PathLike, source: dict) -> "FeatureCache":
+    def create(cls, path: str | os.PathLike, source: dict, feature_dtype: str = "float16") -> "FeatureCache":
         """Open the cache at `path`, creating it for `source` (the extractor/importer and its settings).
 
-        An existing cache made with other settings is an error: mixing features of two extractors in one
-        cache would silently corrupt every model trained on it.
+        `feature_dtype` ("float16" or "float32") is how the features are stored. An existing cache made with
+        other settings or another dtype is an error: mixing features of two extractors in one cache would
+        silently corrupt every model trained on it.
         """
+        if feature_dtype not in FEATURE_DTYPES:
+            raise FeatureCacheError(f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
         path = Path(path)
         info_path = path / INFO_FILE
         source = json.loads(json.dumps(source, sort_keys=True))  # normalise (tuples -> lists)
         if info_path.is_file():
-            existing = json.loads(info_path.read_text()).get("source")
-            if existing != source:
+            existing = json.loads(info_path.read_text())
+            if existing.get("source") != source:
                 raise FeatureCacheError(
-                    f"{path} was made with {existing}, not {source}; use another --output folder or delete it"
+                    f"{path} was made with {existing.get('source')}, not {source}; use another --output folder or "
+                    "delete it"
                 )
+            stored = existing.get("feature_dtype", "float16")
+            if stored != feature_dtype:
+                raise FeatureCacheError(f"{path} stores {stored} features, not {feature_dtype}; use another --output "
+                                        f"folder, or resume with --feature-dtype {stored}")
         else:
-            payload = {"format": "hm_hf.feature_cache", "version": 1, "source": source}
+            payload = {"format": "hm_hf.feature_cache", "version": 1, "source": source, "feature_dtype": feature_dtype}
             atomic_write_bytes(info_path, json.dumps(payload, indent=2, sort_keys=True).encode())
         return cls(path)
 
     @property
     def source(self) -> dict:
         return self.info.get("source", {})
+
+    @property
+    def feature_dtype(self) -> str:
+        """How the features are stored: "float16" (the default, and every cache written before the option) or
+        "float32"."""
+        return self.info.get("feature_dtype", "float16")
 
     def shard_paths(self) -> list[Path]:
         return sorted(self.path.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}"))
@@ -198,7 +216,10 @@ class FeatureCache:
             raise FeatureCacheError(f"ids already in {self.path}: {clash[:5]}; they would be stored twice")
         tensors: dict[str, np.ndarray] = {}
         for example_id, regions in records.items():
-            tensors.update(regions.to_tensors(str(example_id)))
+            stored = regions.to_tensors(str(example_id))
+            key = f"{example_id}/features"
+            stored[key] = stored[key].astype(self.feature_dtype, copy=False)
+            tensors.update(stored)
         path = self.path / f"{SHARD_PREFIX}{tag}{SHARD_SUFFIX}"
         if path.exists():
             raise FeatureCacheError(f"{path} exists already; pick a new shard tag")

@@ -4,34 +4,45 @@ The usual tools (detectron2 + py-bottom-up-attention, vqa-maskrcnn-benchmark) ar
 to install; this module needs only torch and torchvision.ops (nms, RoIPool/RoIAlign). Its parameter names
 and shapes are those of the public checkpoint `unc-nlp/frcnn-vg-finetuned`, so that checkpoint loads with
 no missing or unexpected keys (see `FrcnnForRegionFeatures.from_pretrained`, which also reads the
-checkpoint's original `config.yaml` + `pytorch_model.bin` layout).
+checkpoint's original `config.yaml` + `pytorch_model.bin` layout), and with that folder it gives the regions
+of transformers' LXMERT demo (`examples/research_projects/lxmert`, the reference it is tested against).
 
-Pipeline (inference only): resize (shortest side 600, longest 1000) -> ResNet res2-res4 (stride 16) -> RPN
-(anchors on res4, top 6000 -> NMS 0.7 -> 300 proposals) -> RoIPool 14x14 -> res5 (stride 1, dilation 2)
--> mean-pool = the 2048-d region feature -> class (1600 + background), class-specific box deltas and
-attribute (400 + none) heads. Region selection follows py-bottom-up-attention: each proposal's best class
-gives its box and score, NMS over those boxes, then keep the regions scoring >= 0.2, at least 10 and at most
-100 of them (or exactly 36 for the fixed setting). An image with no region left gets the whole image as
-its single region (marked `fallback`), so every image has a well-defined entry.
+Pipeline (inference only), with the checkpoint's settings: resize the float pixels (shortest side 800,
+longest at most 1333; `F.interpolate`, bilinear, no antialiasing, as the reference) -> ResNet res2-res4
+(stride 16) -> RPN (12 anchors on res4, top 6000 -> NMS 0.7 -> 300 proposals) -> RoIPool 14x14 -> res5
+(stride 1, dilation 2) -> mean-pool = the 2048-d region feature -> class (1600 + background), class-specific
+box deltas and attribute (400 + none) heads. Region selection: each proposal's best class gives its box and
+score, NMS over those boxes at the first threshold of `nms_thresh_test` that leaves at least `min_boxes`
+regions, then the regions scoring >= `score_threshold`, at least `min_boxes` and at most `max_boxes` of them
+(36 fixed for the checkpoint; `DETECTOR_PRESETS` has the 10-100 adaptive setting). Where even the last NMS
+threshold leaves fewer than `min_boxes`, all survivors are kept (the reference has no answer there: it
+fails on such an image). An image with no region at all gets the whole image as its single region (marked
+`fallback`), so every image has a well-defined entry.
+
+Images: `read_image` opens a file as the reference's reader (OpenCV's `imread`) sees it: EXIF orientation
+applied, alpha dropped. Pixels go to the network in the checkpoint's BGR order (the demo, given a local
+file, feeds RGB: transformers issue #19601; given a URL it feeds BGR, as here).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import RoIAlign, RoIPool, nms
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
-from .configuration_frcnn import FrcnnConfig
+from .configuration_frcnn import DetectorFileError, FrcnnConfig
 
 REFERENCE_CONFIG_NAME = "config.yaml"
 REFERENCE_WEIGHTS_NAME = "pytorch_model.bin"
@@ -60,9 +71,9 @@ class FrozenBatchNorm2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
-        return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
+        # The fused inference kernel the reference's BatchNorm2d (eval mode) runs: same numbers, one pass.
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=False,
+                            eps=self.eps)
 
 
 class ConvNorm(nn.Conv2d):
@@ -328,7 +339,7 @@ class DetectedRegions:
 
 
 def resized_size(height: int, width: int, short: int, long: int) -> tuple[int, int]:
-    """Shortest side to `short`, longest at most `long` (detectron2's ResizeShortestEdge, rounding)."""
+    """Shortest side to `short`, longest at most `long`, rounded half up (the reference's ResizeShortestEdge)."""
     scale = short / min(height, width)
     new_h, new_w = (short, scale * width) if height < width else (scale * height, short)
     if max(new_h, new_w) > long:
@@ -385,11 +396,11 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
     Example:
 
     ```python
-    >>> from PIL import Image
+    >>> from PIL import Image, ImageOps
     >>> from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
     >>> model = FrcnnForRegionFeatures.from_pretrained("unc-nlp/frcnn-vg-finetuned").eval()  # doctest: +SKIP
     >>> regions = model.extract([Image.open("img/08291.png")])[0]  # doctest: +SKIP
-    >>> regions.features.shape, regions.boxes.shape  # (N, 2048), (N, 4) with 10 <= N <= 100  # doctest: +SKIP
+    >>> regions.features.shape, regions.boxes.shape  # (36, 2048), (36, 4): the checkpoint's 36  # doctest: +SKIP
     ```
     """
 
@@ -404,7 +415,12 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
     # ------------------------------------------------------------------ pre-processing
 
     def preprocess(self, images: list[Image.Image], min_size: int | None = None, max_size: int | None = None):
-        """PIL images -> padded (B, 3, H, W) tensor, resized (h, w) per image, original (h, w) per image."""
+        """PIL images -> padded (B, 3, H, W) tensor, resized (h, w) per image, original (h, w) per image.
+
+        As the reference: 8-bit pixels become float32, are resized with bilinear `F.interpolate`
+        (`align_corners=False`, no antialiasing), put in the weights' channel order and normalised; the
+        batch is padded with `pad_value` to its largest image.
+        """
         cfg = self.config
         min_size = min_size or cfg.min_size_test
         max_size = max_size or cfg.max_size_test
@@ -412,19 +428,19 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
         std = torch.tensor(cfg.pixel_std).view(3, 1, 1)
         tensors, sizes, original = [], [], []
         for image in images:
-            image = image.convert("RGB")
-            width, height = image.size
+            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())
+            height, width = pixels.shape[:2]
             new_h, new_w = resized_size(height, width, min_size, max_size)
-            array = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+            tensor = pixels.permute(2, 0, 1).float()
             if cfg.input_format == "BGR":
-                array = array[:, :, ::-1]
-            tensor = (torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1) - mean) / std
-            tensors.append(tensor)
+                tensor = tensor.flip(0)
+            tensor = F.interpolate(tensor[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+            tensors.append((tensor - mean) / std)
             sizes.append((new_h, new_w))
             original.append((height, width))
         max_h = max(s[0] for s in sizes)
         max_w = max(s[1] for s in sizes)
-        batch = torch.zeros(len(tensors), 3, max_h, max_w)
+        batch = torch.full((len(tensors), 3, max_h, max_w), float(cfg.pad_value))
         for i, tensor in enumerate(tensors):
             batch[i, :, : tensor.shape[1], : tensor.shape[2]] = tensor
         return batch, torch.tensor(sizes), torch.tensor(original)
@@ -432,7 +448,8 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
     # ------------------------------------------------------------------ inference
 
     def _select(self, proposals, scores, deltas, h, w):
-        """py-bottom-up-attention's choice of regions for one image: indices into `proposals`."""
+        """The regions of one image (see the module docstring): indices into `proposals` and their boxes,
+        classes and scores."""
         cfg = self.config
         probs = F.softmax(scores.float(), dim=-1)[:, :-1]  # background is the last column
         best_scores, best_classes = probs.max(dim=1)
@@ -443,8 +460,7 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
         else:
             boxes = boxes[:, 0]
         boxes = clip_boxes(boxes, h, w)
-        thresholds = [cfg.nms_thresh_test + 0.1 * i for i in range(10) if cfg.nms_thresh_test + 0.1 * i < 0.95]
-        for threshold in thresholds or [cfg.nms_thresh_test]:
+        for threshold in cfg.nms_thresh_test:  # looser thresholds only while too few regions survive
             keep = nms(boxes, best_scores, threshold)
             if len(keep) >= cfg.min_boxes:
                 break
@@ -534,7 +550,9 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
 
         The reference layout (`unc-nlp/frcnn-vg-finetuned`: `config.yaml` + `pytorch_model.bin`, no
         `config.json`) is read with `FrcnnConfig.from_reference_yaml` and `torch.load(weights_only=True)`;
-        convert it once with `save_pretrained` to get safetensors.
+        convert it once with `save_pretrained` to get safetensors. Loading is strict: a folder whose weights
+        do not cover the whole detector, or whose files are damaged, raises `DetectorFileError` naming the
+        file instead of running a partly random detector.
         """
         path = str(pretrained_model_name_or_path)
         if os.path.isdir(path):
@@ -542,9 +560,9 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
                 os.path.join(path, REFERENCE_CONFIG_NAME)
             ):
                 return cls.from_reference_checkpoint(path, config=kwargs.get("config"))
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            return cls._from_saved(path, *args, **kwargs)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            return cls._from_saved(path, *args, **kwargs)
         except OSError as err:  # a Hub repo in the reference layout has no config.json
             from huggingface_hub import hf_hub_download
 
@@ -558,22 +576,74 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
             )
 
     @classmethod
+    def _from_saved(cls, path: str, *args, **kwargs) -> "FrcnnForRegionFeatures":
+        """transformers' loading of a `save_pretrained` folder, with every failure a `DetectorFileError`."""
+        from safetensors import SafetensorError
+
+        wants_info = kwargs.pop("output_loading_info", False)
+        is_local = os.path.isdir(path)
+        try:
+            model, info = super().from_pretrained(path, *args, output_loading_info=True, **kwargs)
+        except OSError as err:
+            if not is_local:  # not on the Hub, or not reachable: the caller may try the reference layout
+                raise
+            raise DetectorFileError(f"{path}: {err} Give --model a folder saved by save_pretrained, or the "
+                                    f"unc-nlp/frcnn-vg-finetuned folder ({REFERENCE_CONFIG_NAME} + "
+                                    f"{REFERENCE_WEIGHTS_NAME})") from None
+        except (SafetensorError, ValueError, RuntimeError, TypeError, KeyError, EOFError,
+                pickle.UnpicklingError) as err:
+            weights = os.path.join(path, "model.safetensors")
+            what = weights if isinstance(err, SafetensorError) and os.path.isfile(weights) else path
+            raise DetectorFileError(
+                f"{what} does not hold a usable detector ({type(err).__name__}: {str(err).splitlines()[0][:300]}); "
+                "its config.json or weights are damaged or of another model: save it again, or download "
+                "unc-nlp/frcnn-vg-finetuned again"
+            ) from None
+        missing = [k for k in info.get("missing_keys", []) if "num_batches_tracked" not in k]
+        if missing:
+            raise DetectorFileError(f"{path}: the weights leave {len(missing)} detector parameters unset (e.g. "
+                                    f"{sorted(missing)[:3]}); it is not a saved FrcnnForRegionFeatures")
+        return (model, info) if wants_info else model
+
+    @classmethod
     def from_reference_checkpoint(
         cls, folder, weights_file=None, config: FrcnnConfig | None = None
     ) -> "FrcnnForRegionFeatures":
-        """Build from `config.yaml` + `pytorch_model.bin` of the reference implementation; strict loading."""
+        """Build from `config.yaml` + `pytorch_model.bin` of the reference implementation; strict loading.
+
+        The weights file must be a plain state dict of tensors (as the 2020 checkpoint is): it is read with
+        `torch.load(weights_only=True)`, so no pickled code can run; anything else is a `DetectorFileError`.
+        """
         folder = Path(folder)
         if config is None:
             config = FrcnnConfig.from_reference_yaml(folder / REFERENCE_CONFIG_NAME)
         weights_file = Path(weights_file or folder / REFERENCE_WEIGHTS_NAME)
         if not weights_file.is_file():
-            raise FileNotFoundError(f"{weights_file} not found: the reference checkpoint needs its weights file")
-        state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
+            raise DetectorFileError(f"{weights_file} not found: the reference checkpoint needs its weights file "
+                                    f"beside {REFERENCE_CONFIG_NAME} (download it from unc-nlp/frcnn-vg-finetuned)")
+        try:
+            state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+            raise DetectorFileError(
+                f"{weights_file} is not a plain PyTorch state dict that torch.load(weights_only=True) can read "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); hm_hf never runs pickled code. Download "
+                "unc-nlp/frcnn-vg-finetuned's pytorch_model.bin again, or re-save your own weights with "
+                "torch.save(model.state_dict()) or save_pretrained"
+            ) from None
+        if not isinstance(state_dict, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+        ):
+            raise DetectorFileError(f"{weights_file} holds a {type(state_dict).__name__}, not a state dict of tensors "
+                                    "keyed by parameter name; is it the unc-nlp/frcnn-vg-finetuned checkpoint?")
         state_dict = {_rename_reference_key(k): v for k, v in state_dict.items() if "num_batches_tracked" not in k}
         model = cls(config)
-        result = model.load_state_dict(state_dict, strict=False)
+        try:
+            result = model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as err:  # a tensor of another shape: another architecture than config.yaml says
+            raise DetectorFileError(f"{weights_file} does not fit {folder / REFERENCE_CONFIG_NAME}: "
+                                    f"{str(err).splitlines()[-1].strip()[:300]}") from None
         if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
+            raise DetectorFileError(
                 f"{weights_file} does not match the detector layout: missing {result.missing_keys[:10]}, "
                 f"unexpected {result.unexpected_keys[:10]}; is it the unc-nlp/frcnn-vg-finetuned checkpoint?"
             )
@@ -585,4 +655,23 @@ def _rename_reference_key(key: str) -> str:
     return key.replace(".gamma", ".weight").replace(".beta", ".bias")
 
 
-__all__ = ["FrcnnConfig", "FrcnnForRegionFeatures", "FrcnnPreTrainedModel", "DetectedRegions", "resized_size"]
+def read_image(path) -> Image.Image:
+    """An image file as the reference's reader (OpenCV's `imread`) sees it: turned upright as its EXIF
+    orientation says (phone photos, many JPEGs in MMHS150K), and RGB with any alpha channel dropped."""
+    with Image.open(path) as image:
+        try:
+            upright = ImageOps.exif_transpose(image)
+        except (OSError, ValueError, SyntaxError, TypeError):  # a broken EXIF block: as stored, like imread
+            upright = image
+        return upright.convert("RGB")
+
+
+__all__ = [
+    "DetectedRegions",
+    "DetectorFileError",
+    "FrcnnConfig",
+    "FrcnnForRegionFeatures",
+    "FrcnnPreTrainedModel",
+    "read_image",
+    "resized_size",
+]

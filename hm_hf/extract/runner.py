@@ -1,10 +1,18 @@
 """`hm-hf extract-features`: bottom-up-attention region features for a whole data set, into a FeatureCache.
 
     hm-hf extract-features --dataset hmd --data-dir data/hateful_memes --output feats/hmd_frcnn
+    hm-hf extract-features --dataset hmd --data-dir data/hateful_memes --output feats/hmd_bua \
+        --preset bottom-up-attention                              # the settings UNITER's features came from
     accelerate launch --num_processes 4 -m hm_hf.extract.runner --dataset mmhs --data-dir data/MMHS150K \
         --output feats/mmhs_frcnn --fp16 --batch-size 8          # multi-GPU / multi-node
 
+Settings: the detector's own (for `unc-nlp/frcnn-vg-finetuned`, its config.yaml: shortest side 800 /
+longest 1333, 36 regions, the LXMERT demo's regions), then `--preset` if given (`DETECTOR_PRESETS`), then each
+flag that is given; a flag not given changes nothing.
+
 Why it is built this way:
+- Images are read as the reference reads them (`modeling_frcnn.read_image`: EXIF orientation applied, so a
+  rotated MMHS150K JPEG is upright; alpha dropped).
 - Image paths are read straight from the official files (HMD: the `*.jsonl` annotations, official or
   MMF layout; MMHS150K: `splits/*_ids.txt` + `img_resized/<id>.jpg`), so extraction needs nothing but the
   download and does not depend on the dataset builders (which read this cache).
@@ -34,7 +42,8 @@ import numpy as np
 
 from hm_hf.fileio import atomic_write_bytes
 
-from .cache import FeatureCache, RegionFeatures
+from .cache import FEATURE_DTYPES, FeatureCache, RegionFeatures
+from .configuration_frcnn import DETECTOR_PRESETS
 
 DEFAULT_MODEL = "unc-nlp/frcnn-vg-finetuned"
 SHARD_TAG = re.compile(r"^shard-(\d{6})-r(\d{3})\.safetensors$")
@@ -150,15 +159,13 @@ def cache_source(model, fp16: bool) -> dict:
                 "pixel_mean", "pixel_std", "anchor_sizes", "anchor_aspect_ratios",
             )
         },  # fmt: skip
-        "min_size_test": cfg.min_size_test,
-        "max_size_test": cfg.max_size_test,
+        "resize": "float bilinear (F.interpolate, align_corners=False, no antialias)",
+        "image_orientation": "exif",
+        **cfg.inference_settings(),
         "rpn_pre_nms_topk_test": cfg.rpn_pre_nms_topk_test,
         "rpn_post_nms_topk_test": cfg.rpn_post_nms_topk_test,
         "rpn_nms_thresh": cfg.rpn_nms_thresh,
-        "nms_thresh_test": cfg.nms_thresh_test,
-        "score_threshold": cfg.score_threshold,
-        "min_boxes": cfg.min_boxes,
-        "max_boxes": cfg.max_boxes,
+        "pad_value": cfg.pad_value,
         "fp16": fp16,
     }
 
@@ -177,9 +184,9 @@ def _remove_stale_temporaries(cache_dir: Path) -> list[str]:
     return removed
 
 
-def to_record(regions) -> RegionFeatures:
+def to_record(regions, feature_dtype: str = "float16") -> RegionFeatures:
     return RegionFeatures(
-        features=regions.features.numpy().astype(np.float16),
+        features=regions.features.numpy().astype(feature_dtype),
         boxes=regions.boxes.numpy(),
         image_width=regions.image_width,
         image_height=regions.image_height,
@@ -193,14 +200,17 @@ def extract_features(
     dataset: str,
     data_dir,
     output,
-    model="unc-nlp/frcnn-vg-finetuned",
+    model=DEFAULT_MODEL,
     batch_size: int = 4,
+    preset: str | None = None,
     fixed_boxes: int | None = None,
-    min_boxes: int = 10,
-    max_boxes: int = 100,
-    score_threshold: float = 0.2,
+    min_boxes: int | None = None,
+    max_boxes: int | None = None,
+    score_threshold: float | None = None,
+    nms_thresholds: list[float] | None = None,
     min_size: int | None = None,
     max_size: int | None = None,
+    feature_dtype: str = "float16",
     fp16: bool = False,
     flush_every: int = 256,
     splits: list[str] | None = None,
@@ -208,17 +218,25 @@ def extract_features(
 ) -> dict:
     """Extract region features for every image of `dataset` not yet in the cache at `output`.
 
+    The detector's settings are its own config's, then `preset`'s (`DETECTOR_PRESETS`), then each argument
+    that is not None (`fixed_boxes=N` sets both box counts). Features are stored as `feature_dtype`.
+
     Returns this process's counts: `total`, `cached` (already done before this run), `extracted`,
     `fallback` (images where nothing was detected: stored as one whole-image region), `missing` (no image
     file), `unreadable`. Run under `accelerate launch` to split the work over processes.
     """
     import torch
     from accelerate import PartialState
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    from .modeling_frcnn import FrcnnForRegionFeatures
+    from .modeling_frcnn import FrcnnForRegionFeatures, read_image
 
+    if fixed_boxes is not None and (min_boxes is not None or max_boxes is not None):
+        raise ValueError("give a fixed box count or min/max box counts, not both")
+    if fixed_boxes is not None:
+        min_boxes = max_boxes = fixed_boxes
+    if feature_dtype not in FEATURE_DTYPES:
+        raise ValueError(f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
     images = dataset_images(dataset, data_dir, splits)  # bad data fails before the model loads
     # On CPU-only machines (and under `accelerate launch --cpu`) PartialState needs cpu=True to set up
     # the gloo process group; otherwise every process would think it is alone and redo all the work.
@@ -226,14 +244,8 @@ def extract_features(
     state = PartialState(cpu=use_cpu)
     if isinstance(model, (str, Path)):
         model = FrcnnForRegionFeatures.from_pretrained(str(model))
-    cfg = model.config
-    if fixed_boxes is not None:
-        min_boxes = max_boxes = fixed_boxes
-    cfg.min_boxes, cfg.max_boxes, cfg.score_threshold = min_boxes, max_boxes, score_threshold
-    if not 0 <= cfg.min_boxes <= cfg.max_boxes or cfg.max_boxes < 1:
-        raise ValueError(f"need 0 <= min_boxes <= max_boxes and max_boxes >= 1, got {min_boxes}, {max_boxes}")
-    cfg.min_size_test = min_size or cfg.min_size_test
-    cfg.max_size_test = max_size or cfg.max_size_test
+    model.config.update_inference(preset, min_boxes=min_boxes, max_boxes=max_boxes, score_threshold=score_threshold,
+                                  nms_thresh_test=nms_thresholds, min_size_test=min_size, max_size_test=max_size)
     model = model.to(state.device).eval()
     use_fp16 = bool(fp16 and state.device.type == "cuda")
     if fp16 and not use_fp16 and state.is_main_process:
@@ -243,10 +255,10 @@ def extract_features(
     source = cache_source(model, use_fp16)
     if state.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        FeatureCache.create(output, source)
+        FeatureCache.create(output, source, feature_dtype)
         _remove_stale_temporaries(output)
     state.wait_for_everyone()
-    cache = FeatureCache.create(output, source)  # validates the settings on every process
+    cache = FeatureCache.create(output, source, feature_dtype)  # validates the settings on every process
     done = cache.ids()
     start_seq = _next_sequence(cache)
     state.wait_for_everyone()  # everyone has listed the cache before anyone writes to it
@@ -285,8 +297,7 @@ def extract_features(
         batch_ids, batch_images = [], []
         for example_id in mine[start : start + batch_size]:
             try:
-                with Image.open(present[example_id]) as image:
-                    batch_images.append(image.convert("RGB"))
+                batch_images.append(read_image(present[example_id]))
                 batch_ids.append(example_id)
             except OSError as err:
                 stats["unreadable"] += 1
@@ -296,7 +307,7 @@ def extract_features(
             with torch.inference_mode():
                 results = model.extract(batch_images, fp16=use_fp16)
             for example_id, regions in zip(batch_ids, results):
-                pending[example_id] = to_record(regions)
+                pending[example_id] = to_record(regions, feature_dtype)
                 if regions.fallback:
                     stats["fallback"] += 1
                     stats["fallback_ids"].append(example_id)
@@ -321,19 +332,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hm-hf extract-features",
         description="Bottom-up-attention region features (Faster R-CNN R101-C4, Visual Genome) into a feature "
-        "cache. Resumable; run under `accelerate launch` for several GPUs or nodes.",
+        "cache. The detector's own settings apply (unc-nlp/frcnn-vg-finetuned: shortest side 800, longest 1333, "
+        "36 regions per image, as transformers' LXMERT demo), then --preset, then each flag given. Resumable; "
+        "run under `accelerate launch` for several GPUs or nodes.",
     )
     parser.add_argument("--dataset", required=True, choices=["hmd", "mmhs"])
     parser.add_argument("--data-dir", required=True, help="the data set's folder as downloaded")
     parser.add_argument("--output", required=True, help="feature cache folder (created, or resumed)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="folder or Hub id of the detector")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="folder or Hub id of the detector: a folder saved by "
+                        "save_pretrained, or the unc-nlp/frcnn-vg-finetuned layout (config.yaml + pytorch_model.bin)")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--preset", choices=sorted(DETECTOR_PRESETS), default=None,
+                        help="named settings: lxmert-demo (800/1333, 36 regions: the LXMERT / VisualBERT demos) or "
+                        "bottom-up-attention (600/1000, NMS 0.3-0.9, score 0.2, 10-100 regions: UNITER's features)")
     parser.add_argument("--fixed-boxes", type=int, default=None, help="exactly N regions per image (e.g. 36)")
-    parser.add_argument("--min-boxes", type=int, default=10)
-    parser.add_argument("--max-boxes", type=int, default=100)
-    parser.add_argument("--score-threshold", type=float, default=0.2)
-    parser.add_argument("--min-size", type=int, default=None, help="test-time shortest side (default 600)")
-    parser.add_argument("--max-size", type=int, default=None, help="test-time longest side (default 1000)")
+    parser.add_argument("--min-boxes", type=int, default=None, help="at least N regions (default: the detector's)")
+    parser.add_argument("--max-boxes", type=int, default=None, help="at most N regions (default: the detector's)")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="keep regions whose best class scores at least this, within min/max (default: the "
+                        "detector's; 0 for unc-nlp/frcnn-vg-finetuned)")
+    parser.add_argument("--nms-thresholds", type=float, nargs="+", default=None, metavar="IOU",
+                        help="NMS IoU thresholds tried in order until --min-boxes regions survive (default: the "
+                        "detector's; 0.5 0.6 0.7 for unc-nlp/frcnn-vg-finetuned)")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="test-time shortest side (default: the detector's; 800 for unc-nlp/frcnn-vg-finetuned)")
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="test-time longest side (default: the detector's; 1333 for unc-nlp/frcnn-vg-finetuned)")
+    parser.add_argument("--feature-dtype", choices=list(FEATURE_DTYPES), default="float16",
+                        help="how features are stored: float16 (half the disk and memory) or float32")
     parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
     parser.add_argument("--flush-every", type=int, default=256, help="images per shard (and lost at most on a kill)")
     parser.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all)")
@@ -350,12 +376,15 @@ def cli(argv: list[str] | None = None) -> int:
             args.output,
             model=args.model,
             batch_size=args.batch_size,
+            preset=args.preset,
             fixed_boxes=args.fixed_boxes,
             min_boxes=args.min_boxes,
             max_boxes=args.max_boxes,
             score_threshold=args.score_threshold,
+            nms_thresholds=args.nms_thresholds,
             min_size=args.min_size,
             max_size=args.max_size,
+            feature_dtype=args.feature_dtype,
             fp16=args.fp16,
             flush_every=args.flush_every,
             splits=args.splits,

@@ -8,7 +8,7 @@ work like for LoRA.
 from __future__ import annotations
 
 from .config import BottleneckConfig
-from .defaults import build_peft_config, head_modules, merge_and_unload
+from .defaults import build_peft_config, freeze_all_but_head, head_modules, merge_and_unload
 from .enum_patch import ensure_peft_type
 from .layer import BottleneckLayer
 from .model import BottleneckModel
@@ -41,6 +41,7 @@ __all__ = [
     "build_peft_config",
     "describe_trainable",
     "format_trainable",
+    "freeze_all_but_head",
     "head_modules",
     "merge_and_unload",
     "print_trainable",

@@ -75,6 +75,26 @@ def head_modules(model: nn.Module) -> list[str]:
     return names
 
 
+def in_head(parameter_name: str, heads: list[str]) -> bool:
+    """Whether a parameter lies inside one of the `heads` module names, matched as peft matches
+    `modules_to_save`: the whole module name or its last dotted parts (`fusion` matches `concat.fusion.0`)."""
+    return any(parameter_name.startswith(h + ".") or f".{h}." in f".{parameter_name}" for h in heads)
+
+
+def freeze_all_but_head(model: nn.Module) -> list[str]:
+    """Head-only training (the PE paper's baseline): only the parameters of `head_modules(model)` train.
+
+    The one definition of "head" for training (`peft_method: head_only`) and for `hm-hf peft-params --method
+    head`. Returns the head module names; raises ValueError when the model has no head.
+    """
+    heads = head_modules(model)
+    if not heads:
+        raise ValueError(f"{type(model).__name__} has no classification head to train alone.")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = in_head(name, heads)
+    return heads
+
+
 def _frozen_module_names(model: nn.Module, saved: list[str]) -> list[str]:
     def under_saved(name):
         return any(re.match(rf"(^|.*\.){re.escape(s)}($|\..*)", name) for s in saved)

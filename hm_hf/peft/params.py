@@ -79,14 +79,10 @@ def count_for(model_or_type: str, method: str = "bottleneck", overrides: dict | 
             model = AutoModel.from_config(config)
     if method == "full":
         return describe_trainable(model)
-    from .defaults import build_peft_config, head_modules
+    from .defaults import build_peft_config, freeze_all_but_head
 
-    if method == "head":
-        heads = head_modules(model)
-        if not heads:
-            raise ValueError(f"{type(model).__name__} has no classification head to train alone.")
-        for name, param in model.named_parameters():
-            param.requires_grad = name.split(".", 1)[0] in heads
+    if method == "head":  # exactly what training with peft_method: head_only trains
+        freeze_all_but_head(model)
         return describe_trainable(model)
     from peft import get_peft_model
 

@@ -43,3 +43,47 @@ def train_wordpiece_tokenizer(texts: Iterable[str], output_dir, vocab_size: int 
     tokenizer = BertTokenizerFast(str(vocab_file), do_lower_case=True)
     tokenizer.save_pretrained(str(output_dir))
     return tokenizer
+
+
+#: Vocabularies of the pretrained checkpoints the recipes start from, by size: which tokenizer to name when a
+#: checkpoint's word embeddings have that many rows (UNITER-base: bert-base-cased; VisualBERT, ViLBERT,
+#: BERT: bert-base-uncased; CLIP's byte-level BPE).
+KNOWN_VOCABULARIES = {
+    28996: "bert-base-cased",
+    30522: "bert-base-uncased",
+    49408: "the CLIP checkpoint's own tokenizer (e.g. openai/clip-vit-large-patch14)",
+}
+
+
+class TokenizerMismatchError(ValueError):
+    """A tokenizer whose token ids do not index the model's word embeddings; the message names the tokenizer
+    to use."""
+
+
+def check_tokenizer_fits(tokenizer, model, tokenizer_name: str | None = None) -> None:
+    """Refuse a tokenizer whose vocabulary is not the one the model's word embeddings were trained with.
+
+    Any model with word embeddings (`get_input_embeddings()`) is checked; its row count must equal the
+    tokenizer's size. With more tokens than rows, ids past the end fail inside the model (IndexError); with
+    fewer, or another vocabulary of the same origin, every id reads the embedding of another word. Models
+    without a token embedding (Concat over fastText vectors) pass.
+    """
+    try:
+        embeddings = model.get_input_embeddings()
+    except (NotImplementedError, AttributeError):
+        return
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None or len(tokenizer) == rows:
+        return
+    name = tokenizer_name or getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+    size = len(tokenizer)
+    effect = (f"ids {rows:,} and above would fail inside the model (IndexError) and the others would read other "
+              "words' embeddings" if size > rows else "its ids would read the embeddings of other words")
+    known = KNOWN_VOCABULARIES.get(rows)
+    fix = (f"use {known}, whose {rows:,} tokens are the checkpoint's vocabulary (tokenizer_name_or_path: {known})"
+           if known and not known.startswith("the ") else
+           f"use {known}" if known else "use the tokenizer the checkpoint was trained with (saved beside it)")
+    raise TokenizerMismatchError(
+        f"tokenizer {name} has {size:,} tokens but the model's word embeddings have {rows:,} rows: {effect}. To fix "
+        f"it, {fix}."
+    )

@@ -15,11 +15,25 @@ logger = logging.getLogger(__name__)
 
 DATASET_IDS = {"hmd": "facebook/hateful_memes", "mmhs": "MMHS150K"}
 DATASET_NAMES = {"hmd": "Hateful Memes", "mmhs": "MMHS150K"}
+FORMAT_NAMES = {"hmd": "Hateful-Memes", "mmhs": "MMHS150K"}
+SYNTHETIC_TAG = "synthetic-data"  # in the card's tags of every model trained on hm_hf.data.synthetic
 
 CONTENT_WARNING = (
     "> **Content warning.** This model was built to detect hateful content; its training data and its "
     "inputs contain hateful images and text."
 )
+SYNTHETIC_WARNING = (
+    "> **Trained on synthetic data.** This model never saw a real meme: it was trained on hm_hf's synthetic "
+    "data set (coloured shapes and made-up words in the {format} format), so its output on real memes means "
+    "nothing. It exists to test the training, inference and demo code end to end."
+)
+
+
+def dataset_name(dataset: str, synthetic: bool = False) -> str:
+    """The data set a model was trained on, as the card and the Space name it."""
+    if synthetic:
+        return f"synthetic {FORMAT_NAMES.get(dataset, dataset)}-format data (hm_hf.data.synthetic)"
+    return DATASET_NAMES.get(dataset, dataset)
 
 
 def save_figures(probabilities: np.ndarray, labels: np.ndarray, output_dir, split: str) -> list[str]:
@@ -67,16 +81,21 @@ def write_model_card(
     total: int,
     recipe_text: str | None,
     command: str,
+    synthetic: bool = False,
 ) -> Path:
-    """Write README.md (the model card) into `output_dir` and return its path."""
+    """Write README.md (the model card) into `output_dir` and return its path.
+
+    `synthetic`: the training data came from `hm_hf.data.synthetic` (its folder holds the marker): the card
+    names it, links no Hub data set, is tagged `synthetic-data` and says its output on real memes means nothing.
+    """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     eval_results = [
         EvalResult(
             task_type="image-text-classification",
             task_name="Hateful meme detection",
-            dataset_type=DATASET_IDS.get(dataset, dataset),
-            dataset_name=DATASET_NAMES.get(dataset, dataset),
+            dataset_type=f"hm_hf-synthetic-{dataset}" if synthetic else DATASET_IDS.get(dataset, dataset),
+            dataset_name=dataset_name(dataset, synthetic),
             dataset_split=split,
             metric_type=metric,
             metric_name=metric.upper() if metric == "auroc" else metric.capitalize(),
@@ -87,12 +106,13 @@ def write_model_card(
         if metric in ("auroc", "accuracy", "f1") and np.isfinite(value)
     ]
     tags = ["hm_hf", "hateful-memes", "multimodal", model_type] + ([peft_method] if peft_method != "none" else [])
+    tags += [SYNTHETIC_TAG] if synthetic else []
     data = ModelCardData(
         language="en",
         license="apache-2.0",
         library_name="peft" if peft_method in ("lora", "ia3", "bottleneck") else "transformers",
         base_model=base_model,
-        datasets=[DATASET_IDS.get(dataset, dataset)],
+        datasets=None if synthetic else [DATASET_IDS.get(dataset, dataset)],
         tags=tags,
         metrics=["roc_auc", "accuracy", "f1"],
         model_name=model_name,
@@ -104,12 +124,23 @@ def write_model_card(
         for split, m in results.items()
     ]
     figure_lines = [f"![{name[:-4].replace('_', ' ')}]({name})" for name in figures]
+    warning = SYNTHETIC_WARNING.format(format=FORMAT_NAMES.get(dataset, dataset)) if synthetic else CONTENT_WARNING
+    limitations = (
+        "Testing hm_hf itself: training, saving, loading, the pipeline and the demo. Not for use on real memes: "
+        "the model learnt only which drawn shape and which made-up keyword go together."
+        if synthetic else
+        """Research on, and assisted moderation of, hateful memes. Not for automated decisions about people
+without human review: published models on these benchmarks stay far below human accuracy, are sensitive to
+the OCR text and to image content unlike their training data, and inherit the biases of their annotators.
+Labels of the Hateful Memes data set follow its authors' definition of hate speech; MMHS150K's labels are
+noisy crowd votes."""
+    )
     body = f"""
 # {model_name}
 
-{CONTENT_WARNING}
+{warning}
 
-A {model_type} hateful-meme classifier trained with hm_hf on {DATASET_NAMES.get(dataset, dataset)}
+A {model_type} hateful-meme classifier trained with hm_hf on {dataset_name(dataset, synthetic)}
 (PEFT method: `{peft_method}`). Trainable parameters: {trainable:,} of {total:,} ({100 * trainable / max(total, 1):.2f}%).
 
 ## Results
@@ -139,11 +170,7 @@ Recipe:
 
 ## Intended use and limitations
 
-Research on, and assisted moderation of, hateful memes. Not for automated decisions about people
-without human review: published models on these benchmarks stay far below human accuracy, are sensitive to
-the OCR text and to image content unlike their training data, and inherit the biases of their annotators.
-Labels of the Hateful Memes data set follow its authors' definition of hate speech; MMHS150K's labels are
-noisy crowd votes.
+{limitations}
 """
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
     path = Path(output_dir) / "README.md"

@@ -165,20 +165,23 @@ def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
     return add_text_embeddings(splits, model_path, text_column=text_columns)
 
 
-def save_inference_settings(output_dir, needs: set[str], data_args: DataArguments) -> None:
+def save_inference_settings(output_dir, needs: set[str], data_args: DataArguments, synthetic: bool = False) -> None:
     """Write `hm_hf_pipeline.json` (and copy the fastText model) so `HatefulMemePipeline` runs the trained
     model on raw memes exactly as it was fed in training: which detector and region selection made the
-    features, how many regions and tokens, whether the image text is a text pair."""
+    features (and their storage dtype), how many regions and tokens, whether the image text is a text pair,
+    and whether the training data was synthetic (`synthetic`)."""
     import shutil
 
     from hm_hf.pipeline import DEFAULT_DETECTOR, save_pipeline_config
 
     settings = {"max_regions": data_args.max_regions, "max_text_length": data_args.max_text_length,
-                "text_pair": bool(data_args.text_pair_column)}
+                "text_pair": bool(data_args.text_pair_column), "trained_on_synthetic_data": synthetic}
     if "regions" in needs:
         from hm_hf.extract.cache import FeatureCache
 
-        source = FeatureCache(default_feature_cache(data_args)).source
+        cache = FeatureCache(default_feature_cache(data_args))
+        source = cache.source
+        settings["detector_feature_dtype"] = cache.feature_dtype
         if source.get("name") == "synthetic":
             settings["detector"] = "synthetic"  # drawn shapes found by colour, as the generator stored them
         else:
@@ -186,6 +189,8 @@ def save_inference_settings(output_dir, needs: set[str], data_args: DataArgument
             for key in ("min_boxes", "max_boxes", "score_threshold"):
                 if key in source:
                     settings[f"detector_{key}"] = source[key]
+            if "nms_thresh_test" in source:
+                settings["detector_nms_thresholds"] = source["nms_thresh_test"]
             if "min_size_test" in source:
                 settings.update(detector_min_size=source["min_size_test"], detector_max_size=source["max_size_test"])
     if "text_embedding" in needs:

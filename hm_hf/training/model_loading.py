@@ -137,17 +137,6 @@ def build_peft_config(model, model_type: str, peft_args: PeftArguments):
     return peft_config_for(model, peft_args.peft_method, **{k: v for k, v in options.items() if v is not None})
 
 
-def freeze_all_but_head(model) -> None:
-    """Head-only training (the paper's baseline): everything but the classifier is frozen."""
-    from hm_hf.peft.defaults import head_modules
-
-    heads = head_modules(model)  # names or dotted suffixes of module paths, as peft's modules_to_save
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad = any(
-            name.startswith(h + ".") or f".{h}." in f".{name}" for h in heads
-        )
-
-
 def load_trained_model(path: str, **kwargs):
     """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
     import hm_hf  # noqa: F401

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         splits = data.add_fasttext_embeddings(splits, data_args, output_dir)
     vocab_size = len(tokenizer) if tokenizer is not None else None
     model = model_loading.build_model(model_args, model_loading.build_config(model_args, vocab_size))
+    if tokenizer is not None:  # a vocabulary that does not fit the checkpoint is refused before any training
+        from hm_hf.text.tokenizer import check_tokenizer_fits
+
+        check_tokenizer_fits(tokenizer, model, model_args.tokenizer_name_or_path)
     image_processor = model_loading.load_image_processor(model_args) if "pixels" in needs else None
     if image_processor is not None and state.is_main_process:  # inference needs it beside the model
         image_processor.save_pretrained(str(output_dir))
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             model_loading.save_base_model(model, output_dir)
         model = get_peft_model(model, peft_config)
     elif peft_args.peft_method == "head_only":
-        model_loading.freeze_all_but_head(model)
+        from hm_hf.peft import freeze_all_but_head
+
+        freeze_all_but_head(model)
     trainable, total, percent = describe_trainable(model)
     logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", percent)
 
@@ -144,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         if not labelled.all() and state.is_main_process and model_args.num_labels == 2:
             _write_predictions(output_dir / f"predictions_{split_name}.csv", split["id"], probabilities)
     if state.is_main_process:
+        from hm_hf.data.synthetic import is_synthetic
+
+        synthetic = is_synthetic(data_args.data_dir)  # the card and the pipeline settings say so
         (output_dir / "all_results.json").write_text(json.dumps(all_results, indent=2, default=float))
-        data.save_inference_settings(output_dir, needs, data_args)
+        data.save_inference_settings(output_dir, needs, data_args, synthetic=synthetic)
         recipe_text = Path(extra_args.recipe).read_text() if extra_args.recipe else None
         card.write_model_card(
             output_dir,
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             total=total,
             recipe_text=recipe_text,
             command="accelerate launch recipes/train_peft.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
+            synthetic=synthetic,
         )
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()

@@ -96,6 +96,21 @@ def load_pipeline(model: str, detector: str | None = None, device: str | None = 
     return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS)
 
 
+SYNTHETIC_NOTICE = (
+    "**Trained on synthetic data** (coloured shapes and made-up words, hm_hf's test data set): its output on "
+    "real memes means nothing."
+)
+
+
+def model_line(pipeline: HatefulMemePipeline, model_name: str) -> str:
+    """The line that names the model, with the notice when it was trained on synthetic data (as its folder's
+    `hm_hf_pipeline.json` records)."""
+    line = f"Model: `{model_name}`" if model_name else ""
+    if pipeline.settings.trained_on_synthetic_data:
+        line = f"{line} — {SYNTHETIC_NOTICE}" if line else SYNTHETIC_NOTICE
+    return line
+
+
 def _fail(message: str, title: str) -> gr.Error:
     """A message for the page (gradio shows it in a toast); the input's fault, so no server traceback."""
     return gr.Error(message, title=title, print_exception=False)
@@ -182,6 +197,8 @@ class MemeApp:
             f"**Hateful probability: {probability:.3f}** ({result['label_name']}, threshold "
             f"{self.pipe.settings.threshold:g})"
         )
+        if self.pipe.settings.trained_on_synthetic_data:
+            details += f"\n\n{SYNTHETIC_NOTICE}"
         if self.pipe.reads_text:
             details += f"\n\nText read by the model: “{result['text']}”"
         if self.pipe.uses_regions:
@@ -196,8 +213,8 @@ def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks
     with gr.Blocks(title="Hateful meme detector", analytics_enabled=False, delete_cache=(600, 1800)) as demo:
         gr.Markdown("# Hateful meme detector")
         gr.Markdown(CONTENT_WARNING)
-        if model_name:
-            gr.Markdown(f"Model: `{model_name}`")
+        if model_line(pipeline, model_name):
+            gr.Markdown(model_line(pipeline, model_name), elem_id="model")
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Meme", type="filepath", sources=["upload", "clipboard"], elem_id="meme")

@@ -136,6 +136,8 @@ class HmUniterModel(HmUniterPreTrainedModel):
 
         Either side may be absent (text-only or image-only input). Masks: 1 = real, 0 = padding.
         ``inputs_embeds`` (B, T, H) replaces ``input_ids`` (word embeddings only, as in BERT).
+        ``token_type_ids`` is accepted (a BERT tokenizer returns it) and not used: as in the original UNITER,
+        every text token has type 0, the second segment of a text pair too, and type 1 is the regions'.
         """
         refuse_output_attentions(output_attentions)
         output_hidden_states = (
@@ -148,8 +150,8 @@ class HmUniterModel(HmUniterPreTrainedModel):
             raise ValueError("pass input_ids (or inputs_embeds), visual_embeds or both")
         parts, masks = [], []
         if input_ids is not None or inputs_embeds is not None:
-            parts.append(self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
-                                         inputs_embeds=inputs_embeds))
+            parts.append(self.embeddings(input_ids=input_ids, token_type_ids=None, position_ids=position_ids,
+                                         inputs_embeds=inputs_embeds))  # text: type 0 throughout (see above)
             text_shape = parts[-1].shape[:2]
             masks.append(
                 torch.ones(text_shape, dtype=torch.long, device=parts[-1].device)
@@ -184,8 +186,9 @@ class HmUniterModel(HmUniterPreTrainedModel):
 class HmUniterForHatefulMemes(HmUniterPreTrainedModel):
     """UNITER + classifier on the pooled output (default one Linear, as the seed's UNITER).
 
-    The text input is the meme text, optionally paired with the detected object names (the collator's
-    ``text_pair_column``). Loss: cross-entropy on the logits, ignoring labels of -100.
+    The text input is the meme text, optionally paired with the detected object names or the image's text
+    (the collator's ``text_pair_column``), all of it token type 0 as UNITER was trained. Its vocabulary is
+    bert-base-cased's (28,996 tokens). Loss: cross-entropy on the logits, ignoring labels of -100.
 
     Example:
         >>> import torch

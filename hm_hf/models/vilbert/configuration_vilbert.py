@@ -33,7 +33,9 @@ class HmVilbertConfig(PreTrainedConfig):
         v_biattention_id, t_biattention_id: where the co-attention layers sit (see above).
         fusion_method: "mul" (ViLBERT's product of the pooled streams) or "sum".
         add_global_image_token: prepend the mean of the real regions with box (0, 0, 1, 1, 1) as the first
-            visual token, as vilbert-multi-task's feature reader does; the visual pooler reads it.
+            visual token, as vilbert-multi-task's feature reader does (the visual pooler then reads it). MMF's
+            ViLBERT (its hateful-memes / classification configs, the PE paper's) feeds the regions alone:
+            False. `hm-hf convert-vilbert` sets it from the checkpoint's origin; the ViLBERT recipes set False.
         classifier_dropout: dropout on the fused pooled vector (defaults to `hidden_dropout_prob`).
         skip_padding: run the position-wise parts of the text and visual layers on the real tokens only
             (see `hm_hf.models.bert_layers.TokenPacking`); False computes every position. Read when the model is built

@@ -11,8 +11,16 @@ the task-token embedding, and the `biOutput.q_dense*` layers that the original d
 (6 x 1,836,800 parameters in the base model, which is why the PE paper counts 247,780,354 parameters
 where hm_hf's ViLBERT has 236,759,554). Old `LayerNorm.gamma/beta` names become `weight/bias`.
 
+The two sources fed the model differently, and a converted model must see what it was trained on:
+vilbert-multi-task's feature reader prepends a global image token (the mean region, box 0,0,1,1,1), MMF's
+ViLBERT (its hateful-memes and other classification configs) feeds the regions alone. The converter sets
+`add_global_image_token` from the checkpoint's origin: files wrapped as `{"model_state_dict": ...}`
+(vilbert-multi-task's training checkpoints) or holding its task heads are vilbert-multi-task; keys under
+MMF's `model.` prefix are MMF. A file that shows neither (e.g. a bare pre-trained `bert.*` state dict), or
+both, is refused until `--origin mmf|vilbert-multi-task` says which it is.
+
 Usage:
-    hm-hf convert-vilbert pretrained_model.bin out_dir [--config config.json] [--num-labels 2]
+    hm-hf convert-vilbert pretrained_model.bin out_dir [--origin mmf] [--config config.json] [--num-labels 2]
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -37,6 +47,11 @@ _DROPPED_HEADS = re.compile(
     r"^(cls|vil_prediction|vil_prediction_gqa|vil_logit|vil_binary_prediction|vil_tri_prediction|vision_logit|"
     r"linguisic_logit|linguistic_logit)\."
 )
+#: Whether each origin's reader prepends the global image token (vilbert-multi-task's `_image_features_reader`
+#: does; MMF's ViLBERT reads `image_feature_0` as extracted).
+GLOBAL_IMAGE_TOKEN = {"mmf": False, "vilbert-multi-task": True}
+_MULTI_TASK_KEYS = re.compile(r"^(vil_prediction|vil_prediction_gqa|vil_logit|vil_binary_prediction|vil_tri_prediction|"
+                              r"vision_logit|linguisic_logit|linguistic_logit)\.|^bert\.embeddings\.task_embeddings\.")
 _DROPPED_INSIDE = re.compile(r"(\.biOutput\.q_dense[12]\.|\.biOutput\.q_dropout|^embeddings\.task_embeddings\.|"
                              r"^embeddings\.position_ids$)")
 
@@ -146,39 +161,93 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor], **overrides) 
     return HmVilbertConfig(**kwargs)
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Loads safetensors, or a plain PyTorch state dict with `weights_only=True` (never arbitrary pickles)."""
+class VilbertOriginError(ValueError):
+    """The converter cannot tell which code base a checkpoint comes from; the message says how to say it."""
+
+
+def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict in `path` and the wrapper key it was found under (`"model_state_dict"` for
+    vilbert-multi-task's training files, `"model"` for MMF's, None for a bare state dict).
+
+    Loads safetensors, or a plain PyTorch file with `weights_only=True` (never arbitrary pickles).
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file.")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(path)
+        return load_file(path), None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # an MMF training .ckpt pickles its OmegaConf config next to the weights
+    except Exception as err:  # training checkpoints pickle their configuration or logger next to the weights
         raise ValueError(
             f"{path}: cannot be read as a plain tensor state dict ({err.__class__.__name__}). MMF training "
-            "checkpoints (.ckpt) pickle their configuration; load it once in MMF's own environment and save "
-            "`ckpt['model']` with torch.save (or safetensors), then convert that file."
+            "checkpoints (.ckpt) pickle their configuration and vilbert-multi-task's pytorch_ckpt_*.tar its task "
+            "controller and logger: use the pytorch_model_*.bin saved beside the latter, or load the file once in "
+            "its own environment and save `ckpt['model']` / `ckpt['model_state_dict']` with torch.save (or "
+            "safetensors), then convert that file."
         ) from err
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
+    wrapper = None
+    for key in ("model_state_dict", "model"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj, wrapper = obj[key], key
+            break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected a mapping of parameter names to tensors.")
-    return dict(obj)
+    return dict(obj), wrapper
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint file (see `read_checkpoint`)."""
+    return read_checkpoint(path)[0]
+
+
+def checkpoint_origin(state_dict: Mapping[str, torch.Tensor], wrapper: str | None = None) -> str | None:
+    """"mmf" or "vilbert-multi-task" when the file says which code base wrote it, else None."""
+    signs = set()
+    if wrapper == "model_state_dict":
+        signs.add("vilbert-multi-task")
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in state_dict]
+    if any(k.startswith("model.") for k in keys):  # MMF's BaseModel keeps the network under `model`
+        signs.add("mmf")
+    if any(_MULTI_TASK_KEYS.match(_strip_wrappers(k)) for k in keys):
+        signs.add("vilbert-multi-task")
+    return signs.pop() if len(signs) == 1 else None
 
 
 def convert_vilbert_checkpoint(
-    checkpoint_path: str, output_dir: str, config: HmVilbertConfig | None = None, **config_overrides
+    checkpoint_path: str, output_dir: str, config: HmVilbertConfig | None = None, origin: str | None = None,
+    **config_overrides
 ):
-    """Converts a checkpoint file and writes an `HmVilbertForHatefulMemes` folder (safetensors + config).
+    """Converts a checkpoint file and writes an `HmVilbertForHatefulMemes` folder (safetensors + config +
+    `conversion.json`: source, origin, what was dropped).
 
-    Returns the loaded model. Raises if any hm_hf weight other than the classification head is missing.
+    `origin` ("mmf" or "vilbert-multi-task") sets `add_global_image_token` (see the module docstring); None
+    reads it from the file, and a file that does not say raises `VilbertOriginError` (unless the config or
+    `config_overrides` set `add_global_image_token` themselves). Returns the loaded model. Raises if any
+    hm_hf weight other than the classification head is missing.
     """
     from .modeling_vilbert import HmVilbertForHatefulMemes
 
-    converted, report = convert_vilbert_state_dict(read_state_dict(checkpoint_path))
+    if origin is not None and origin not in GLOBAL_IMAGE_TOKEN:
+        raise ValueError(f"origin must be one of {sorted(GLOBAL_IMAGE_TOKEN)}, got {origin!r}")
+    raw, wrapper = read_checkpoint(checkpoint_path)
+    detected = checkpoint_origin(raw, wrapper)
+    if origin is not None and detected is not None and origin != detected:
+        logger.warning("%s looks like a %s checkpoint; converting it as %s, as asked", checkpoint_path, detected,
+                       origin)
+    origin = origin or detected
+    explicit = "add_global_image_token" in config_overrides or config is not None
+    if origin is None and not explicit:
+        raise VilbertOriginError(
+            f"{checkpoint_path}: cannot tell whether this ViLBERT checkpoint comes from MMF or from "
+            "vilbert-multi-task, and the two feed the model differently (vilbert-multi-task prepends a global "
+            "image token, MMF's hateful-memes ViLBERT does not). Say which: --origin mmf (MMF's model zoo and "
+            "MMF training runs, the PE paper's setting) or --origin vilbert-multi-task."
+        )
+    if origin is not None and "add_global_image_token" not in config_overrides and config is None:
+        config_overrides["add_global_image_token"] = GLOBAL_IMAGE_TOKEN[origin]
+    converted, report = convert_vilbert_state_dict(raw)
     for key, why in sorted(report.dropped.items()):
         logger.info("dropped %s (%s)", key, why)
     if config is None:
@@ -197,7 +266,11 @@ def convert_vilbert_checkpoint(
             f"{result.unexpected_keys[:10]} (check widths, layer counts and co-attention ids in the config)."
         )
     model.save_pretrained(output_dir)
-    logger.info("converted %d tensors, dropped %d, wrote %s", report.converted, len(report.dropped), output_dir)
+    note = {"source": str(checkpoint_path), "origin": origin, "add_global_image_token": config.add_global_image_token,
+            "dropped_keys": dict(sorted(report.dropped.items()))}
+    (Path(output_dir) / "conversion.json").write_text(json.dumps(note, indent=1), encoding="utf-8")
+    logger.info("converted %d tensors (%s origin, global image token %s), dropped %d, wrote %s", report.converted,
+                origin or "given", config.add_global_image_token, len(report.dropped), output_dir)
     return model
 
 
@@ -206,26 +279,38 @@ def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hm-hf convert-vilbert", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="pretrained_model.bin / model.pth / .safetensors state dict")
     parser.add_argument("output_dir")
+    parser.add_argument("--origin", choices=sorted(GLOBAL_IMAGE_TOKEN), default=None,
+                        help="the code base the checkpoint comes from, which decides the global image token (mmf: "
+                        "none; vilbert-multi-task: prepended). Default: read from the file; refused when it does "
+                        "not say")
     parser.add_argument("--config", help="JSON with HmVilbertConfig fields (vilbert-multi-task's bert_base_6layer_"
                         "6conect.json works: unknown keys are kept as attributes)")
     parser.add_argument("--num-labels", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {}
-    if args.config:
-        with open(args.config, encoding="utf-8") as fh:
-            overrides = json.load(fh)
-    if args.num_labels is not None:
-        overrides["num_labels"] = args.num_labels
-    convert_vilbert_checkpoint(args.checkpoint, args.output_dir, **overrides)
+    try:
+        if args.config:
+            with open(args.config, encoding="utf-8") as fh:
+                overrides = json.load(fh)
+        if args.num_labels is not None:
+            overrides["num_labels"] = args.num_labels
+        convert_vilbert_checkpoint(args.checkpoint, args.output_dir, origin=args.origin, **overrides)
+    except (OSError, ValueError) as err:  # missing file, unreadable or unrecognised checkpoint, origin unknown
+        print(f"convert-vilbert: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
 __all__ = [
     "ConversionReport",
+    "GLOBAL_IMAGE_TOKEN",
+    "VilbertOriginError",
+    "checkpoint_origin",
     "cli",
     "config_from_state_dict",
     "convert_vilbert_checkpoint",
     "convert_vilbert_state_dict",
+    "read_checkpoint",
     "read_state_dict",
 ]

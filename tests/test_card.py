@@ -1,0 +1,36 @@
+"""The model card names the data set a model was actually trained on."""
+
+import yaml
+
+from hm_hf.data.synthetic import SYNTHETIC_MARKER, is_synthetic, make_hmd, make_mmhs
+from hm_hf.training.card import write_model_card
+
+
+def _card(tmp_path, dataset: str, synthetic: bool) -> tuple[dict, str]:
+    path = write_model_card(tmp_path, model_name="org/m", model_type="visual_bert", base_model=None, dataset=dataset,
+                            peft_method="none", results={"dev_seen": {"auroc": 0.7, "accuracy": 0.6, "f1": 0.5}},
+                            figures=[], trainable=10, total=100, recipe_text=None, command="x", synthetic=synthetic)
+    text = path.read_text(encoding="utf-8")
+    return yaml.safe_load(text.split("---")[1]), text
+
+
+def test_a_real_data_set_is_named_with_its_hub_id_and_content_warning(tmp_path):
+    header, text = _card(tmp_path, "hmd", synthetic=False)
+    assert header["datasets"] == ["facebook/hateful_memes"] and "synthetic-data" not in header["tags"]
+    assert "Content warning" in text and "on Hateful Memes" in text
+    assert header["model-index"][0]["results"][0]["dataset"]["type"] == "facebook/hateful_memes"
+
+
+def test_a_synthetic_run_is_named_as_synthetic(tmp_path):
+    header, text = _card(tmp_path, "mmhs", synthetic=True)
+    assert "datasets" not in header and "synthetic-data" in header["tags"]
+    assert header["model-index"][0]["results"][0]["dataset"]["type"] == "hm_hf-synthetic-mmhs"
+    assert "Content warning" not in text and "hateful images" not in text
+    assert "synthetic MMHS150K-format data" in text and "its output on real memes means nothing" in text
+
+
+def test_the_generators_mark_their_folders(tmp_path):
+    make_hmd(tmp_path / "hmd", splits={"train": 2})
+    make_mmhs(tmp_path / "mmhs", splits={"train": 2})
+    assert is_synthetic(tmp_path / "hmd") and is_synthetic(tmp_path / "mmhs")
+    assert (tmp_path / "hmd" / SYNTHETIC_MARKER).is_file() and not is_synthetic(tmp_path / "hmd" / "img")
