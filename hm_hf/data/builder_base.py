@@ -191,6 +191,8 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
                                     features=datasets.Features(features))
 
     def _split_generators(self, dl_manager):
+        if self.feature_cache is not None:
+            self.feature_cache.ids()  # reads every shard's header: a damaged shard is named before any row is made
         self._report = BuildReport(dataset=self.DATASET_LABEL, data_dir=self.config.data_dir, strict=self.strict)
         items = self._read_annotations(Path(self.config.data_dir), self._report)
         self._items = self._resolve_duplicates(items, self._report)
