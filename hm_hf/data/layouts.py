@@ -183,20 +183,14 @@ def has_surrogates(text: str) -> bool:
     return False
 
 
-def _lines(raw: bytes) -> list[bytes]:
-    lines = raw.split(b"\n")
+def text_lines(path, report: BuildReport, rel: str, split: str | None = None):
+    """Yield (line_number, text) for each non-blank UTF-8 line of a text file; report blank and non-UTF-8
+    lines. The newline that ends the last line does not make a blank line."""
+    lines = Path(path).read_bytes().split(b"\n")
     if lines and lines[-1] == b"":
-        lines.pop()  # the newline that ends the last line
-    return [line.rstrip(b"\r") for line in lines]
-
-
-def read_jsonl(path, report: BuildReport, rel: str, split: str):
-    """Yield (line_number, object) for each good line of a jsonl file; report the bad ones.
-
-    Blank lines, invalid, truncated or too deeply nested JSON, non-UTF-8 bytes and lines that are not
-    JSON objects are skipped and counted.
-    """
-    for number, raw in enumerate(_lines(Path(path).read_bytes()), start=1):
+        lines.pop()
+    for number, raw in enumerate(lines, start=1):
+        raw = raw.rstrip(b"\r")
         where = dict(file=rel, line=number, split=split)
         if not raw.strip():
             report.add(BLANK_LINE, "blank line", **where)
@@ -205,6 +199,17 @@ def read_jsonl(path, report: BuildReport, rel: str, split: str):
         if text is None:
             report.add(NOT_UTF8, f"line is {utf8_error(raw)}", **where)
             continue
+        yield number, text
+
+
+def read_jsonl(path, report: BuildReport, rel: str, split: str):
+    """Yield (line_number, object) for each good line of a jsonl file; report the bad ones.
+
+    Blank lines, invalid, truncated or too deeply nested JSON, non-UTF-8 bytes and lines that are not
+    JSON objects are skipped and counted.
+    """
+    for number, text in text_lines(path, report, rel, split):
+        where = dict(file=rel, line=number, split=split)
         try:
             obj = parse_json(text)
         except JsonInputError as err:
@@ -491,19 +496,10 @@ def read_split_ids(files: MmhsFiles, split: str, report: BuildReport) -> list[tu
     if folder.resolve(path, report, shown=rel, split=split) is None:
         return []
     ids = []
-    for line, raw in enumerate(_lines(path.read_bytes()), start=1):
-        where = dict(file=rel, line=line, split=split)
-        raw = raw.strip()
-        if not raw:
-            report.add(BLANK_LINE, "blank line", **where)
-            continue
-        tweet_id = decode_utf8(raw)
-        if tweet_id is None:
-            report.add(NOT_UTF8, f"line is {utf8_error(raw)}", **where)
-            continue
-        tweet_id = tweet_id.strip()
+    for line, text in text_lines(path, report, rel, split):
+        tweet_id = text.strip()
         if parse_id(tweet_id) is None:
-            report.add(BAD_FIELD, f"not a tweet id: {id_problem(tweet_id)}", **where)
+            report.add(BAD_FIELD, f"not a tweet id: {id_problem(tweet_id)}", file=rel, line=line, split=split)
             continue
         ids.append((line, tweet_id))
     return ids
