@@ -224,27 +224,34 @@ def read_jsonl(path, report: BuildReport, rel: str, split: str):
 # ---------------------------------------------------------------------------------------------- images
 
 
-def _decode_image(path, mode: str | None):
+def _over_limit(width: int, height: int) -> tuple[str, str] | None:
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and width * height > limit:
+        return IMAGE_TOO_LARGE, (f"image is {width}x{height} = {width * height} pixels, over Pillow's "
+                                 f"decompression-bomb limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
+    return None
+
+
+def _read_image(path, decode: bool, mode: str | None = None):
+    """(size, image or None, None) or (None, None, (kind, reason)); the pixel limit is applied to the
+    header's size, before anything is decoded."""
     path = Path(path)
     if not path.is_file():
-        return None, (MISSING_IMAGE, f"image file {path.name} not found")
+        return None, None, (MISSING_IMAGE, f"image file {path.name} not found")
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and width * height > limit:
-                return None, (IMAGE_TOO_LARGE, (
-                    f"image is {width}x{height} = {width * height} pixels, over Pillow's decompression-bomb "
-                    f"limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)"
-                ))
+            size = image.size
+            problem = _over_limit(*size)
+            if problem or not decode:
+                return (None if problem else size), None, problem
             image.load()
-            return (image.convert(mode) if mode else None), None
+            return size, (image.convert(mode) if mode else None), None
     except Image.DecompressionBombError as err:
-        return None, (IMAGE_TOO_LARGE, f"image over Pillow's decompression-bomb limit: {err}")
+        return None, None, (IMAGE_TOO_LARGE, f"image over Pillow's decompression-bomb limit: {err}")
     except UnidentifiedImageError:
-        return None, (CORRUPT_IMAGE, "not a readable image file (Pillow cannot identify it)")
+        return None, None, (CORRUPT_IMAGE, "not a readable image file (Pillow cannot identify it)")
     except Exception as err:  # truncated data, broken chunks, bad headers: all mean "cannot decode"
-        return None, (CORRUPT_IMAGE, f"image cannot be decoded: {type(err).__name__}: {err}")
+        return None, None, (CORRUPT_IMAGE, f"image cannot be decoded: {type(err).__name__}: {err}")
 
 
 def check_image(path) -> tuple[str, str] | None:
@@ -255,31 +262,19 @@ def check_image(path) -> tuple[str, str] | None:
     would refuse them (Pillow itself only warns below twice the limit). Thread-safe. Call it only on a
     path `DataFolder.resolve` returned.
     """
-    return _decode_image(path, None)[1]
+    return _read_image(path, decode=True)[2]
 
 
 def open_image(path, mode: str = "RGB"):
     """(image in `mode`, None) after the same checks as `check_image`, or (None, (kind, reason))."""
-    return _decode_image(path, mode)
+    _, image, problem = _read_image(path, decode=True, mode=mode)
+    return image, problem
 
 
-def image_size(path) -> tuple[tuple[int, int] | None, tuple[str, str] | None]:
+def image_size(path):
     """((width, height), None) from the image header, with the same pixel limit, or (None, (kind, reason))."""
-    path = Path(path)
-    if not path.is_file():
-        return None, (MISSING_IMAGE, f"image file {path.name} not found")
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except Image.DecompressionBombError as err:
-        return None, (IMAGE_TOO_LARGE, f"image over Pillow's decompression-bomb limit: {err}")
-    except Exception as err:
-        return None, (CORRUPT_IMAGE, f"not a readable image file ({type(err).__name__}: {err})")
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > limit:
-        return None, (IMAGE_TOO_LARGE, f"image is {width}x{height} pixels, over Pillow's decompression-bomb "
-                                       f"limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
-    return (width, height), None
+    size, _, problem = _read_image(path, decode=False)
+    return size, problem
 
 
 # ------------------------------------------------------------------------------------------- Hateful Memes
