@@ -68,6 +68,14 @@ def summarize(path: Path) -> str:
         out += ["", _table(payload["estimates"], [("dataset", "data set", ""),
                                                   ("hours_1_device", "hours, 1 device", ".1f"),
                                                   ("hours_8_devices", "hours, 8 devices", ".1f")])]
+    elif kind == "cache_fingerprint":
+        s = payload["settings"]
+        out[0] += (f": {s['images']} images x {s['regions']} regions, {s['shards']} shards, {s['gib']:.2f} GiB, "
+                   "page cache warm")
+        out.append(_table(payload["results"], [("method", "method", ""), ("seconds", "seconds", ".4f"),
+                                               ("x_sha256_every_byte", "x sha256 of every byte", ".4f"),
+                                               ("mmhs_seconds", "MMHS150K s (x12.4)", ".2f"),
+                                               ("x_write", "share of the write", ".2f")]))
     elif kind == "inference_latency":
         s = payload["settings"]
         out[0] += f": {s['model']}, detector {s['detector']}, OCR {s['ocr']}, {s['repeats']} memes"

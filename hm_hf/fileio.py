@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see the old file or the complete new one, never a part of it.
+"""Atomic file writes (readers see the old file or the complete new one, never a part of it), and the
+one JSON parser for input from outside.
 
 Every cache, report, record and small output hm_hf writes goes through here (`atomic_write_bytes` /
 `atomic_write_text` for data in memory, `atomic_path` for writers that take a file name), so a kill at any
@@ -7,7 +8,9 @@ moment loses nothing already written and leaves no half-written file behind.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,3 +55,39 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class JsonInputError(ValueError):
+    """Text that is not usable JSON; the message says why (the caller adds the file and line)."""
+
+
+_DECODER = json.JSONDecoder()
+
+
+@contextmanager
+def _json_input_errors():
+    """Every way hostile JSON can fail, as a JsonInputError: besides invalid JSON, nesting deep enough to
+    exhaust Python's recursion limit (a 100,000-level array raises RecursionError in the decoder) and
+    numbers too long for Python's int conversion limit (a ValueError that is not a JSONDecodeError)."""
+    try:
+        yield
+    except json.JSONDecodeError as err:
+        raise JsonInputError(f"invalid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except RecursionError:
+        raise JsonInputError(f"JSON nested too deeply (over {sys.getrecursionlimit()} levels)") from None
+    except UnicodeDecodeError as err:
+        raise JsonInputError(f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except ValueError as err:  # e.g. an integer with more digits than int() converts
+        raise JsonInputError(f"unusable JSON value ({err})") from None
+
+
+def parse_json(text: str | bytes):
+    """`json.loads` for input from outside: any failure is a `JsonInputError` saying why."""
+    with _json_input_errors():
+        return json.loads(text)
+
+
+def parse_json_prefix(text: str, start: int = 0):
+    """(value, end): the JSON value that starts at `text[start]` (`JSONDecoder.raw_decode`), same errors."""
+    with _json_input_errors():
+        return _DECODER.raw_decode(text, start)

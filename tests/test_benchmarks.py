@@ -97,6 +97,16 @@ def test_extraction(bench, tmp_path):
     assert math.isclose(mmhs["hours_1_device"] / hmd["hours_1_device"], 150_000 / 12_140)
 
 
+def test_cache_fingerprint(bench, tmp_path):
+    fingerprint = bench("cache_fingerprint")
+    payload = run(fingerprint, tmp_path)
+    rows = {r["method"]: r for r in payload["results"]}
+    assert {"hm_hf", "headers only", "sha256 of every byte", "xxh3-128 of every byte", "index"} <= set(rows)
+    assert rows["sha256 of every byte"]["x_sha256_every_byte"] == 1.0
+    assert all(r["seconds"] > 0 for r in rows.values())
+    assert payload["settings"]["shards"] == 3  # 40 images in shards of 16
+
+
 def test_inference_latency(bench, tmp_path):
     latency = bench("inference_latency")
     payload = run(latency, tmp_path, "--repeats", "1")

@@ -5,15 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
+from hostile import bomb_png  # tests/hostile.py
 from PIL import Image
 
-from hm_hf.data import report as report_module
+from hm_hf.data import layouts
 from hm_hf.data.hateful_memes import HatefulMemes
 from hm_hf.data.loading import load_hmd
 from hm_hf.data.report import REPORT_FILE, BadInputError
@@ -21,17 +20,6 @@ from hm_hf.data.synthetic import make_hmd, write_region_features
 
 SPLITS = {"train": 10, "dev_seen": 6, "dev_unseen": 6, "test_seen": 4, "test_unseen": 4}
 SIZE = (64, 48)
-
-
-def bomb_png(path: Path, width: int, height: int) -> None:
-    """A tiny PNG file whose header claims width x height pixels (never decoded that far)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = zlib.compress(b"\x00" * (width + 1) * 2)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +59,30 @@ def test_mmf_layout_and_extra_fields(tmp_path):
     ds = load_hmd(tmp_path / "data", cache_dir=tmp_path / "cache")
     assert {k: v.num_rows for k, v in ds.items()} == {"train": 6, "dev_seen": 4}
     assert sorted(ds["dev_seen"]["label"]) == sorted(m.label for m in memes["dev_seen"])
+
+
+def test_every_reader_accepts_the_same_layouts(tmp_path):
+    """Builder, extraction's image list and fastText read one module (hm_hf.data.layouts): same folders."""
+    from hm_hf.data.layouts import dataset_images
+    from hm_hf.text.fasttext_embeddings import read_split_texts
+
+    official = make_hmd(tmp_path / "official", splits={"train": 4, "dev_seen": 2}, image_size=SIZE)
+    make_hmd(tmp_path / "mmf", splits={"train": 4, "dev_seen": 2}, image_size=SIZE, layout="mmf")
+    ids = sorted(m.id for rows in official.values() for m in rows)
+    texts = [m.text for m in official["train"]]
+    # the official folder, MMF's copy, and MMF's defaults/ folder itself
+    for folder in (tmp_path / "official", tmp_path / "mmf", tmp_path / "mmf" / "defaults"):
+        ds = load_hmd(folder, cache_dir=tmp_path / "cache")
+        assert sorted([*ds["train"]["id"], *ds["dev_seen"]["id"]]) == ids
+        assert sorted(map(int, dataset_images("hmd", folder))) == ids
+        assert read_split_texts("hmd", folder, "train") == texts
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "extra.jsonl").write_text('{"id": 1, "text": "x"}\n')  # not a split name
+    for read in (lambda: load_hmd(tmp_path / "other", cache_dir=tmp_path / "cache"),
+                 lambda: dataset_images("hmd", tmp_path / "other"),
+                 lambda: read_split_texts("hmd", tmp_path / "other", "train")):
+        with pytest.raises(FileNotFoundError, match="train.jsonl"):
+            read()
 
 
 def test_phase1_files_overlap_with_phase2_is_kept_and_noted(tmp_path):
@@ -274,5 +286,5 @@ def test_clear_errors_for_wrong_use(tmp_path):
 
 
 def test_report_helpers_are_shared():
-    # both builders use the same checks; the code hash covers them (see builder_base)
-    assert report_module.check_image("/nonexistent.png")[0] == "missing_image"
+    # both builders use the same checks (hm_hf.data.layouts); the code hash covers them (see builder_base)
+    assert layouts.check_image("/nonexistent.png")[0] == "missing_image"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
+from hostile import bomb_png  # tests/hostile.py
 
 from hm_hf.data.loading import load_mmhs
 from hm_hf.data.mmhs150k import MMHS150K, binary_label, fine_label
@@ -89,13 +88,7 @@ def inject(kind, data_dir: Path, train: list[str], test: list[str]):
         (data_dir / "img_resized" / f"{train[1]}.jpg").unlink()
         return kind, f"img_resized/{train[1]}.jpg", None, train[1]
     if kind == "image_too_large":  # between 1x and 2x Pillow's limit: Pillow would only warn
-        path = data_dir / "img_resized" / f"{train[2]}.jpg"
-        header = struct.pack(">IIBBBBB", 10000, 10000, 8, 0, 0, 0, 0)
-
-        def chunk(k, d):
-            return struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d) & 0xFFFFFFFF)
-
-        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+        bomb_png(data_dir / "img_resized" / f"{train[2]}.jpg", 10000, 10000)
         return kind, f"img_resized/{train[2]}.jpg", None, train[2]
     if kind == "blank_line":
         return kind, "splits/train_ids.txt", _insert_line(train_file, b"", at=2), None

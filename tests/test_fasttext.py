@@ -153,10 +153,10 @@ def test_clear_errors(hmd, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "train.jsonl").write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": \n')
-    with pytest.raises(ValueError, match=r"train\.jsonl:2"):
+    with pytest.raises(ValueError, match=r"train\.jsonl, line 2: invalid JSON"):
         fte.read_split_texts("hmd", bad, "train")
     (bad / "dev.jsonl").write_text('{"id": 1, "img": "img/00001.png"}\n')
-    with pytest.raises(ValueError, match=r"dev\.jsonl:1.*'text'"):
+    with pytest.raises(ValueError, match=r"dev\.jsonl, line 1 \(id 1\): text must be a string"):
         fte.read_split_texts("hmd", bad, "dev")
     with pytest.raises(ValueError, match=r"blank\.jsonl.*empty"):
         fte.train_fasttext(["", "  \n "], tmp_path / "empty.bin", source="blank.jsonl", **FAST)

@@ -6,7 +6,9 @@ from hm_hf.extract.cache import FeatureCache, FeatureCacheError, RegionFeatures
 
 def _regions(n, seed=0):
     rng = np.random.default_rng(seed)
-    return RegionFeatures(rng.random((n, 2048)), rng.random((n, 4)) * 100, 640, 480, object_ids=np.arange(n))
+    corners = rng.random((n, 2, 2)) * 100  # two (x, y) corners per box
+    boxes = np.concatenate([corners.min(1), corners.max(1)], axis=1)  # x1 y1 x2 y2, never inverted
+    return RegionFeatures(rng.random((n, 2048)), boxes, 640, 480, object_ids=np.arange(n))
 
 
 def test_write_read_and_fingerprint(tmp_path):

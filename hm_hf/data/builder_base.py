@@ -13,11 +13,18 @@ region features, and everything skipped lands in the build report (`build_report
 prepared Arrow files). The cache directory's hash covers the builder source, the annotation files'
 contents and, for config "regions", `FeatureCache.fingerprint()`; nothing else, so an unchanged input
 reuses the prepared data and any real change rebuilds it.
+
+The raw files are read through `hm_hf.data.layouts` (containment, ids, JSON and image rules). The state
+(size, mtime) of every image and OCR file a build read is saved beside the report (`input_files.json`);
+reusing the prepared data first compares it with the disk, and a file changed or deleted since the build
+rebuilds the data (then skipped and counted like any bad input) instead of failing later, when a row's
+image is read from the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -27,10 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets.exceptions import DatasetGenerationError
 from PIL import Image
 
+from hm_hf.data import layouts
 from hm_hf.data import report as report_module
+from hm_hf.data.layouts import DataFolder, check_image
 from hm_hf.data.report import (
     BAD_FEATURES,
     DUPLICATE_ACROSS_SPLITS,
@@ -39,11 +49,12 @@ from hm_hf.data.report import (
     REPORT_FILE,
     BadInputError,
     BuildReport,
-    check_image,
     file_digest,
     source_digest,
 )
-from hm_hf.extract.cache import FEATURE_DIM, FeatureCache
+from hm_hf.extract import validation
+from hm_hf.extract.cache import FEATURE_DIM, FeatureCache, FeatureCacheError
+from hm_hf.fileio import JsonInputError, atomic_write_bytes, parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +66,7 @@ REGION_FEATURES = {
     "num_boxes": datasets.Value("int32"),
 }
 CONFIG_NAMES = ("default", "regions")
+INPUTS_FILE = "input_files.json"  # rel path -> [size, mtime_ns] (None: absent) of the files a build read
 
 
 @dataclass
@@ -91,9 +103,11 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         self.feature_cache: FeatureCache | None = None
         import sys
 
-        code = source_digest(report_module, sys.modules[__name__], type(self)._builder_module())
-        key_parts = [self.DATASET_LABEL, code,
-                     file_digest(self._annotation_files(Path(data_dir)))]
+        self.folder = DataFolder(data_dir)
+        code = source_digest(report_module, layouts, validation, sys.modules[__name__], type(self)._builder_module())
+        annotation_files = [p for p in self._annotation_files(Path(data_dir))
+                            if self.folder.contains(self.folder.real_path(p))]  # outside: never opened
+        key_parts = [self.DATASET_LABEL, code, file_digest(annotation_files)]
         if config_name == "regions":
             if feature_cache is None:
                 raise ValueError('config "regions" needs feature_cache=<folder written by hm-hf extract-features '
@@ -107,6 +121,7 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         cache_key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:16]
         self._report: BuildReport | None = None
         self._items: dict[str, list[dict]] = {}
+        self._inputs: dict[str, list[int] | None] = {}
         super().__init__(cache_dir=cache_dir, config_name=config_name, data_dir=data_dir, hash=cache_key,
                          **kwargs)
 
@@ -119,6 +134,7 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
 
     @staticmethod
     def _annotation_files(data_dir: Path) -> list[Path]:
+        """The annotation files whose contents key the cache (those outside the data folder are left out)."""
         raise NotImplementedError
 
     def _base_features(self) -> dict:
@@ -130,10 +146,38 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
 
     def _check_item(self, item: dict):
         """Runs in a worker thread: None when the item is usable, else (kind, reason, file)."""
+        self._record_input(item["image"])
         problem = check_image(item["image"])
         if problem:
             return problem[0], f"{problem[1]} (listed in {item['file']}, line {item['line']})", item["image_rel"]
         return None
+
+    def _record_input(self, path) -> None:
+        """Note the state of a file the build reads (thread-safe: one dict item per file)."""
+        try:
+            stat = os.stat(path)
+            state = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            state = None
+        self._inputs[self.folder.relative(path)] = state
+
+    def _changed_inputs(self, output_dir) -> list[str]:
+        """The files a prepared build read that have changed or appeared or gone since, as 'path (what)'."""
+        path = Path(output_dir) / INPUTS_FILE
+        try:
+            recorded = parse_json(path.read_bytes()).get("files", {})
+        except (OSError, JsonInputError, AttributeError):
+            return [f"{INPUTS_FILE} (missing or unreadable)"]
+        changed = []
+        for rel, state in recorded.items():
+            try:
+                stat = os.stat(os.path.join(self.folder.path, rel))
+                now = [stat.st_size, stat.st_mtime_ns]
+            except OSError:
+                now = None
+            if now != state:
+                changed.append(f"{rel} ({'deleted' if now is None else 'added' if state is None else 'changed'})")
+        return changed
 
     def _example(self, item: dict) -> dict:
         raise NotImplementedError
@@ -150,6 +194,8 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
                                     features=datasets.Features(features))
 
     def _split_generators(self, dl_manager):
+        if self.feature_cache is not None:
+            self.feature_cache.ids()  # reads every shard's header: a damaged shard is named before any row is made
         self._report = BuildReport(dataset=self.DATASET_LABEL, data_dir=self.config.data_dir, strict=self.strict)
         items = self._read_annotations(Path(self.config.data_dir), self._report)
         self._items = self._resolve_duplicates(items, self._report)
@@ -183,15 +229,20 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
                                 "unlabelled": rows["unlabelled"], "listed": len(items)}
 
     def _join_regions(self, example: dict, item: dict, report: BuildReport) -> bool:
-        regions = self.feature_cache.get(str(item["id"]))
         where = dict(file=item["file"], line=item["line"], id=item["id"], split=item["split"])
+        try:
+            regions = self.feature_cache.get(str(item["id"]))  # validated as it is read
+        except FeatureCacheError as err:
+            report.add(BAD_FEATURES, f"{err} (left out)", **where)
+            return False
         if regions is None:
             report.add(MISSING_FEATURES, f"no region features for id {item['id']} in the feature cache "
                        f"{self.feature_cache.path} (extract them, or build config 'default')", **where)
             return False
-        if regions.features.shape[1] != FEATURE_DIM:
-            report.add(BAD_FEATURES, f"region features of id {item['id']} have shape {regions.features.shape}, "
-                       f"expected (N, {FEATURE_DIM})", **where)
+        problem = validation.storage_problem(regions, feature_dim=FEATURE_DIM, dtype=np.float16)
+        if problem:  # this build's columns: 2048-d float16 (REGION_FEATURES)
+            report.add(BAD_FEATURES, f"region features of id {item['id']} in {self.feature_cache.path}: {problem}",
+                       **where)
             return False
         # N == 0 is kept: an explicit empty region set (`import-features --missing empty`); the collator
         # masks it and region models then read the text alone.
@@ -252,14 +303,28 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         return result
 
     def _download_and_prepare(self, dl_manager, verification_mode, **prepare_split_kwargs):
+        self._inputs = {}
         super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
-        self._report.save(self._output_dir)  # the .incomplete folder, renamed with the data on success
+        # both beside the Arrow files in the .incomplete folder, renamed with the data on success
+        payload = {"version": 1, "data_dir": self.folder.path, "files": dict(sorted(self._inputs.items()))}
+        atomic_write_bytes(Path(self._output_dir) / INPUTS_FILE, json.dumps(payload).encode())
+        self._report.save(self._output_dir)
         self._report.log()
 
-    def download_and_prepare(self, *args, **kwargs):
-        """datasets' download_and_prepare, with strict-mode errors raised as they are (not wrapped)."""
+    def download_and_prepare(self, output_dir=None, download_config=None, download_mode=None, **kwargs):
+        """datasets' download_and_prepare, with strict-mode errors raised as they are (not wrapped), and
+        prepared data whose images or OCR files changed since it was built made again."""
+        prepared = Path(output_dir or self._cache_dir)
+        reuse = download_mode is None or datasets.DownloadMode(download_mode) == datasets.DownloadMode.REUSE_DATASET_IF_EXISTS
+        if reuse and (prepared / datasets.config.DATASET_INFO_FILENAME).is_file():
+            changed = self._changed_inputs(prepared)
+            if changed:
+                logger.warning("%d input file(s) changed since %s was prepared (first: %s); building it again",
+                               len(changed), prepared, ", ".join(changed[:3]))
+                download_mode = datasets.DownloadMode.FORCE_REDOWNLOAD
+                self.info.splits = None  # the old build's split sizes are no longer what to expect
         try:
-            super().download_and_prepare(*args, **kwargs)
+            super().download_and_prepare(output_dir, download_config, download_mode, **kwargs)
         except DatasetGenerationError as err:
             if isinstance(err.__cause__, BadInputError):
                 raise err.__cause__ from None
@@ -284,4 +349,4 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         return BuildReport.load(path) if path.is_file() else None
 
     def _relative(self, path) -> str:
-        return report_module.relative(path, self.config.data_dir)
+        return self.folder.relative(path)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from PIL import Image, UnidentifiedImageError
 
 from hm_hf.fileio import atomic_write_bytes
 
@@ -36,7 +33,8 @@ MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"  # truncated, not an image, undecodable
 IMAGE_TOO_LARGE = "image_too_large"  # over Pillow's decompression-bomb limit
 MISSING_FEATURES = "missing_features"  # no entry in the feature cache (config "regions")
-BAD_FEATURES = "bad_features"
+BAD_FEATURES = "bad_features"  # an entry that breaks the rules of hm_hf.extract.validation
+OUTSIDE_DATA_DIR = "outside_data_dir"  # a path whose real path is outside the data folder: never opened
 
 
 class BadInputError(ValueError):
@@ -68,11 +66,15 @@ class Issue:
 
 @dataclass
 class BuildReport:
-    """Collects what a build skipped; `strict=True` turns the first problem into a `BadInputError`."""
+    """Collects what a build skipped; `strict=True` turns the first problem into a `BadInputError`, and
+    so does a problem of one of the `fatal` kinds in any mode (the commands make `outside_data_dir` fatal)."""
 
     dataset: str
     data_dir: str
     strict: bool = False
+    fatal: tuple[str, ...] = ()
+    strict_hint: str = ("strict mode: fix or remove this input, or build with strict=False to skip it and have "
+                        "it counted in the build report")
     issues: list[Issue] = field(default_factory=list)
     splits: dict[str, dict] = field(default_factory=dict)  # split -> {"rows": n, ...}
     notes: list[str] = field(default_factory=list)  # things worth knowing that are not skips
@@ -81,10 +83,9 @@ class BuildReport:
         issue = Issue(kind, reason, file=None if file is None else str(file), line=line,
                       id=None if id is None else str(id), split=split)
         if self.strict:
-            raise BadInputError(
-                f"{issue.message()} [strict mode: fix or remove this input, or build with strict=False to "
-                "skip it and have it counted in the build report]"
-            )
+            raise BadInputError(f"{issue.message()} [{self.strict_hint}]")
+        if kind in self.fatal:
+            raise BadInputError(issue.message())
         self.issues.append(issue)
 
     def counts(self) -> dict[str, int]:
@@ -141,92 +142,6 @@ class BuildReport:
             )
 
 
-def check_image(path) -> tuple[str, str] | None:
-    """Decode the image at `path` fully; return None when it is usable, else (kind, reason).
-
-    Decoding (not just opening) catches truncated files. Images with more pixels than
-    `PIL.Image.MAX_IMAGE_PIXELS` are refused before decoding, as Pillow's decompression-bomb guard
-    would refuse them (Pillow itself only warns below twice the limit). Thread-safe.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return MISSING_IMAGE, f"image file {path.name} not found"
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and width * height > limit:
-                return IMAGE_TOO_LARGE, (
-                    f"image is {width}x{height} = {width * height} pixels, over Pillow's decompression-bomb "
-                    f"limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)"
-                )
-            image.load()
-    except Image.DecompressionBombError as err:
-        return IMAGE_TOO_LARGE, f"image over Pillow's decompression-bomb limit: {err}"
-    except UnidentifiedImageError:
-        return CORRUPT_IMAGE, "not a readable image file (Pillow cannot identify it)"
-    except Exception as err:  # truncated data, broken chunks, bad headers: all mean "cannot decode"
-        return CORRUPT_IMAGE, f"image cannot be decoded: {type(err).__name__}: {err}"
-    return None
-
-
-def decode_utf8(raw: bytes) -> str | None:
-    """The text of `raw` or None when it is not valid UTF-8 (a BOM is accepted and dropped)."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return None
-
-
-def utf8_error(raw: bytes) -> str:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at offset {err.start})"
-    return "not valid UTF-8"
-
-
-def read_jsonl(path, report: BuildReport, rel: str, split: str):
-    """Yield (line_number, object) for each good line of a jsonl file; report the bad ones.
-
-    Blank lines, invalid or truncated JSON, non-UTF-8 bytes and lines that are not JSON objects are
-    skipped and counted.
-    """
-    data = Path(path).read_bytes()
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the newline that ends the last line
-    for number, raw in enumerate(lines, start=1):
-        raw = raw.rstrip(b"\r")
-        if not raw.strip():
-            report.add(BLANK_LINE, "blank line", file=rel, line=number, split=split)
-            continue
-        text = decode_utf8(raw)
-        if text is None:
-            report.add(NOT_UTF8, f"line is {utf8_error(raw)}", file=rel, line=number, split=split)
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            report.add(INVALID_JSON, f"invalid JSON (truncated line?): {err.msg} at column {err.colno}",
-                       file=rel, line=number, split=split)
-            continue
-        if not isinstance(obj, dict):
-            report.add(INVALID_JSON, f"expected a JSON object, got {type(obj).__name__}",
-                       file=rel, line=number, split=split)
-            continue
-        yield number, obj
-
-
-def has_surrogates(text: str) -> bool:
-    """True for text decoded with errors='surrogateescape' from bytes that were not UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def source_digest(*modules) -> str:
     """sha256 of the source files of `modules`: part of the cache key, so editing a builder rebuilds."""
     import hashlib
@@ -252,10 +167,3 @@ def file_digest(paths) -> str:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     digest.update(block)
     return digest.hexdigest()
-
-
-def relative(path, root) -> str:
-    try:
-        return os.path.relpath(path, root)
-    except ValueError:
-        return str(path)

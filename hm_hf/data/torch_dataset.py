@@ -53,11 +53,21 @@ class RegionRowsDataset(torch.utils.data.Dataset):
         table = self._arrow[list(indices)]
         columns = {name: table.column(name).to_pylist() for name in self.other_columns}
         if self.decode_images and "image" in columns:
-            feature = self.dataset.features["image"]
-            columns["image"] = [feature.decode_example(value) for value in columns["image"]]
+            columns["image"] = [self._decode_image(value, columns, i) for i, value in enumerate(columns["image"])]
         for name in self.array_columns:
             columns[name] = _rows_of_2d(table.column(name))
         return [{name: values[i] for name, values in columns.items()} for i in range(len(indices))]
+
+    def _decode_image(self, value: dict, columns: dict, row: int):
+        try:
+            return self.dataset.features["image"].decode_example(value)
+        except Exception as err:  # deleted or rewritten since the build: name it instead of a traceback
+            example_id = columns["id"][row] if "id" in columns else "?"
+            raise ValueError(
+                f"the image of id {example_id} ({value.get('path') or 'embedded bytes'}) can no longer be read "
+                f"({type(err).__name__}: {err}); it changed after the data set was prepared: load the data set "
+                "again (hm_hf.load_hmd / load_mmhs), which notices the change and rebuilds it"
+            ) from None
 
     @property
     def column_names(self) -> list[str]:

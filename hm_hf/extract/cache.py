@@ -11,7 +11,12 @@ Layout::
     <cache>/shard-<tag>.safetensors      tensors "<id>/features" (N x 2048, that dtype), "<id>/boxes"
                                          (N x 4 float32, x1 y1 x2 y2 in pixels of the original image),
                                          "<id>/image_size" (int32 [width, height]) and optionally
-                                         "<id>/object_ids", "<id>/object_scores", "<id>/attribute_ids"
+                                         "<id>/object_ids", "<id>/object_scores", "<id>/attribute_ids";
+                                         metadata: num_images, content_xxh3_128 (of the tensors)
+
+Every entry obeys the rules of `hm_hf.extract.validation`: checked when a `RegionFeatures` is made (so
+nothing invalid is written) and again when one is read (so a shard damaged or rewritten later is refused
+with a sentence naming the shard and id, not used).
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from safetensors import safe_open
+import xxhash
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from hm_hf.fileio import atomic_path, atomic_write_bytes
+from hm_hf.fileio import JsonInputError, atomic_path, atomic_write_bytes, parse_json
+
+from . import validation
 
 INFO_FILE = "cache_info.json"
 SHARD_PREFIX = "shard-"
@@ -35,10 +43,15 @@ SHARD_SUFFIX = ".safetensors"
 FEATURE_DIM = 2048
 OPTIONAL_FIELDS = ("object_ids", "object_scores", "attribute_ids")
 FEATURE_DTYPES = ("float16", "float32")  # float16 halves disk and memory; float32 keeps the detector's output
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
 
 
 class FeatureCacheError(ValueError):
     """A feature cache that cannot be used as it is; the message says which file and what to do."""
+
+
+class InvalidRegionsError(FeatureCacheError):
+    """Region features that break a rule of `hm_hf.extract.validation`; the message says which."""
 
 
 @dataclass
@@ -54,21 +67,30 @@ class RegionFeatures:
     attribute_ids: np.ndarray | None = None  # (N,) int64
 
     def __post_init__(self):
-        self.features = np.asarray(self.features)
-        if self.features.dtype not in (np.float16, np.float32):
-            self.features = self.features.astype(np.float32)
-        self.boxes = np.asarray(self.boxes, dtype=np.float32)
+        source = self.features
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                features = np.asarray(source)
+                if features.dtype not in (np.float16, np.float32):  # kept as given; other dtypes become float32
+                    features = features.astype(np.float32)
+                self.features = features
+                self.boxes = np.asarray(self.boxes, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise InvalidRegionsError(f"features and boxes must be numeric arrays ({err})") from None
+        optional = {name: getattr(self, name) for name in OPTIONAL_FIELDS}
+        problem = validation.region_problem(self.features, self.boxes, self.image_width, self.image_height,
+                                            optional, source_features=source)
+        if problem:
+            raise InvalidRegionsError(problem)
+        self.image_width, self.image_height = int(self.image_width), int(self.image_height)
         n = self.features.shape[0]
-        if self.features.ndim != 2 or self.boxes.shape != (n, 4):
-            raise FeatureCacheError(
-                f"features must be (N, D) and boxes (N, 4) with the same N; got {self.features.shape} "
-                f"and {self.boxes.shape}"
-            )
-        for name in OPTIONAL_FIELDS:
-            value = getattr(self, name)
+        for name, value in optional.items():
             if value is not None:
                 dtype = np.float32 if name == "object_scores" else np.int64
-                setattr(self, name, np.asarray(value, dtype=dtype).reshape(n))
+                try:
+                    setattr(self, name, np.asarray(value, dtype=dtype).reshape(n))
+                except (TypeError, ValueError) as err:
+                    raise InvalidRegionsError(f"{name} must be {n} {np.dtype(dtype).name} values ({err})") from None
 
     @property
     def num_boxes(self) -> int:
@@ -103,10 +125,7 @@ class FeatureCache:
                 f"{info_path} not found: {self.path} is not a feature cache. Create one with "
                 "`hm-hf extract-features` or `hm-hf import-features`."
             )
-        try:
-            self.info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as err:
-            raise FeatureCacheError(f"{info_path} is not valid JSON ({err}); delete the cache and rebuild it") from err
+        self.info = _read_info(info_path)
         self._index: dict[str, Path] | None = None
         self._handles: dict[Path, tuple[object, set[str]]] = {}  # shard -> (open handle, its keys)
 
@@ -124,7 +143,7 @@ class FeatureCache:
         info_path = path / INFO_FILE
         source = json.loads(json.dumps(source, sort_keys=True))  # normalise (tuples -> lists)
         if info_path.is_file():
-            existing = json.loads(info_path.read_text())
+            existing = _read_info(info_path)
             if existing.get("source") != source:
                 raise FeatureCacheError(
                     f"{path} was made with {existing.get('source')}, not {source}; use another --output folder or "
@@ -152,10 +171,16 @@ class FeatureCache:
     def shard_paths(self) -> list[Path]:
         return sorted(self.path.glob(f"{SHARD_PREFIX}*{SHARD_SUFFIX}"))
 
+    def _open(self, shard: Path):
+        try:
+            return safe_open(str(shard), framework="numpy")
+        except (SafetensorError, OSError) as err:
+            raise FeatureCacheError(_damaged(shard, err)) from None
+
     def _build_index(self) -> dict[str, Path]:
         index: dict[str, Path] = {}
         for shard in self.shard_paths():
-            with safe_open(str(shard), framework="numpy") as f:
+            with self._open(shard) as f:
                 for key in f.keys():
                     example_id, _, field = key.rpartition("/")
                     if field != "features":
@@ -184,28 +209,49 @@ class FeatureCache:
         return len(self.index)
 
     def get(self, example_id) -> RegionFeatures | None:
-        """The regions of `example_id`, or None when the cache has no entry for it."""
+        """The regions of `example_id`, or None when the cache has no entry for it.
+
+        An entry that is incomplete or breaks the rules of `hm_hf.extract.validation` raises
+        `InvalidRegionsError`, naming the shard and the id.
+        """
         example_id = str(example_id)
         shard = self.index.get(example_id)
         if shard is None:
             return None
         if shard not in self._handles:
-            handle = safe_open(str(shard), framework="numpy")
+            handle = self._open(shard)
             self._handles[shard] = (handle, set(handle.keys()))
         handle, keys = self._handles[shard]
-        width, height = handle.get_tensor(f"{example_id}/image_size").tolist()
-        optional = {
-            name: handle.get_tensor(f"{example_id}/{name}")
-            for name in OPTIONAL_FIELDS
-            if f"{example_id}/{name}" in keys
-        }
-        return RegionFeatures(
-            features=handle.get_tensor(f"{example_id}/features"),
-            boxes=handle.get_tensor(f"{example_id}/boxes"),
-            image_width=int(width),
-            image_height=int(height),
-            **optional,
-        )
+        where = f"id {example_id} in {shard}"
+        absent = [name for name in ("boxes", "image_size") if f"{example_id}/{name}" not in keys]
+        if absent:
+            raise InvalidRegionsError(f"{where} has no {' or '.join(absent)}; the shard is damaged: delete it "
+                                      "and re-run the command that made the cache")
+        try:
+            tensors = {name: handle.get_tensor(f"{example_id}/{name}")
+                       for name in ("features", "boxes", "image_size", *OPTIONAL_FIELDS) if f"{example_id}/{name}" in keys}
+        except SafetensorError as err:
+            raise FeatureCacheError(_damaged(shard, err)) from None
+        size = tensors.pop("image_size")
+        if size.shape != (2,) or not np.issubdtype(size.dtype, np.integer):
+            raise InvalidRegionsError(f"{where}: image_size must be 2 whole numbers [width, height], got "
+                                      f"{size.dtype} {size.shape}")
+        width, height = size.tolist()
+        try:
+            regions = RegionFeatures(image_width=width, image_height=height, **tensors)
+        except InvalidRegionsError as err:
+            raise InvalidRegionsError(f"{where}: {err}") from None
+        problem = validation.storage_problem(regions, dtype=self.feature_dtype)
+        if problem:  # an entry written around write_shard, e.g. float32 values beyond a float16 cache's range
+            raise InvalidRegionsError(f"{where}: {problem}")
+        return regions
+
+    def check_storable(self, regions: RegionFeatures, example_id) -> None:
+        """Raise `InvalidRegionsError` when valid `regions` cannot be stored as this cache's dtype (float32
+        values beyond float16's range would become inf), so writers can say which input file it was."""
+        problem = validation.storage_problem(regions, dtype=self.feature_dtype)
+        if problem:
+            raise InvalidRegionsError(f"id {example_id}: {problem}")
 
     def write_shard(self, tag: str, records: dict[str, RegionFeatures]) -> Path | None:
         """Write `records` as one shard, atomically; ids already in the cache are an error."""
@@ -216,6 +262,7 @@ class FeatureCache:
             raise FeatureCacheError(f"ids already in {self.path}: {clash[:5]}; they would be stored twice")
         tensors: dict[str, np.ndarray] = {}
         for example_id, regions in records.items():
+            self.check_storable(regions, example_id)
             stored = regions.to_tensors(str(example_id))
             key = f"{example_id}/features"
             stored[key] = stored[key].astype(self.feature_dtype, copy=False)
@@ -223,8 +270,9 @@ class FeatureCache:
         path = self.path / f"{SHARD_PREFIX}{tag}{SHARD_SUFFIX}"
         if path.exists():
             raise FeatureCacheError(f"{path} exists already; pick a new shard tag")
+        metadata = {"num_images": str(len(records)), "content_xxh3_128": content_digest(tensors)}
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"num_images": str(len(records))})
+            save_file(tensors, str(tmp), metadata=metadata)
         if self._index is not None:
             self._index.update({str(k): path for k in records})
         return path
@@ -232,18 +280,63 @@ class FeatureCache:
     def fingerprint(self) -> str:
         """A hash that changes when the cache's settings or contents change, and only then.
 
-        It covers cache_info.json and each shard's name and safetensors header (ids, shapes, byte
-        offsets), which are cheap to read and change whenever the stored tensors do.
+        It covers cache_info.json and, per shard, its name, size, mtime_ns and safetensors header (ids,
+        shapes, byte offsets, and the content hash recorded when hm_hf wrote it). Reading the headers and
+        stat-ing the shards costs milliseconds where hashing every byte costs seconds to minutes (see
+        benchmarks/README.md); a shard rewritten in place gets a new mtime, so it is noticed too. Copying
+        the cache without keeping mtimes (`cp -r`, not `cp -a` / `rsync -a`) therefore rebuilds a data set
+        once.
         """
         digest = hashlib.sha256(json.dumps(self.info, sort_keys=True).encode())
         for shard in self.shard_paths():
-            with open(shard, "rb") as f:
-                header_len = int.from_bytes(f.read(8), "little")
-                header = f.read(header_len)
-            digest.update(shard.name.encode())
-            digest.update(hashlib.sha256(header).digest())
-            digest.update(str(shard.stat().st_size).encode())
+            stat = shard.stat()
+            digest.update(f"{shard.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(hashlib.sha256(_read_header(shard, stat.st_size)).digest())
         return digest.hexdigest()[:16]
+
+
+def content_digest(tensors: dict[str, np.ndarray]) -> str:
+    """xxh3-128 over the names, dtypes, shapes and bytes of a shard's tensors (recorded in its metadata).
+
+    xxh3 rather than sha256: it is a checksum against accidents, not a signature, and hashes at memory speed
+    (sha256 took 59% of the time of writing a shard, xxh3 a tenth of that; benchmarks/cache_fingerprint.py).
+    """
+    digest = xxhash.xxh3_128()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
+
+
+def _damaged(shard: Path, err) -> str:
+    return (f"{shard} is not a readable safetensors shard ({err}): it was damaged after it was written. Delete "
+            "it and re-run the command that made the cache (extract-features and import-features resume and "
+            "make its ids again)")
+
+
+def _read_header(shard: Path, size: int) -> bytes:
+    """The safetensors header of `shard` (8-byte length + JSON), refusing a length the file cannot hold.
+
+    Only the length is checked here (the fingerprint must stay cheap: parsing every header would cost 40x
+    more); the index, built before anything is read from the cache, lets safetensors check the rest.
+    """
+    with open(shard, "rb") as f:
+        prefix = f.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < length <= min(MAX_HEADER_BYTES, size - 8):
+            raise FeatureCacheError(_damaged(shard, f"header length {length} for a file of {size} bytes"))
+        return f.read(length)
+
+
+def _read_info(info_path: Path) -> dict:
+    try:
+        info = parse_json(info_path.read_bytes())
+    except JsonInputError as err:
+        raise FeatureCacheError(f"{info_path} is not usable ({err}); delete the cache and make it again") from None
+    if not isinstance(info, dict):
+        raise FeatureCacheError(f"{info_path} must hold a JSON object; delete the cache and make it again")
+    return info
 
 
 def iter_missing(cache: FeatureCache, ids: Iterable) -> list[str]:

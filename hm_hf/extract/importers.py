@@ -14,17 +14,25 @@ Formats (one file, or pair of files, per image):
   back to pixels with the image's size, read from the image file (`--ids-from-dataset`/`--data-dir`, or
   `--image-dir`).
 
-Ids: a file's stem (or the JSON's `img_id`); all-digit ids lose leading zeros (MMF names HMD images
-`01235`, the builders key them `1235`). With `--ids-from-dataset`, only that data set's ids are imported,
-and the ones without features are handled by `--missing`: `skip` (report them), `error` (stop, listing
-them) or `empty` (store a zero-region entry with the image's size). Re-running resumes: ids already in
-the cache are skipped.
+Ids: a file's stem (or the JSON's `img_id`); decimal ids lose leading zeros (MMF names HMD images
+`01235`, the builders key them `1235`; `hm_hf.data.layouts.canonical_id`). With `--ids-from-dataset`, only
+that data set's ids are imported (read as the builders read them, `hm_hf.data.layouts`), and the ones
+without features are handled by `--missing`: `skip` (report them), `error` (stop, listing them) or `empty`
+(store a zero-region entry with the image's size). Re-running resumes: ids already in the cache are
+skipped.
+
+Every converted entry must obey the feature-cache rules (`hm_hf.extract.validation`: finite features
+within float16's range, finite boxes that are not inverted and lie in the image, positive image sizes);
+a file that breaks one, is not the format it claims, or is a symlink leading out of its folder (`--input`,
+`--image-dir`, the data set's folder) stops the import with an error naming it. Nothing is written for it,
+and re-running after fixing or removing it resumes where the import stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import json
 import re
 import sys
@@ -32,7 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import FEATURE_DIM, FeatureCache, RegionFeatures
+from hm_hf.data.layouts import DataFolder, canonical_id, command_report, dataset_images, image_size
+from hm_hf.fileio import JsonInputError, parse_json
+
+from .cache import FEATURE_DIM, FEATURE_DTYPES, FeatureCache, InvalidRegionsError, RegionFeatures
 
 FORMATS = ("mmf", "bua-json", "uniter-npz")
 MISSING_POLICIES = ("skip", "error", "empty")
@@ -45,11 +56,6 @@ VG_CLASSES_WITH_BACKGROUND = 1601
 
 class FeatureImportError(ValueError):
     """A foreign feature file that cannot be converted; the message names the file and what to do."""
-
-
-def normalize_id(raw) -> str:
-    raw = str(raw).strip()
-    return str(int(raw)) if raw.isdigit() else raw
 
 
 # ------------------------------------------------------------------------------------------ discovery
@@ -69,8 +75,12 @@ def scan(fmt: str, input_dir) -> dict[str, Path]:
         files = list(input_dir.rglob("*.npz"))
     else:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    folder = DataFolder(input_dir)
     for path in sorted(files):
-        example_id = normalize_id(path.stem)
+        real = folder.real_path(path)
+        if not folder.contains(real):
+            raise FeatureImportError(folder.outside_reason(path, real))
+        example_id = canonical_id(path.stem)
         if example_id in found:
             raise FeatureImportError(f"{found[example_id]} and {path} are both id {example_id}; remove one of them")
         found[example_id] = path
@@ -83,27 +93,44 @@ def scan(fmt: str, input_dir) -> dict[str, Path]:
 def _decode(value, dtype, path: Path, field: str, count: int | None = None) -> np.ndarray:
     """A list, or a base64 string of raw little-endian values (ids: int64, else int32 by length)."""
     if isinstance(value, str):
-        raw = base64.b64decode(value)
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise FeatureImportError(f"{path}: field {field!r} is not valid base64 ({err})") from None
         if np.dtype(dtype).kind == "i" and count and len(raw) == 4 * count:
             dtype = np.int32  # some writers store ids as int32
         if len(raw) % np.dtype(dtype).itemsize:
             raise FeatureImportError(f"{path}: field {field!r} is not a base64 {np.dtype(dtype).name} array")
         return np.frombuffer(raw, dtype=dtype).copy()
     if isinstance(value, list):
-        return np.asarray(value, dtype=dtype)
+        try:
+            return np.asarray(value, dtype=dtype).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as err:
+            raise FeatureImportError(f"{path}: field {field!r} is not a flat list of numbers ({err})") from None
     raise FeatureImportError(f"{path}: field {field!r} must be a list or a base64 string, got {type(value).__name__}")
+
+
+def _whole_number(item: dict, field: str, path: Path) -> int:
+    value = item[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FeatureImportError(f"{path}: field {field!r} must be a whole number, got {value!r:.40}")
+    return value
 
 
 def read_bua_json(path: Path) -> tuple[str | None, RegionFeatures]:
     try:
-        item = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise FeatureImportError(f"{path}: not a readable JSON file ({err})") from err
+        item = parse_json(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, JsonInputError) as err:
+        raise FeatureImportError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(item, dict):
+        raise FeatureImportError(f"{path}: expected a JSON object, got {type(item).__name__}")
     required = ("img_h", "img_w", "num_boxes", "boxes", "features")
     absent = [k for k in required if k not in item]
     if absent:
         raise FeatureImportError(f"{path}: fields {absent} missing; is it a py-bottom-up-attention JSON file?")
-    n = int(item["num_boxes"])
+    n = _whole_number(item, "num_boxes", path)
+    if n < 0:
+        raise FeatureImportError(f"{path}: num_boxes must not be negative, got {n}")
     boxes = _decode(item["boxes"], np.float32, path, "boxes")
     features = _decode(item["features"], np.float32, path, "features")
     if boxes.size != n * 4 or (n and features.size % n) or (not n and features.size):
@@ -123,11 +150,11 @@ def read_bua_json(path: Path) -> tuple[str | None, RegionFeatures]:
     regions = RegionFeatures(
         features=features.reshape(n, -1) if n else np.zeros((0, FEATURE_DIM), np.float32),
         boxes=boxes.reshape(n, 4),
-        image_width=int(item["img_w"]),
-        image_height=int(item["img_h"]),
+        image_width=_whole_number(item, "img_w", path),
+        image_height=_whole_number(item, "img_h", path),
         **optional,
     )
-    return (normalize_id(item["img_id"]) if "img_id" in item else None), regions
+    return (canonical_id(item["img_id"]) if "img_id" in item else None), regions
 
 
 def read_mmf(path: Path, allow_pickle: bool) -> RegionFeatures:
@@ -146,10 +173,19 @@ def read_mmf(path: Path, allow_pickle: bool) -> RegionFeatures:
         raise FeatureImportError(f"{path} / {info_path}: not MMF feature files ({err})") from err
     if not isinstance(info, dict) or "bbox" not in info:
         raise FeatureImportError(f"{info_path}: expected a dict with 'bbox', got {type(info).__name__}")
+    try:
+        return _mmf_regions(features, info, info_path)
+    except (FeatureImportError, InvalidRegionsError):
+        raise
+    except (TypeError, ValueError, IndexError, KeyError) as err:  # arrays of the wrong shape or type
+        raise FeatureImportError(f"{path} / {info_path}: not MMF feature files ({type(err).__name__}: {err})") from None
+
+
+def _mmf_regions(features: np.ndarray, info: dict, info_path: Path) -> RegionFeatures:
     boxes = np.asarray(info["bbox"], dtype=np.float32).reshape(-1, 4)
     n = int(info.get("num_boxes", len(boxes)))
     if features.ndim != 2 or features.shape[0] < n or len(boxes) < n:
-        raise FeatureImportError(f"{path}: num_boxes={n} but features {features.shape}, bbox {boxes.shape}")
+        raise FeatureImportError(f"{info_path}: num_boxes={n} but features {features.shape}, bbox {boxes.shape}")
     optional = {}
     if info.get("objects") is not None:
         optional["object_ids"] = np.asarray(info["objects"], dtype=np.int64).reshape(-1)[:n]
@@ -176,10 +212,12 @@ def read_uniter_npz(path: Path, image_size: tuple[int, int]) -> RegionFeatures:
     absent = [k for k in ("features", "norm_bb") if k not in arrays]
     if absent:
         raise FeatureImportError(f"{path}: arrays {absent} missing; is it a UNITER feature file?")
-    features, norm_bb = arrays["features"], arrays["norm_bb"].astype(np.float32)
-    n = features.shape[0]
-    if features.ndim != 2 or norm_bb.shape[0] != n or norm_bb.shape[1] < 4:
-        raise FeatureImportError(f"{path}: features {features.shape} and norm_bb {norm_bb.shape} do not match")
+    features, norm_bb = arrays["features"], arrays["norm_bb"]
+    if (features.ndim != 2 or norm_bb.ndim != 2 or norm_bb.shape[0] != features.shape[0] or norm_bb.shape[1] < 4
+            or features.dtype.kind not in "fiu" or norm_bb.dtype.kind not in "fiu"):
+        raise FeatureImportError(f"{path}: features {features.dtype} {features.shape} and norm_bb {norm_bb.dtype} "
+                                 f"{norm_bb.shape} are not (N, D) and (N, >= 4) numeric arrays")
+    norm_bb = norm_bb.astype(np.float32)
     width, height = image_size
     boxes = norm_bb[:, :4] * np.array([width, height, width, height], dtype=np.float32)
     optional = {}
@@ -193,15 +231,15 @@ def read_uniter_npz(path: Path, image_size: tuple[int, int]) -> RegionFeatures:
 
 
 def _image_size(path: Path | None, example_id: str) -> tuple[int, int]:
-    from PIL import Image
-
     if path is None or not Path(path).is_file():
         raise FeatureImportError(
             f"no image file for id {example_id} ({path}); its size is needed to convert normalised boxes. "
             "Give --ids-from-dataset/--data-dir (or --image-dir) pointing at the images"
         )
-    with Image.open(path) as image:
-        return image.size
+    size, problem = image_size(path)
+    if problem:
+        raise FeatureImportError(f"{path} (the image of id {example_id}): [{problem[0]}] {problem[1]}")
+    return size
 
 
 # ------------------------------------------------------------------------------------------ importing
@@ -218,8 +256,10 @@ def import_features(
     allow_pickle_for_mmf_info: bool = False,
     flush_every: int = 2000,
     progress: bool = True,
+    feature_dtype: str = "float16",
 ) -> dict:
-    """Convert the features in `input_dir` into the cache at `output`; returns counts and missing ids."""
+    """Convert the features in `input_dir` into the cache at `output` (features stored as `feature_dtype`);
+    returns counts and missing ids."""
     from tqdm.auto import tqdm
 
     if fmt not in FORMATS:
@@ -232,19 +272,21 @@ def import_features(
             "to read them (only for files from a source you trust)"
         )
     images: dict[str, Path] = {}
+    inputs = None
     if ids_from_dataset:
-        from .runner import dataset_images
-
         if data_dir is None:
             raise ValueError("--ids-from-dataset needs --data-dir")
-        images = dataset_images(ids_from_dataset, data_dir)
+        inputs = command_report(ids_from_dataset, data_dir)
+        images = dataset_images(ids_from_dataset, data_dir, report=inputs)
     image_files = {}
     if image_dir is not None:
-        image_files = {
-            normalize_id(p.stem): p
-            for p in Path(image_dir).iterdir()
-            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-        }
+        folder = DataFolder(image_dir)
+        for p in sorted(Path(image_dir).iterdir()):
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
+                real = folder.real_path(p)
+                if not folder.contains(real):
+                    raise FeatureImportError(folder.outside_reason(p, real))
+                image_files[canonical_id(p.stem)] = p
     if fmt == "uniter-npz" and not images and not image_files:
         raise ValueError(
             "uniter-npz stores boxes normalised by the image size: give --ids-from-dataset and --data-dir (or "
@@ -262,12 +304,13 @@ def import_features(
         )
 
     source = {"importer": "hm_hf.extract.importers", "format": fmt, "input": str(Path(input_dir).resolve())}
-    cache = FeatureCache.create(output, source)
+    cache = FeatureCache.create(output, source, feature_dtype=feature_dtype)
     done = cache.ids()
     seqs = [int(m.group(1)) for p in cache.shard_paths() if (m := IMPORT_TAG.match(p.name))]
     seq = max(seqs, default=-1) + 1
     stats = {"found": len(found), "expected": len(expected), "cached": 0, "imported": 0, "empty": 0,
-             "missing": len(absent), "missing_ids": absent, "extra": len(extra), "extra_ids": extra[:20]}  # fmt: skip
+             "missing": len(absent), "missing_ids": absent, "extra": len(extra), "extra_ids": extra[:20],
+             "skipped_inputs": inputs.counts() if inputs else {}}  # fmt: skip
     pending: dict[str, RegionFeatures] = {}
     feature_dim = FEATURE_DIM
 
@@ -294,14 +337,20 @@ def import_features(
                 )
                 stats["empty"] += 1
         else:
-            if fmt == "bua-json":
-                inner_id, regions = read_bua_json(path)
-                if inner_id is not None and inner_id != example_id:
-                    raise FeatureImportError(f"{path}: img_id {inner_id} does not match the file name ({example_id})")
-            elif fmt == "mmf":
-                regions = read_mmf(path, allow_pickle_for_mmf_info)
-            else:
-                regions = read_uniter_npz(path, size_of(example_id))
+            try:
+                if fmt == "bua-json":
+                    inner_id, regions = read_bua_json(path)
+                    if inner_id is not None and inner_id != example_id:
+                        raise FeatureImportError(f"{path}: img_id {inner_id} does not match the file name "
+                                                 f"({example_id})")
+                elif fmt == "mmf":
+                    regions = read_mmf(path, allow_pickle_for_mmf_info)
+                else:
+                    regions = read_uniter_npz(path, size_of(example_id))
+                cache.check_storable(regions, example_id)
+            except InvalidRegionsError as err:
+                raise FeatureImportError(f"{path}: {err}; fix or remove the file, then run the import again "
+                                         "(it resumes)") from None
             feature_dim = regions.features.shape[1] or feature_dim
             pending[example_id] = regions
             stats["imported"] += 1
@@ -334,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow reading MMF's <id>_info.npy, which is a pickle: unpickling can run arbitrary "
                         "code, so pass this only for files from a source you trust")  # fmt: skip
     parser.add_argument("--flush-every", type=int, default=2000, help="images per shard")
+    parser.add_argument("--feature-dtype", choices=FEATURE_DTYPES, default="float16",
+                        help="how the features are stored (float16 halves disk and memory)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -352,6 +403,7 @@ def cli(argv: list[str] | None = None) -> int:
             allow_pickle_for_mmf_info=args.allow_pickle_for_mmf_info,
             flush_every=args.flush_every,
             progress=not args.no_progress,
+            feature_dtype=args.feature_dtype,
         )
     except (FeatureImportError, ValueError, FileNotFoundError) as err:
         print(f"import-features: error: {err}", file=sys.stderr)

@@ -657,13 +657,14 @@ def _rename_reference_key(key: str) -> str:
 
 def read_image(path) -> Image.Image:
     """An image file as the reference's reader (OpenCV's `imread`) sees it: turned upright as its EXIF
-    orientation says (phone photos, many JPEGs in MMHS150K), and RGB with any alpha channel dropped."""
-    with Image.open(path) as image:
-        try:
-            upright = ImageOps.exif_transpose(image)
-        except (OSError, ValueError, SyntaxError, TypeError):  # a broken EXIF block: as stored, like imread
-            upright = image
-        return upright.convert("RGB")
+    orientation says (phone photos, many JPEGs in MMHS150K), and RGB with any alpha channel dropped; with the
+    data sets' checks (`hm_hf.data.layouts.open_image`: pixel limit before decoding, truncated files)."""
+    from hm_hf.data.layouts import open_image
+
+    image, problem = open_image(path, turn_upright=True)
+    if problem:
+        raise OSError(f"{path}: {problem[1]}")
+    return image
 
 
 __all__ = [

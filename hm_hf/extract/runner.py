@@ -13,9 +13,13 @@ flag that is given; a flag not given changes nothing.
 Why it is built this way:
 - Images are read as the reference reads them (`modeling_frcnn.read_image`: EXIF orientation applied, so a
   rotated MMHS150K JPEG is upright; alpha dropped).
-- Image paths are read straight from the official files (HMD: the `*.jsonl` annotations, official or
-  MMF layout; MMHS150K: `splits/*_ids.txt` + `img_resized/<id>.jpg`), so extraction needs nothing but the
-  download and does not depend on the dataset builders (which read this cache).
+- Image paths are read straight from the official files through `hm_hf.data.layouts`, as the builders
+  read them (HMD: the `*.jsonl` annotations, official or MMF layout; MMHS150K: `MMHS150K_GT.json`,
+  `splits/*_ids.txt`, `img_resized/<id>.jpg`), so extraction needs nothing but the download and takes
+  exactly the ids a build can use; lines a build would skip are skipped and counted, and a path that
+  leads out of the data folder is an error. Images get the builders' checks too (decoded in full,
+  refused over Pillow's decompression-bomb limit), and detector output that breaks the feature-cache
+  rules is counted (`invalid`) rather than stored.
 - Resumable: finished ids are in the cache and are skipped; every `--flush-every` images a rank writes a
   new shard atomically (`shard-<seq>-r<rank>.safetensors`), so a run killed at any moment loses at most
   the images since its last flush and leaves no partial file; stale temporary files of a killed writer
@@ -36,100 +40,18 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
-import numpy as np
-
+from hm_hf.data.layouts import DataFilesError, command_report, dataset_images, open_image, skipped_summary
 from hm_hf.fileio import atomic_write_bytes
 
-from .cache import FEATURE_DTYPES, FeatureCache, RegionFeatures
+from .cache import FEATURE_DTYPES, FeatureCache, InvalidRegionsError, RegionFeatures
 from .configuration_frcnn import DETECTOR_PRESETS
 
 DEFAULT_MODEL = "unc-nlp/frcnn-vg-finetuned"
 SHARD_TAG = re.compile(r"^shard-(\d{6})-r(\d{3})\.safetensors$")
 EXTRACTOR = "hm_hf.extract.modeling_frcnn.FrcnnForRegionFeatures"
-
-
-class DataFilesError(ValueError):
-    """The data folder does not look like the data set it should be; the message says what is missing."""
-
-
-# ------------------------------------------------------------------------------------------ image lists
-
-
-def _sort_key(example_id: str):
-    return (0, int(example_id), "") if example_id.isdigit() else (1, 0, example_id)
-
-
-def hmd_images(data_dir, splits: list[str] | None = None) -> dict[str, Path]:
-    """id -> image path for every id in Hateful Memes' `*.jsonl` files (official or MMF layout)."""
-    data_dir = Path(data_dir)
-    layouts = [
-        (data_dir, data_dir),  # official: <dir>/*.jsonl, <dir>/img/*.png
-        (data_dir / "defaults" / "annotations", data_dir / "defaults" / "images"),  # MMF
-        (data_dir / "annotations", data_dir / "images"),  # MMF's defaults/ folder itself
-    ]
-    for annotation_dir, image_root in layouts:
-        files = sorted(annotation_dir.glob("*.jsonl"))
-        if files:
-            break
-    else:
-        raise DataFilesError(
-            f"no *.jsonl annotation files in {data_dir} (nor in defaults/annotations/): point --data-dir at "
-            "the Hateful Memes folder that holds train.jsonl and img/"
-        )
-    if splits:
-        wanted = {f"{s}.jsonl" for s in splits}
-        unknown = wanted - {f.name for f in files}
-        if unknown:
-            raise DataFilesError(f"{sorted(unknown)} not in {annotation_dir}; it has {[f.name for f in files]}")
-        files = [f for f in files if f.name in wanted]
-    images: dict[str, Path] = {}
-    for file in files:
-        with open(file, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    example_id = str(int(row["id"]))
-                except (ValueError, KeyError, TypeError) as err:
-                    raise DataFilesError(f"{file}:{line_number}: not a Hateful Memes line ({err!r})") from err
-                relative = row.get("img") or f"img/{int(example_id):05d}.png"
-                images.setdefault(example_id, image_root / relative)
-    return images
-
-
-def mmhs_images(data_dir, splits: list[str] | None = None) -> dict[str, Path]:
-    """id -> image path for the tweet ids of MMHS150K's `splits/*_ids.txt` (or the GT file without them)."""
-    data_dir = Path(data_dir)
-    split_files = sorted((data_dir / "splits").glob("*_ids.txt"))
-    if splits:
-        split_files = [data_dir / "splits" / f"{s}_ids.txt" for s in splits]
-        missing = [str(f) for f in split_files if not f.is_file()]
-        if missing:
-            raise DataFilesError(f"split files not found: {missing}")
-    ids: list[str] = []
-    if split_files:
-        for file in split_files:
-            ids += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif (data_dir / "MMHS150K_GT.json").is_file():
-        ids = list(json.loads((data_dir / "MMHS150K_GT.json").read_text(encoding="utf-8")))
-    else:
-        raise DataFilesError(
-            f"neither {data_dir / 'splits'}/*_ids.txt nor {data_dir / 'MMHS150K_GT.json'} found: point --data-dir at "
-            "the MMHS150K folder"
-        )
-    return {i: data_dir / "img_resized" / f"{i}.jpg" for i in dict.fromkeys(ids)}
-
-
-def dataset_images(dataset: str, data_dir, splits: list[str] | None = None) -> dict[str, Path]:
-    """id -> image path, ids as the builders key them (HMD: unpadded int as str; MMHS: tweet id)."""
-    readers = {"hmd": hmd_images, "mmhs": mmhs_images}
-    if dataset not in readers:
-        raise ValueError(f"dataset must be one of {sorted(readers)}, got {dataset!r}")
-    images = readers[dataset](data_dir, splits)
-    return dict(sorted(images.items(), key=lambda item: _sort_key(item[0])))
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -186,7 +108,7 @@ def _remove_stale_temporaries(cache_dir: Path) -> list[str]:
 
 def to_record(regions, feature_dtype: str = "float16") -> RegionFeatures:
     return RegionFeatures(
-        features=regions.features.numpy().astype(feature_dtype),
+        features=regions.features.numpy().astype(feature_dtype),  # RegionFeatures checks the range
         boxes=regions.boxes.numpy(),
         image_width=regions.image_width,
         image_height=regions.image_height,
@@ -223,13 +145,16 @@ def extract_features(
 
     Returns this process's counts: `total`, `cached` (already done before this run), `extracted`,
     `fallback` (images where nothing was detected: stored as one whole-image region), `missing` (no image
-    file), `unreadable`. Run under `accelerate launch` to split the work over processes.
+    file), `unreadable` (corrupt, or over the decompression-bomb limit), `invalid` (detector output that
+    breaks the feature-cache rules, not stored) and `skipped_inputs` (annotation lines a build would skip,
+    by kind). Run under `accelerate launch` to split the work over processes.
     """
     import torch
     from accelerate import PartialState
+    from PIL import Image
     from tqdm.auto import tqdm
 
-    from .modeling_frcnn import FrcnnForRegionFeatures, read_image
+    from .modeling_frcnn import FrcnnForRegionFeatures
 
     if fixed_boxes is not None and (min_boxes is not None or max_boxes is not None):
         raise ValueError("give a fixed box count or min/max box counts, not both")
@@ -237,11 +162,14 @@ def extract_features(
         min_boxes = max_boxes = fixed_boxes
     if feature_dtype not in FEATURE_DTYPES:
         raise ValueError(f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
-    images = dataset_images(dataset, data_dir, splits)  # bad data fails before the model loads
+    inputs = command_report(dataset, data_dir)
+    images = dataset_images(dataset, data_dir, splits, inputs)  # bad data fails before the model loads
     # On CPU-only machines (and under `accelerate launch --cpu`) PartialState needs cpu=True to set up
     # the gloo process group; otherwise every process would think it is alone and redo all the work.
     use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
     state = PartialState(cpu=use_cpu)
+    if inputs.issues and state.is_main_process:
+        print(f"extract-features: {skipped_summary(inputs)}", file=sys.stderr)
     if isinstance(model, (str, Path)):
         model = FrcnnForRegionFeatures.from_pretrained(str(model))
     model.config.update_inference(preset, min_boxes=min_boxes, max_boxes=max_boxes, score_threshold=score_threshold,
@@ -278,6 +206,9 @@ def extract_features(
         "missing_ids": missing[:20],
         "unreadable": 0,
         "unreadable_ids": [],
+        "invalid": 0,
+        "invalid_ids": [],
+        "skipped_inputs": inputs.counts(),
         "shards": [],
     }
     seq = start_seq
@@ -296,29 +227,39 @@ def extract_features(
     for start in range(0, len(mine), batch_size):
         batch_ids, batch_images = [], []
         for example_id in mine[start : start + batch_size]:
-            try:
-                batch_images.append(read_image(present[example_id]))
-                batch_ids.append(example_id)
-            except OSError as err:
+            with warnings.catch_warnings():  # over-limit images are refused by open_image
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image, problem = open_image(present[example_id], turn_upright=True)  # as the reference reads it
+            if problem:
                 stats["unreadable"] += 1
                 stats["unreadable_ids"].append(example_id)
-                print(f"extract-features: cannot read {present[example_id]} ({err}); skipped", file=sys.stderr)
+                print(f"extract-features: {present[example_id]}: [{problem[0]}] {problem[1]}; skipped", file=sys.stderr)
+                continue
+            batch_images.append(image)
+            batch_ids.append(example_id)
         if batch_images:
             with torch.inference_mode():
                 results = model.extract(batch_images, fp16=use_fp16)
             for example_id, regions in zip(batch_ids, results):
-                pending[example_id] = to_record(regions, feature_dtype)
+                try:
+                    pending[example_id] = to_record(regions, feature_dtype)
+                except InvalidRegionsError as err:  # e.g. NaN from an fp16 overflow: never stored
+                    stats["invalid"] += 1
+                    stats["invalid_ids"].append(example_id)
+                    print(f"extract-features: id {example_id}: the detector's output is not valid ({err}); "
+                          "not stored", file=sys.stderr)
+                    continue
+                stats["extracted"] += 1
                 if regions.fallback:
                     stats["fallback"] += 1
                     stats["fallback_ids"].append(example_id)
-            stats["extracted"] += len(batch_ids)
         bar.update(len(mine[start : start + batch_size]))
         if len(pending) >= flush_every:
             flush()
     flush()
     bar.close()
     stats["seconds"] = round(time.time() - started, 3)
-    if stats["shards"] or stats["unreadable"]:
+    if stats["shards"] or stats["unreadable"] or stats["invalid"]:
         report = output / f"extract_report-{start_seq:06d}-r{state.process_index:03d}.json"
         atomic_write_bytes(report, json.dumps(stats, indent=2).encode())
     state.wait_for_everyone()

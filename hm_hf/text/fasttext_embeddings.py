@@ -37,7 +37,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from hm_hf.fileio import atomic_path, atomic_write_text
+from hm_hf.data import layouts
+from hm_hf.fileio import JsonInputError, atomic_path, atomic_write_text, parse_json
 
 __all__ = [
     "SEED_DEFAULTS",
@@ -80,67 +81,31 @@ def clean_text(text: str | None, lowercase: bool = False) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _hmd_split_file(data_dir: Path, split: str) -> Path:
-    candidates = [data_dir / f"{split}.jsonl", data_dir / "defaults" / "annotations" / f"{split}.jsonl"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"Hateful Memes split file for split {split!r} not found: looked for "
-        + " and ".join(str(p) for p in candidates)
-        + ". Pass --data-dir pointing at the folder holding <split>.jsonl (or MMF's defaults/annotations)."
-    )
-
-
 def _read_hmd(data_dir: Path, split: str) -> list[str]:
-    path = _hmd_split_file(data_dir, split)
-    texts = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err.msg}); fix or remove that line.") from err
-            if not isinstance(row, dict) or "text" not in row:
-                raise ValueError(f"{path}:{line_no}: the record has no 'text' field; every line needs one.")
-            texts.append(row["text"])
-    return texts
+    report = layouts.command_report("hmd", data_dir, strict=True)
+    return [item["text"] for item in layouts.read_hmd_split(layouts.locate_hmd(data_dir), split, report)]
 
 
 def _read_mmhs(data_dir: Path, split: str, include_img_text: bool = True) -> list[str]:
-    ids_path = data_dir / "splits" / f"{split}_ids.txt"
-    gt_path = data_dir / "MMHS150K_GT.json"
-    for path in (ids_path, gt_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"MMHS150K file not found: {path}. Pass --data-dir pointing at the MMHS150K folder "
-                "(the one holding MMHS150K_GT.json and splits/)."
-            )
-    ids = [line.strip() for line in ids_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    try:
-        ground_truth = json.loads(gt_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{gt_path}: not valid JSON ({err.msg} at line {err.lineno}).") from err
+    report = layouts.command_report("mmhs", data_dir, strict=True)
     texts = []
-    for tweet_id in ids:
-        if tweet_id not in ground_truth:
-            raise ValueError(f"{ids_path}: tweet id {tweet_id} is not in {gt_path}; the files do not match.")
-        text = ground_truth[tweet_id].get("tweet_text", "")
-        ocr_path = data_dir / "img_txt" / f"{tweet_id}.json"
-        if include_img_text and ocr_path.is_file():
-            try:
-                img_text = json.loads(ocr_path.read_text(encoding="utf-8")).get("img_text", "")
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{ocr_path}: not valid JSON ({err.msg}).") from err
+    for item in layouts.read_mmhs(layouts.locate_mmhs(data_dir, [split]), report)[split]:
+        text = item["tweet_text"]
+        if include_img_text:
+            img_text, problem = layouts.read_ocr(item["ocr"])
+            if problem:
+                report.add(*problem, file=layouts.DataFolder(data_dir).relative(item["ocr"]), id=item["id"])
             text = f"{text} {img_text}" if img_text else text
         texts.append(text)
     return texts
 
 
 def read_split_texts(dataset: str, data_dir, split: str = "train", include_img_text: bool = True) -> list[str]:
-    """The raw texts of one split: HMD `<split>.jsonl` `text`; MMHS `tweet_text` (+ OCR `img_text`)."""
+    """The raw texts of one split: HMD `<split>.jsonl` `text`; MMHS `tweet_text` (+ OCR `img_text`).
+
+    Read through `hm_hf.data.layouts` as the builders read them, in strict mode: any line a build would
+    skip (and any path leading out of the data folder) is an error naming the file and line, so the model
+    is trained on exactly the texts of the data set's rows."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"Data folder not found: {data_dir}")
@@ -291,9 +256,9 @@ def _read_metadata(model_path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}); delete it or retrain the model.") from err
+        return parse_json(path.read_bytes())
+    except JsonInputError as err:
+        raise ValueError(f"{path}: not usable ({err}); delete it or retrain the model.") from None
 
 
 def load_fasttext(model_path):

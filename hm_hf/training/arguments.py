@@ -3,13 +3,19 @@
 A recipe is flat YAML whose keys are fields of `ModelArguments`, `DataArguments`, `PeftArguments`,
 `ExtraArguments` or `transformers.TrainingArguments`. The YAML supplies defaults, flags on the command
 line override them (typed by argparse, as `HfArgumentParser` types them), and a key no dataclass has is
-an error that names it.
+an error that names it. So is a value of the wrong type (`learning_rate: [1, 2]`, `max_regions: 1.5`):
+each YAML value must fit its field's annotation, strings are typed as the command line types them, and
+our own fields check their ranges (`max_regions: -1`); an `output_dir` that is a file is refused too.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import enum
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +51,9 @@ class ModelArguments:
     )
     num_labels: int = field(default=2, metadata={"help": "2 for hateful / not; 6 for MMHS's fine classes"})
 
+    def __post_init__(self):
+        _at_least(self, num_labels=2)
+
 
 @dataclass
 class DataArguments:
@@ -79,6 +88,11 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "truncate the training split"})
 
+    def __post_init__(self):
+        _at_least(self, max_text_length=1, max_regions=1, max_train_samples=1)
+        if not self.synthetic_scale > 0:
+            raise RecipeError(f"synthetic_scale must be > 0, got {self.synthetic_scale}")
+
 
 @dataclass
 class PeftArguments:
@@ -93,6 +107,11 @@ class PeftArguments:
         default=10, metadata={"help": "adapter bottleneck = hidden size / this (the paper: 10, 768 -> 76)"}
     )
 
+    def __post_init__(self):
+        _at_least(self, lora_r=1, bottleneck_reduction_factor=1)
+        if not 0 <= self.lora_dropout < 1:
+            raise RecipeError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+
 
 @dataclass
 class ExtraArguments:
@@ -105,12 +124,102 @@ class ExtraArguments:
     card_title: str | None = field(default=None, metadata={"help": "title of the model card"})
     recipe: str | None = field(default=None, metadata={"help": "set by the parser: the recipe file used"})
 
+    def __post_init__(self):
+        _at_least(self, early_stopping_patience=1)
+
 
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, PeftArguments, ExtraArguments, TrainingArguments)
 
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the file and the key."""
+
+
+def _at_least(arguments, **minimums) -> None:
+    for name, minimum in minimums.items():
+        value = getattr(arguments, name)
+        if value is not None and value < minimum:
+            raise RecipeError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _fits(annotation, value):
+    """(True, value as the field wants it) when `value` (from YAML) fits `annotation`, else (False, None)."""
+    origin = typing.get_origin(annotation)
+    if annotation is typing.Any or isinstance(annotation, (str, typing.TypeVar)):
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            ok, typed = _fits(option, value)
+            if ok:
+                return True, typed
+        return False, None
+    if annotation is type(None):
+        return value is None, value
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation), value
+    if origin in (list, tuple) or annotation in (list, tuple):
+        args = typing.get_args(annotation)
+        if not isinstance(value, list):
+            return False, None
+        typed = [_fits(args[0], v) if args else (True, v) for v in value]
+        return all(ok for ok, _ in typed), [v for _, v in typed]
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict), value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool), float(value) if isinstance(
+            value, (int, float)) else None
+    if annotation is str:  # YAML reads `run_name: 2024` as a number: a scalar is fine as a string
+        ok = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+        return ok, str(value) if ok else None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        values = {member.value for member in annotation}
+        return (isinstance(value, annotation) or value in values), value
+    return True, value  # an annotation this check does not know: left to the dataclass
+
+
+def _typed_recipe_values(parser, values: dict, recipe_path: Path) -> dict:
+    """The recipe's values checked against the fields' annotations; strings typed as on the command line."""
+    actions = {}
+    for action in parser._actions:
+        actions.setdefault(action.dest, action)
+    hints = {}
+    for cls in RECIPE_DATACLASSES:
+        hints.update(typing.get_type_hints(cls))
+    typed = {}
+    for key, value in values.items():
+        action, annotation = actions.get(key), hints.get(key, typing.Any)
+        ok, converted = _fits(annotation, value)
+        if not ok and isinstance(value, str) and action is not None and action.type is not None:
+            try:
+                ok, converted = True, action.type(value)
+            except (TypeError, ValueError, argparse.ArgumentTypeError):
+                ok = False
+        if ok and action is not None and action.choices and converted is not None and not isinstance(converted, list):
+            ok = converted in action.choices or getattr(converted, "value", None) in action.choices
+        if not ok:
+            expected = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+            raise RecipeError(f"{recipe_path}: {key}: {value!r:.80} is not a valid value (expected {expected}"
+                              + (f", one of {list(action.choices)}" if action is not None and action.choices else "")
+                              + ")")
+        typed[key] = converted
+    return typed
+
+
+def _check_output_dir(output_dir) -> None:
+    """An output_dir that is a file, or sits under one, cannot hold checkpoints: say so before training."""
+    if not output_dir:
+        return
+    path = Path(output_dir)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise RecipeError(f"output_dir {output_dir}: {existing} is a file, not a folder; choose another "
+                                  "output_dir (or move the file away)")
+            return
 
 
 def _read_recipe(path: Path) -> dict:
@@ -120,6 +229,10 @@ def _read_recipe(path: Path) -> dict:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise RecipeError(f"{path} is not valid YAML: {err}") from err
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML nested too deeply; a recipe is a flat mapping of keys to values") from None
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not isinstance(values, dict):
         raise RecipeError(f"{path} must be a flat mapping of keys to values, not {type(values).__name__}")
     return values
@@ -141,6 +254,7 @@ def parse_recipe(argv: list[str] | None = None):
                 f"{recipe_path}: unknown key(s) {', '.join(unknown)}; every key must be a field of "
                 f"{', '.join(cls.__name__ for cls in RECIPE_DATACLASSES)}"
             )
+        recipe_values = _typed_recipe_values(parser, recipe_values, recipe_path)
         recipe_values["recipe"] = str(recipe_path)
         parser.set_defaults(**recipe_values)
         for action in parser._actions:  # a key the recipe gives is no longer required on the command line
@@ -152,6 +266,8 @@ def parse_recipe(argv: list[str] | None = None):
         if err.code:
             raise RecipeError(f"bad command-line arguments {argv} (see the message above)") from err
         raise
+    except RecipeError as err:  # a range check of our dataclasses
+        raise RecipeError(f"{recipe_path or 'command line'}: {err}") from None
     *dataclass_values, remaining = parsed
     if remaining:
         raise RecipeError(f"unknown command-line argument(s): {' '.join(remaining)}")
@@ -160,6 +276,7 @@ def parse_recipe(argv: list[str] | None = None):
         raise RecipeError(f"model_type {model_args.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     if peft_args.peft_method not in PEFT_METHODS:
         raise RecipeError(f"peft_method {peft_args.peft_method!r} is not one of {', '.join(PEFT_METHODS)}")
+    _check_output_dir(training_args.output_dir)
     return model_args, data_args, peft_args, extra_args, training_args
 
 
