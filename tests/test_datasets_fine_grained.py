@@ -134,3 +134,25 @@ def test_clear_errors_for_missing_folders(tmp_path, data):
         locate_annotations(tmp_path)
     with pytest.raises(ValueError, match="annotations_dir"):
         HatefulMemesFineGrained(data_dir=root / "hmd")
+
+
+def test_images_outside_the_hateful_memes_folder_are_never_opened(data, tmp_path):
+    """The fine-grained files live outside the Hateful Memes folder; their `img` paths must not lead out of it."""
+    root, _, ids = data
+    import shutil
+
+    annotations = tmp_path / "annotations"
+    shutil.copytree(root / "repo" / "data" / "annotations", annotations)
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    lines = (annotations / "dev_unseen.json").read_text().splitlines()
+    row = json.loads(lines[1])
+    row["img"] = f"../{outside.name}"  # relative to the Hateful Memes folder, leading out of it
+    lines[1] = json.dumps(row)
+    (annotations / "dev_unseen.json").write_text("\n".join(lines) + "\n")
+    builder = HatefulMemesFineGrained(data_dir=root / "hmd", annotations_dir=annotations, cache_dir=tmp_path / "c")
+    builder.download_and_prepare()
+    assert builder.report.counts()["outside_data_dir"] == 1
+    assert builder.as_dataset()["dev_unseen"]["id"] == [ids["dev_seen"][0]]
+    (issue,) = [i for i in builder.report.issues if i.kind == "outside_data_dir"]
+    assert "outside the data folder" in issue.message() and "dev_unseen.json, line 2" in issue.message()

@@ -39,7 +39,7 @@ collected). Config "regions" adds the region features from a feature cache keyed
   Memes' phase-1 test set (test_seen: the same 1,000 memes), whose fine-grained labels were not released;
   its binary labels are in Hateful Memes' `test_seen.jsonl`. test_unseen has no fine-grained file.
 - Joining Hateful Memes: by id (each id's image is `img/<id:05d>.png` in the Hateful Memes folder, in
-  the official or MMF layout; `hm_hf.data.hateful_memes.locate` finds it). dev_seen and dev_unseen share
+  the official or MMF layout; `hm_hf.data.layouts.locate_hmd` finds it, and only images inside that folder are opened). dev_seen and dev_unseen share
   memes (e.g. id 8291), as in Hateful Memes; both keep them.
 - The shared task's predictions format and scorer: `hm_hf.metrics.fine_grained` (which also says what is
   broken in the organisers' scorer).
@@ -56,8 +56,8 @@ from pathlib import Path
 import datasets
 
 from hm_hf.data.builder_base import MemeBuilder, MemeBuilderConfig
-from hm_hf.data.hateful_memes import locate
-from hm_hf.data.report import BAD_FIELD, BAD_LABEL, NOT_UTF8, BuildReport, has_surrogates, read_jsonl
+from hm_hf.data.layouts import has_surrogates, id_problem, locate_hmd, parse_id, read_jsonl
+from hm_hf.data.report import BAD_FIELD, BAD_LABEL, NOT_UTF8, BuildReport
 from hm_hf.metrics.fine_grained import ATTACK_CLASSES, HATE_CLASSES, PC_CLASSES
 
 SPLIT_FILES = {"train": "train.json", "dev_seen": "dev_seen.json", "dev_unseen": "dev_unseen.json",
@@ -136,8 +136,8 @@ class HatefulMemesFineGrained(MemeBuilder):
         return info
 
     def _read_annotations(self, data_dir: Path, report: BuildReport) -> dict[str, list[dict]]:
-        _, image_base, layout = locate(data_dir)
-        report.notes.append(f"images: Hateful Memes in the {layout} layout; annotations: {self.annotations_dir}")
+        files = locate_hmd(data_dir)
+        report.notes.append(f"images: Hateful Memes in the {files.layout} layout; annotations: {self.annotations_dir}")
         splits: dict[str, list[dict]] = {}
         for split, name in SPLIT_FILES.items():
             path = self.annotations_dir / name
@@ -146,10 +146,16 @@ class HatefulMemesFineGrained(MemeBuilder):
             rel = str(path)  # outside data_dir: the report names the file in full
             items = splits[split] = []
             for line, obj in read_jsonl(path, report, rel, split):
-                item = self._read_line(obj, dict(file=rel, line=line, split=split), report)
+                where = dict(file=rel, line=line, split=split)
+                item = self._read_line(obj, where, report)
                 if item is None:
                     continue
-                image = (image_base / (obj.get("img") or f"img/{item['id']:05d}.png")).resolve()
+                img = obj.get("img")
+                if not isinstance(img, str) or not img.strip() or "\x00" in img:
+                    img = f"img/{item['id']:05d}.png"
+                image = files.folder.resolve(files.image_base / img, report, shown=f"img {img!r}", **where)
+                if image is None:  # leads outside the Hateful Memes folder: counted, never opened
+                    continue
                 item.update(split=split, file=rel, line=line, image=str(image), image_rel=self._relative(image))
                 items.append(item)
         return splits
@@ -157,9 +163,9 @@ class HatefulMemesFineGrained(MemeBuilder):
     @staticmethod
     def _read_line(obj: dict, where: dict, report: BuildReport) -> dict | None:
         """id, text, label, pc, attack and the annotations of one line; None (reported) when it is bad."""
-        example_id = obj.get("id")
-        if isinstance(example_id, bool) or not isinstance(example_id, int) or example_id < 0:
-            report.add(BAD_FIELD, f"id must be a non-negative integer, got {example_id!r}", **where)
+        example_id = parse_id(obj.get("id"))
+        if example_id is None:
+            report.add(BAD_FIELD, id_problem(obj.get("id")), **where)
             return None
         where["id"] = example_id
         text = obj.get("text")
