@@ -24,10 +24,9 @@ BASE_MODEL_DIR = "base_model"
 
 def model_class(model_type: str):
     """The `<Name>ForHatefulMemes` class of a recipe's model_type."""
-    import hm_hf  # noqa: F401  (registers the Auto classes)
+    from hm_hf.models.auto import model_class as hm_model_class
 
-    config_class = type(AutoConfig.for_model(HF_MODEL_TYPES[model_type]))
-    return AutoModelForSequenceClassification._model_mapping[config_class]
+    return hm_model_class(HF_MODEL_TYPES[model_type])
 
 
 def _overrides(model_args: ModelArguments, vocab_size: int | None = None) -> dict:
@@ -40,8 +39,6 @@ def _overrides(model_args: ModelArguments, vocab_size: int | None = None) -> dic
 
 def build_config(model_args: ModelArguments, vocab_size: int | None = None):
     """The recipe's model config (from the checkpoint when one is named), with its overrides applied."""
-    import hm_hf  # noqa: F401
-
     if model_args.model_type == "clip" and not model_args.model_name_or_path:
         return _clip_config(model_args)
     overrides = _overrides(model_args, vocab_size)
@@ -150,8 +147,6 @@ def freeze_all_but_head(model) -> None:
 
 def load_trained_model(path: str, **kwargs):
     """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
-    import hm_hf  # noqa: F401
-
     from hm_hf.hub import model_file
 
     local = Path(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import CLIPConfig, PreTrainedConfig
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["FUSIONS", "HmClipConfig"]
 
 FUSIONS = ("concat", "align", "cross")
@@ -107,3 +109,6 @@ class HmClipConfig(PreTrainedConfig):
     def references_frozen_clip(self) -> bool:
         """True when the CLIP weights are not saved with the model but reloaded from clip_model_name_or_path."""
         return bool(self.freeze_clip and self.clip_model_name_or_path)
+
+
+register_architecture(HmClipConfig)  # with the Auto classes: see hm_hf.models.auto

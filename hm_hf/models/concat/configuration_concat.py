@@ -5,6 +5,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["HmConcatConfig"]
 
 _TEXT_SOURCES = ("embedding", "encoder")
@@ -91,3 +93,6 @@ class HmConcatConfig(PreTrainedConfig):
     @property
     def uses_vision_encoder(self) -> bool:
         return "image" in self.modalities and self.image_source == "encoder"
+
+
+register_architecture(HmConcatConfig)  # with the Auto classes: see hm_hf.models.auto

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["HmUniterConfig"]
 
 
@@ -51,3 +53,6 @@ class HmUniterConfig(PreTrainedConfig):
     skip_padding: bool = True
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = False
+
+
+register_architecture(HmUniterConfig)  # with the Auto classes: see hm_hf.models.auto

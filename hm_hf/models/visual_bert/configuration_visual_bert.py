@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["HmVisualBertConfig"]
 
 
@@ -58,3 +60,6 @@ class HmVisualBertConfig(PreTrainedConfig):
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     tie_word_embeddings: bool = False
+
+
+register_architecture(HmVisualBertConfig)  # with the Auto classes: see hm_hf.models.auto
