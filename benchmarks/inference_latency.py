@@ -42,7 +42,7 @@ TINY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "synthetic" /
 
 def memes(folder: Path, count: int, image_size: tuple[int, int]) -> list[tuple[bytes, str]]:
     """(PNG bytes, caption) of synthetic memes: what an upload to the Space is."""
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic import make_hmd
 
     made = make_hmd(folder, splits={"train": count}, image_size=image_size)["train"]
     return [((folder / "img" / f"{m.id:05d}.png").read_bytes(), m.text) for m in made]

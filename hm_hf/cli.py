@@ -11,7 +11,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "make-synthetic": ("hm_hf.data.synthetic:cli", "write a tiny synthetic HMD / MMHS150K data set"),
+    "make-synthetic": ("hm_hf.synthetic.data:cli", "write a tiny synthetic HMD / MMHS150K data set"),
     "export-dataset": ("hm_hf.data.export:cli", "export a prepared data set as Parquet + card (and push)"),
     "extract-features": ("hm_hf.extract.runner:cli", "extract bottom-up-attention region features"),
     "import-features": ("hm_hf.extract.importers:cli", "convert MMF / BUA / UNITER features into the cache"),

@@ -18,7 +18,7 @@ override it.
 data that is the Visual Genome Faster R-CNN (`unc-nlp/frcnn-vg-finetuned`, the default), which must be
 reachable (Hub or a local folder: pass ``detector="path/to/frcnn"``); a randomly initialised detector
 runs, but its features mean nothing to a trained model. The synthetic data set's features were not made by
-any network (see `hm_hf.data.synthetic.write_region_features`); ``detector="synthetic"`` is the matching
+any network (see `hm_hf.synthetic.write_region_features`); ``detector="synthetic"`` is the matching
 "detector" for that world (`SyntheticShapeDetector`: it finds the drawn shapes by colour and gives the
 features the generator would), so the README's tiny model can be demonstrated offline end to end.
 
@@ -249,7 +249,7 @@ SYNTHETIC_KIND_NAMES = ["red square", "blue disc", "green box", "yellow box", "p
 
 class SyntheticShapeDetector:
     """The "detector" of the synthetic data set: finds the drawn shapes by colour and returns the region
-    features `hm_hf.data.synthetic.write_region_features` stores for them (its kind prototypes; the
+    features `hm_hf.synthetic.write_region_features` stores for them (its kind prototypes; the
     generator's per-region noise is replaced by its expectation), plus the whole-image region.
 
     It only makes sense on synthetic memes (the README's tiny model); real models use the Faster R-CNN.
@@ -257,7 +257,7 @@ class SyntheticShapeDetector:
 
     def __init__(self, seed: int = 0, dim: int = 2048, tolerance: int = 40, min_area: float = 0.002,
                  noise_std: float = 0.3):
-        from hm_hf.data import synthetic
+        from hm_hf import synthetic
 
         self.colors = list(synthetic.OBJECT_COLORS) + list(synthetic.DISTRACTOR_COLORS)
         num_kinds = len(self.colors) + 1

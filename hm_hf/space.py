@@ -8,7 +8,7 @@ the app reads it from) and set as the Space variable `HM_HF_MODEL` when the Spac
 comes from `$HF_TOKEN` or the stored `hf auth login`, never from the command line (shell history, process
 lists), and is never printed: errors are shown with it masked.
 
-`make_examples` writes the demo's example memes with the synthetic generator (`hm_hf.data.synthetic`),
+`make_examples` writes the demo's example memes with the synthetic generator (`hm_hf.synthetic`),
 one per combination of image kind and text kind, so they are reproducible and free to redistribute.
 """
 
@@ -41,7 +41,7 @@ def make_examples(out_dir, seed: int = 0, image_size: tuple[int, int] = (320, 24
 
     The names say what is drawn, not the label (the label is the XOR of the two kinds).
     """
-    from hm_hf.data import synthetic
+    from hm_hf import synthetic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

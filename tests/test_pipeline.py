@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hm_hf.data import synthetic
+from hm_hf import synthetic
 from hm_hf.extract.cache import FeatureCache
 from hm_hf.ocr import read_text, tesseract_available
 from hm_hf.pipeline import (

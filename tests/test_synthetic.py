@@ -3,7 +3,7 @@ from collections import defaultdict
 
 from PIL import Image
 
-from hm_hf.data.synthetic import make_hmd, make_mmhs, write_region_features
+from hm_hf.synthetic import make_hmd, make_mmhs, write_region_features
 from hm_hf.cli import main as hm_hf_main
 
 

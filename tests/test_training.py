@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A small synthetic HMD set with its region features, shared by the runs below."""
-    from hm_hf.data.synthetic import make_hmd, write_region_features
+    from hm_hf.synthetic import make_hmd, write_region_features
 
     root = tmp_path_factory.mktemp("synthetic")
     splits = {"train": 40, "dev_seen": 12, "dev_unseen": 8, "test_seen": 8}

@@ -25,7 +25,7 @@ def _one_thread(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic import make_hmd
 
     root = tmp_path_factory.mktemp("synthetic_clip")
     make_hmd(root / "data", splits={"train": 24, "dev_seen": 8, "dev_unseen": 8, "test_seen": 8}, image_size=(64, 48))

@@ -44,7 +44,7 @@ def ensure_synthetic_data(data_args: DataArguments) -> None:
     marker = data_dir / ("train.jsonl" if data_args.dataset == "hmd" else "MMHS150K_GT.json")
     if marker.is_file() or not data_args.synthetic_if_missing:
         return
-    from hm_hf.data import synthetic
+    from hm_hf import synthetic
 
     state = PartialState()
     with state.main_process_first():

@@ -52,7 +52,7 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
 
 
 def _default_texts() -> list[str]:
-    from hm_hf.data.synthetic import KEYWORDS
+    from hm_hf.synthetic import KEYWORDS
 
     return [" ".join(group) for group in KEYWORDS] * 4
 
