@@ -50,7 +50,8 @@ def memes(folder: Path, count: int, image_size: tuple[int, int]) -> list[tuple[b
 
 def tiny_default_pipeline(work: Path, texts: list[str], detector: str, tiny_detector: bool, device):
     """The tiny default model (random weights) + a tokenizer trained on the captions + the detector."""
-    from hm_hf.pipeline import HatefulMemePipeline, PipelineSettings, SyntheticShapeDetector
+    from hm_hf.pipeline import HatefulMemePipeline, PipelineSettings
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
     from hm_hf.text.tokenizer import train_wordpiece_tokenizer
     from hm_hf.training.arguments import parse_recipe
     from hm_hf.training.model_loading import build_config, build_model

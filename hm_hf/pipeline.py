@@ -40,7 +40,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import re
 import warnings
@@ -54,6 +53,7 @@ from PIL import Image, ImageOps
 
 from hm_hf.fileio import atomic_write_text
 from hm_hf.hub import model_file
+from hm_hf.synthetic.world import DETECTOR_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +65,13 @@ __all__ = [
     "load_image",
     "save_pipeline_config",
     "load_pipeline_config",
-    "SyntheticShapeDetector",
     "HatefulMemePipeline",
     "cli",
 ]
 
 PIPELINE_CONFIG_NAME = "hm_hf_pipeline.json"
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
-SYNTHETIC_DETECTOR = "synthetic"
+SYNTHETIC_DETECTOR = DETECTOR_NAME  # the synthetic world's shape finder (hm_hf.synthetic.detector)
 DEFAULT_MAX_PIXELS = 40_000_000  # about 6300 x 6300; far above any meme, far below a decompression bomb
 
 
@@ -239,83 +238,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
     return image.convert("RGB")
-
-
-# ------------------------------------------------------------------------------------- synthetic detector
-
-
-SYNTHETIC_KIND_NAMES = ["red square", "blue disc", "green box", "yellow box", "purple box", "grey box", "whole image"]
-
-
-class SyntheticShapeDetector:
-    """The "detector" of the synthetic data set: finds the drawn shapes by colour and returns the region
-    features `hm_hf.synthetic.write_region_features` stores for them (its kind prototypes; the
-    generator's per-region noise is replaced by its expectation), plus the whole-image region.
-
-    It only makes sense on synthetic memes (the README's tiny model); real models use the Faster R-CNN.
-    """
-
-    def __init__(self, seed: int = 0, dim: int = 2048, tolerance: int = 40, min_area: float = 0.002,
-                 noise_std: float = 0.3):
-        from hm_hf import synthetic
-
-        self.colors = list(synthetic.OBJECT_COLORS) + list(synthetic.DISTRACTOR_COLORS)
-        num_kinds = len(self.colors) + 1
-        rng = np.random.default_rng(seed)  # the same draws, in the same order, as write_region_features
-        active = rng.random((num_kinds, dim)) < 0.03
-        prototypes = np.abs(rng.normal(0.0, 2.0, size=(num_kinds, dim))) * active
-        # E[max(p + n, 0)], n ~ N(0, s^2): the mean of the stored (noisy, rectified) features
-        z = prototypes / noise_std
-        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
-        pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
-        self.features = (prototypes * cdf + noise_std * pdf).astype(np.float32)
-        self.tolerance, self.min_area = tolerance, min_area
-        self.device = torch.device("cpu")
-
-    def to(self, device):  # runs with numpy on the CPU
-        return self
-
-    def extract(self, images: list[Image.Image], **_) -> list:
-        from scipy import ndimage
-
-        from hm_hf.extract.modeling_frcnn import DetectedRegions
-
-        out = []
-        for image in images:
-            array = np.asarray(image.convert("RGB"), dtype=np.int16)
-            height, width = array.shape[:2]
-            boxes, kinds = [], []
-            for kind, color in enumerate(self.colors):
-                mask = (np.abs(array - np.array(color, dtype=np.int16)) <= self.tolerance).all(axis=-1)
-                labels, count = ndimage.label(mask)
-                for index, found in enumerate(ndimage.find_objects(labels), start=1):
-                    if found is None or (labels[found] == index).sum() < self.min_area * width * height:
-                        continue
-                    ys, xs = found
-                    pad = 1 if kind < 2 else 0  # the objects have a 1-pixel black outline
-                    boxes.append((max(xs.start - pad, 0), max(ys.start - pad, 0), min(xs.stop - 1 + pad, width - 1),
-                                  min(ys.stop - 1 + pad, height - 1)))
-                    kinds.append(kind)
-            boxes.append((0, 0, width - 1, height - 1))
-            kinds.append(len(self.colors))
-            n = len(kinds)
-            out.append(
-                DetectedRegions(
-                    boxes=torch.tensor(boxes, dtype=torch.float32),
-                    features=torch.from_numpy(self.features[kinds]),
-                    object_ids=torch.tensor(kinds, dtype=torch.long),
-                    object_scores=torch.ones(n),
-                    attribute_ids=torch.zeros(n, dtype=torch.long),
-                    attribute_scores=torch.zeros(n),
-                    image_width=width,
-                    image_height=height,
-                    fallback=n == 1,
-                )
-            )
-        return out
-
-    def region_name(self, object_id: int) -> str:
-        return SYNTHETIC_KIND_NAMES[object_id] if 0 <= object_id < len(SYNTHETIC_KIND_NAMES) else str(object_id)
 
 
 # ----------------------------------------------------------------------------------------------- pipeline
@@ -597,6 +519,8 @@ def _load_detector(path: str, options: PipelineSettings, config):
     if not name:
         raise ValueError("this model reads region features: give a detector (folder, Hub id or 'synthetic')")
     if name == SYNTHETIC_DETECTOR:
+        from hm_hf.synthetic.detector import SyntheticShapeDetector
+
         return SyntheticShapeDetector(dim=getattr(config, "visual_embedding_dim", 2048))
     from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
 

@@ -28,10 +28,10 @@ from hm_hf.pipeline import (
     BadImageError,
     HatefulMemePipeline,
     PipelineSettings,
-    SyntheticShapeDetector,
     load_image,
     save_pipeline_config,
 )
+from hm_hf.synthetic.detector import SyntheticShapeDetector
 
 needs_tesseract = pytest.mark.skipif(
     not tesseract_available(), reason="Tesseract is not installed (apt-get install tesseract-ocr)"

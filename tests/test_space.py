@@ -98,7 +98,7 @@ def test_space_readme_header_and_requirements():
 
 
 def test_examples_are_the_synthetic_generators(tmp_path):
-    from hm_hf.space import make_examples
+    from hm_hf.synthetic.examples import make_examples
 
     made = make_examples(tmp_path)
     committed = example_paths()
@@ -125,7 +125,8 @@ def test_default_model_runs_offline_with_the_synthetic_detector(app_module, spac
     """`python spaces/hateful_memes/app.py` right after the README's main job: its model, no Hub needed."""
     import shutil
 
-    from hm_hf.pipeline import PIPELINE_CONFIG_NAME, SyntheticShapeDetector
+    from hm_hf.pipeline import PIPELINE_CONFIG_NAME
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
 
     target = tmp_path / "outputs" / "synthetic-tiny"
     shutil.copytree(space_model, target, ignore=shutil.ignore_patterns(PIPELINE_CONFIG_NAME))
