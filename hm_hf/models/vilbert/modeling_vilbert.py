@@ -24,15 +24,8 @@ from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
 
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from ..bert_layers import (
-    BertIntermediate,
-    BertLayer,
-    BertOutput,
-    TokenPacking,
-    classification_loss,
-    make_attention_mask,
-    run_layers,
-)
+from ..bert_layers import BertIntermediate, BertLayer, BertOutput, TokenPacking, make_attention_mask, run_layers
+from ..heads import classification_loss
 from .configuration_vilbert import HmVilbertConfig
 
 
@@ -276,7 +269,7 @@ class HmVilbertPreTrainedModel(PreTrainedModel):
 
         >>> model = HmVilbertForHatefulMemes.from_text_pretrained("bert-base-uncased")  # doctest: +SKIP
         """
-        from ..bert_layers import bert_config_fields, load_bert_text_weights
+        from ..bert_weights import bert_config_fields, load_bert_text_weights
 
         fields = bert_config_fields(bert)
         fields.update(config_overrides)
