@@ -4,8 +4,10 @@
 `hm_hf.models.bert_weights`.)
 
 Why a shared module: the three architectures use the very same transformer layer, and keeping one copy
-means one attention implementation (``torch.nn.functional.scaled_dot_product_attention``), one
-gradient-checkpointing path and one module naming that the PEFT code can rely on. The naming is exactly
+means one attention function (`attend`), one gradient-checkpointing path and one module naming that the PEFT
+code can rely on. `attend` runs ``torch.nn.functional.scaled_dot_product_attention`` or, when the model's
+config says ``_attn_implementation == "eager"`` (``from_pretrained(..., attn_implementation="eager")`` or
+``model.set_attn_implementation("eager")``), the explicit softmax(QK^T / sqrt(d)) V; both give the same outputs. The naming is exactly
 transformers' BERT naming, so BERT / VisualBERT / UNITER checkpoints map onto it key for key::
 
     embeddings.{word_embeddings,position_embeddings,token_type_embeddings,LayerNorm}
@@ -45,6 +47,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
     "LAYER_CONFIG_FIELDS",
     "BertAttention",
     "BertEmbeddings",
@@ -56,6 +59,8 @@ __all__ = [
     "BertSelfAttention",
     "BertSelfOutput",
     "TokenPacking",
+    "attend",
+    "attention_implementation",
     "layer_kwargs_from_config",
     "make_attention_mask",
     "padding_mask_as_bool",
@@ -179,11 +184,49 @@ class TokenPacking:
         return flat.view(self.batch_size, self.seq_len, *packed.shape[1:])
 
 
+#: what ``config._attn_implementation`` may say for hm_hf's own attention
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def attention_implementation(config: Any) -> str:
+    """The attention ``config`` asks for (read at every forward, so `set_attn_implementation` takes effect);
+    "sdpa" without a config or when it does not say."""
+    name = getattr(config, "_attn_implementation", None) or "sdpa"
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"hm_hf models support attn_implementation {ATTENTION_IMPLEMENTATIONS}, got {name!r}")
+    return name
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+           dropout_p: float = 0.0, implementation: str = "sdpa") -> torch.Tensor:
+    """Multi-head attention of (B, H, Lq, d) queries over (B, H, Lk, d) keys / values -> (B, H, Lq, d).
+
+    ``mask``: None, boolean (True = attend) or additive float, broadcastable to (B, H, Lq, Lk).
+    ``implementation``: "sdpa" (``F.scaled_dot_product_attention``, fused kernels) or "eager" (the same
+    arithmetic spelt out, softmax in float32 as transformers' eager attention; for debugging and for hardware
+    or tools without SDPA).
+    """
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(query.dtype)
+    if implementation == "sdpa":
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
+    if implementation != "eager":
+        raise ValueError(f"attention implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    scores = torch.matmul(query, key.transpose(-1, -2)) * query.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if dropout_p:
+        probabilities = F.dropout(probabilities, p=dropout_p)
+    return torch.matmul(probabilities, value)
+
+
 class BertSelfAttention(nn.Module):
-    """Multi-head attention through ``F.scaled_dot_product_attention``.
+    """Multi-head attention through `attend` (SDPA or eager, as ``config._attn_implementation`` says).
 
     Self-attention by default; pass ``context`` (and build with ``context_size``) for cross-attention, as
     ViLBERT's co-attention does. ``all_head_size`` may differ from ``hidden_size`` (ViLBERT's bi_hidden_size).
+    ``config``: the model's config, read at each forward for the attention implementation (None: SDPA).
     """
 
     def __init__(
@@ -194,8 +237,10 @@ class BertSelfAttention(nn.Module):
         *,
         context_size: int | None = None,
         all_head_size: int | None = None,
+        config: Any = None,
     ):
         super().__init__()
+        self.config = config
         all_head_size = all_head_size or hidden_size
         if all_head_size % num_attention_heads != 0:
             raise ValueError(
@@ -233,11 +278,8 @@ class BertSelfAttention(nn.Module):
             context = hidden_states if context is None else context
             q, k, v = self.query(hidden_states), self.key(context), self.value(context)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        if attention_mask is not None and attention_mask.dtype != torch.bool:
-            attention_mask = attention_mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout_prob if self.training else 0.0
-        )
+        out = attend(q, k, v, attention_mask, self.dropout_prob if self.training else 0.0,
+                     attention_implementation(self.config))
         out = out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.all_head_size)
         return packing.pack(out) if packing is not None else out
 
@@ -261,10 +303,10 @@ class BertAttention(nn.Module):
 
     def __init__(self, hidden_size: int, num_attention_heads: int, hidden_dropout_prob: float = 0.1,
                  attention_probs_dropout_prob: float = 0.1, layer_norm_eps: float = 1e-12,
-                 context_size: int | None = None):
+                 context_size: int | None = None, config: Any = None):
         super().__init__()
         self.self = BertSelfAttention(hidden_size, num_attention_heads, attention_probs_dropout_prob,
-                                      context_size=context_size)
+                                      context_size=context_size, config=config)
         self.output = BertSelfOutput(hidden_size, hidden_dropout_prob, layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -302,20 +344,22 @@ class BertOutput(nn.Module):
 
 
 class BertLayer(GradientCheckpointingLayer):
-    """One transformer layer; recomputed in backward when ``model.gradient_checkpointing_enable()`` is on."""
+    """One transformer layer; recomputed in backward when ``model.gradient_checkpointing_enable()`` is on.
+
+    ``config``: the model's config (its ``_attn_implementation``), see :class:`BertSelfAttention`."""
 
     def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int, hidden_act: str = "gelu",
                  hidden_dropout_prob: float = 0.1, attention_probs_dropout_prob: float = 0.1,
-                 layer_norm_eps: float = 1e-12):
+                 layer_norm_eps: float = 1e-12, config: Any = None):
         super().__init__()
         self.attention = BertAttention(hidden_size, num_attention_heads, hidden_dropout_prob,
-                                       attention_probs_dropout_prob, layer_norm_eps)
+                                       attention_probs_dropout_prob, layer_norm_eps, config=config)
         self.intermediate = BertIntermediate(hidden_size, intermediate_size, hidden_act)
         self.output = BertOutput(intermediate_size, hidden_size, hidden_dropout_prob, layer_norm_eps)
 
     @classmethod
     def from_config(cls, config: Any, prefix: str = "") -> BertLayer:
-        return cls(**layer_kwargs_from_config(config, prefix))
+        return cls(**layer_kwargs_from_config(config, prefix), config=config)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 packing: TokenPacking | None = None) -> torch.Tensor:
@@ -339,7 +383,7 @@ class BertEncoder(nn.Module):
     @classmethod
     def from_config(cls, config: Any, prefix: str = "") -> BertEncoder:
         return cls(getattr(config, prefix + "num_hidden_layers"), skip_padding=getattr(config, "skip_padding", True),
-                   **layer_kwargs_from_config(config, prefix))
+                   config=config, **layer_kwargs_from_config(config, prefix))
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False) -> BaseModelOutput:
