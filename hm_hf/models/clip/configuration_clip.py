@@ -54,6 +54,8 @@ class HmClipConfig(PreTrainedConfig):
     """
 
     model_type = "hm_clip"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): CLIP tokens of one string per meme, and pixels
+    model_inputs = ("clip_text", "pixels")
     sub_configs_defaults = {"clip_config": CLIPConfig}
 
     clip_config: dict | CLIPConfig | None = None

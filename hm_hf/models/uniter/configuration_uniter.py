@@ -33,6 +33,8 @@ class HmUniterConfig(PreTrainedConfig):
     """
 
     model_type = "hm_uniter"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): BERT tokens (+ a text pair) and region features
+    model_inputs = ("text", "regions")
 
     vocab_size: int = 28996
     hidden_size: int = 768

@@ -52,6 +52,8 @@ class HmVilbertConfig(PreTrainedConfig):
     """
 
     model_type = "hm_vilbert"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): BERT tokens (+ a text pair) and region features
+    model_inputs = ("text", "regions")
 
     vocab_size: int = 30522
     hidden_size: int = 768

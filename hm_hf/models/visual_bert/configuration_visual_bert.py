@@ -37,6 +37,8 @@ class HmVisualBertConfig(PreTrainedConfig):
     """
 
     model_type = "hm_visual_bert"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): BERT tokens (+ a text pair) and region features
+    model_inputs = ("text", "regions")
 
     vocab_size: int = 30522
     hidden_size: int = 768
