@@ -74,7 +74,7 @@ def tiny_default_pipeline(work: Path, texts: list[str], detector: str, tiny_dete
 def stage_times(pipe, data: bytes, ocr: bool) -> dict[str, float]:
     """Seconds per stage for one meme, on the pipeline's own parts."""
     from hm_hf.ocr import read_text
-    from hm_hf.pipeline import load_image
+    from hm_hf.images import load_image
 
     times = {}
     start = time.perf_counter()

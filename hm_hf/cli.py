@@ -19,7 +19,7 @@ COMMANDS = {
     "convert-uniter": ("hm_hf.models.uniter.convert_uniter_checkpoint:cli", "convert uniter-base.pt to hm_hf"),
     "convert-vilbert": ("hm_hf.models.vilbert.convert_vilbert_checkpoint:cli", "convert MMF / vilbert-multi-task weights"),
     "peft-params": ("hm_hf.peft.params:cli", "trainable / total parameters of a model + PEFT method"),
-    "predict": ("hm_hf.pipeline:cli", "classify memes with a trained model (JSON lines)"),
+    "predict": ("hm_hf.inference.cli:cli", "classify memes with a trained model (JSON lines)"),
     "push-space": ("hm_hf.space:cli", "upload the Gradio Space for a model"),
 }
 

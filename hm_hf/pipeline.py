@@ -32,27 +32,25 @@ Example:
 >>> pipe(["a.png", "b.png"], texts=["caption a", None], batch_size=8)  # doctest: +SKIP
 ```
 
-Command line: `hm-hf predict --model outputs/synthetic-tiny img/00001.png [--text "..."]` (JSON lines).
+Command line: `hm-hf predict --model outputs/synthetic-tiny img/00001.png [--text "..."]` (JSON lines,
+`hm_hf.inference.cli`).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import re
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from hm_hf.fileio import atomic_write_text
 from hm_hf.hub import model_file
+from hm_hf.images import DEFAULT_MAX_PIXELS, load_image
+from hm_hf.inference.model_loading import base_config, load_trained_model
 from hm_hf.synthetic.world import DETECTOR_NAME
 
 logger = logging.getLogger(__name__)
@@ -61,18 +59,14 @@ __all__ = [
     "PIPELINE_CONFIG_NAME",
     "DEFAULT_DETECTOR",
     "PipelineSettings",
-    "BadImageError",
-    "load_image",
     "save_pipeline_config",
     "load_pipeline_config",
     "HatefulMemePipeline",
-    "cli",
 ]
 
 PIPELINE_CONFIG_NAME = "hm_hf_pipeline.json"
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
 SYNTHETIC_DETECTOR = DETECTOR_NAME  # the synthetic world's shape finder (hm_hf.synthetic.detector)
-DEFAULT_MAX_PIXELS = 40_000_000  # about 6300 x 6300; far above any meme, far below a decompression bomb
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -151,101 +145,7 @@ def load_pipeline_config(path) -> dict:
     return values
 
 
-# ------------------------------------------------------------------------------------------------ images
-
-
-class BadImageError(ValueError):
-    """An input that is not a usable image; the message says why and what to do."""
-
-
-def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> Image.Image:
-    """An RGB PIL image from a path, bytes, a PIL image or an (H, W[, C]) uint8 array.
-
-    The pixel count is checked from the header, before the image is decoded (a small file can hold a
-    huge image: a "decompression bomb"); truncated and non-image files raise `BadImageError`.
-    """
-    name = "the image"
-    if isinstance(source, Image.Image):
-        image = source
-        _check_pixels(image.size, max_pixels, name)
-        return _to_rgb(image)
-    if isinstance(source, np.ndarray):
-        if source.ndim not in (2, 3) or source.dtype != np.uint8:
-            raise BadImageError(f"an image array must be (H, W) or (H, W, C) uint8, got {source.shape} {source.dtype}")
-        _check_pixels((source.shape[1], source.shape[0]), max_pixels, name)
-        return _to_rgb(Image.fromarray(source))
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if max_bytes is not None and len(data) > max_bytes:
-            raise BadImageError(f"{name} is {len(data):,} bytes, more than the limit of {max_bytes:,}")
-        return _decode(io.BytesIO(data), max_pixels, name)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise BadImageError(f"{path}: no such file")
-        size = path.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise BadImageError(f"{path} is {size:,} bytes, more than the limit of {max_bytes:,}")
-        with open(path, "rb") as handle:
-            return _decode(handle, max_pixels, name)
-    raise BadImageError(f"cannot read an image from a {type(source).__name__}: give a path, bytes or a PIL image")
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
-    width, height = size
-    if width <= 0 or height <= 0:
-        raise BadImageError(f"{name} has no pixels ({width} x {height})")
-    if width * height > max_pixels:
-        raise BadImageError(
-            f"{name} is {width} x {height} = {width * height:,} pixels, more than the limit of {max_pixels:,}: "
-            "resize it and try again"
-        )
-
-
-def _too_many_pixels(name: str, err: Exception, max_pixels: int) -> str:
-    found = re.search(r"\((\d+) pixels\)", str(err))
-    count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    return f"{name} is {count}, more than the limit of {max_pixels:,}: resize it and try again"
-
-
-def _decode(handle, max_pixels: int, name: str) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies instead
-        try:
-            image = Image.open(handle)  # reads the header only
-        except Image.DecompressionBombError as err:  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS)
-            raise BadImageError(_too_many_pixels(name, err, max_pixels)) from None
-        except (Image.UnidentifiedImageError, OSError, ValueError):
-            raise BadImageError(f"{name} is not an image that can be read (PNG, JPEG, WebP, GIF, BMP, ...)") from None
-        _check_pixels(image.size, max_pixels, name)
-        try:
-            image.load()
-        except Image.DecompressionBombError as err:
-            raise BadImageError(_too_many_pixels(name, err, max_pixels)) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise BadImageError(f"{name} is damaged or truncated and cannot be decoded ({err})") from None
-    return _to_rgb(image)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    try:
-        image = ImageOps.exif_transpose(image)  # phone photos: upright as shown
-    except Exception:  # noqa: BLE001 - a broken EXIF block is not worth refusing the image
-        pass
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        background = Image.new("RGB", image.size, (255, 255, 255))  # transparent memes: on white
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
 # ----------------------------------------------------------------------------------------------- pipeline
-
-
-def _base_config(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.config
 
 
 class HatefulMemePipeline:
@@ -271,7 +171,7 @@ class HatefulMemePipeline:
         self.settings = settings or PipelineSettings()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.config = _base_config(model)
+        self.config = base_config(model)
         self.needs = model_inputs(self.config)
         missing = [what for what, part, need in (
             ("a tokenizer", tokenizer, "text"), ("a detector", detector, "regions"),
@@ -326,7 +226,6 @@ class HatefulMemePipeline:
         `detector` may be a loaded detector, a folder / Hub id, or "synthetic"; other keyword arguments
         override ``hm_hf_pipeline.json`` (see `PipelineSettings`).
         """
-        from hm_hf.training.model_loading import load_trained_model
         from hm_hf.training.data import model_inputs
 
         path = str(path)
@@ -342,7 +241,7 @@ class HatefulMemePipeline:
             values["detector"] = str(detector)
         options = PipelineSettings.from_dict(values, source=f"{path}/{PIPELINE_CONFIG_NAME}")
         model = load_trained_model(path)
-        config = _base_config(model)
+        config = base_config(model)
         needs = model_inputs(config)
         if "text" in needs and tokenizer is None:
             tokenizer = _load_tokenizer(path)
@@ -540,32 +439,3 @@ def _load_detector(path: str, options: PipelineSettings, config):
         if value is not None:
             setattr(cfg, key, value)
     return detector
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """`hm-hf predict`: classify meme images with a trained model; one JSON line per image."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="hm-hf predict", description=cli.__doc__)
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", required=True, help="model folder saved by recipes/train_peft.py, or a Hub id")
-    parser.add_argument("--text", action="append", default=None,
-                        help="the meme's text, once per image in order (default: read by OCR)")
-    parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--no-regions", action="store_true", help="leave the detected regions out of the output")
-    args = parser.parse_args(argv)
-    if args.text is not None and len(args.text) != len(args.images):
-        parser.error(f"give --text once per image ({len(args.images)}), or not at all")
-    try:
-        pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device)
-        results = pipe(list(args.images), texts=args.text, batch_size=args.batch_size,
-                       return_regions=not args.no_regions)
-    except (OSError, ValueError, RuntimeError) as err:  # bad image, missing model / detector / tesseract
-        print(f"predict: error: {err}", file=sys.stderr)
-        return 2
-    for path, result in zip(args.images, results):
-        print(json.dumps({"image": path, **result}))
-    return 0

@@ -23,12 +23,11 @@ from PIL import Image
 from hm_hf import synthetic
 from hm_hf.extract.cache import FeatureCache
 from hm_hf.ocr import read_text, tesseract_available
+from hm_hf.images import BadImageError, load_image
 from hm_hf.pipeline import (
     PIPELINE_CONFIG_NAME,
-    BadImageError,
     HatefulMemePipeline,
     PipelineSettings,
-    load_image,
     save_pipeline_config,
 )
 from hm_hf.synthetic.detector import SyntheticShapeDetector
@@ -397,7 +396,7 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
 
 
 def test_predict_cli(world, capsys, tmp_path):
-    from hm_hf.pipeline import cli
+    from hm_hf.inference.cli import cli
 
     memes = world["dev"][:2]
     paths = [str(world["image"](m)) for m in memes]

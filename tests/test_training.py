@@ -85,7 +85,7 @@ def test_saved_folder_reloads_and_predicts_the_same(trained, data):
 
     from hm_hf.data.collator import MemeCollator
     from hm_hf.data.loading import load_hmd
-    from hm_hf.training.model_loading import load_trained_model
+    from hm_hf.inference.model_loading import load_trained_model
 
     output_dir, _ = trained
     model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()

@@ -121,10 +121,10 @@ A {model_type} hateful-meme classifier trained with hm_hf on {DATASET_NAMES.get(
 ## How to use
 
 ```python
-import hm_hf  # registers the hm_hf model classes and the bottleneck adapter
-from hm_hf.training.model_loading import load_trained_model
+from hm_hf.pipeline import HatefulMemePipeline
 
-model = load_trained_model("{model_name}")
+pipe = HatefulMemePipeline.from_pretrained("{model_name}")  # the model, its processor and its detector
+pipe("meme.png")  # or pipe("meme.png", texts="the text on it")
 ```
 
 ## Training

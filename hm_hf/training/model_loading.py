@@ -1,25 +1,24 @@
-"""Building the model a recipe names, with its PEFT method, and loading what training saved.
+"""Building the model a recipe names, with its PEFT method.
 
 A training run saves either a whole model (no PEFT, head-only) or PEFT adapters. When the base model
 was randomly initialised (nothing on the Hub to point at), it is saved beside the adapters in
-`base_model/`, so the folder (or its Hub repo) is self-contained.
+`base_model/`, so the folder (or its Hub repo) is self-contained; `hm_hf.inference.model_loading` loads it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
+from hm_hf.inference.model_loading import BASE_MODEL_DIR
 from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError, parse_overrides
 
 logger = logging.getLogger(__name__)
 
 HF_MODEL_TYPES = {"concat": "hm_concat", "visual_bert": "hm_visual_bert", "uniter": "hm_uniter", "vilbert": "hm_vilbert",
                   "clip": "hm_clip"}
-BASE_MODEL_DIR = "base_model"
 
 
 def model_class(model_type: str):
@@ -143,23 +142,3 @@ def freeze_all_but_head(model) -> None:
         parameter.requires_grad = any(
             name.startswith(h + ".") or f".{h}." in f".{name}" for h in heads
         )
-
-
-def load_trained_model(path: str, **kwargs):
-    """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
-    from hm_hf.hub import model_file
-
-    local = Path(path)
-    adapter_file = model_file(path, "adapter_config.json")
-    if adapter_file is None:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    from peft import PeftModel
-
-    base = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
-    if local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
-    elif base:
-        base_model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
-    else:  # a Hub repo whose base model travelled with it
-        base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
-    return PeftModel.from_pretrained(base_model, path)

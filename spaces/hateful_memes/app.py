@@ -29,7 +29,8 @@ import gradio as gr
 from PIL import Image
 
 from hm_hf.ocr import OcrUnavailableError, read_text
-from hm_hf.pipeline import BadImageError, HatefulMemePipeline, load_image
+from hm_hf.images import BadImageError, load_image
+from hm_hf.pipeline import HatefulMemePipeline
 
 logger = logging.getLogger("hateful_memes_app")
 
