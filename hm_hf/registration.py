@@ -5,12 +5,12 @@
 `PeftModel.from_pretrained(model, folder)` with the bottleneck adapter must work after it. So `install()`
 (run by ``hm_hf/__init__.py``) sets post-import hooks (`wrapt`, the library monitoring agents use for the
 same job): when transformers' ``configuration_auto`` is imported, AutoConfig gets stand-ins for the hm_hf
-configs (`hm_hf.models.auto` says how the rest follows), and when ``peft`` is imported, ``hm_hf.peft``
-registers the bottleneck method. A module imported before hm_hf gets its hook at once.
+configs (`hm_hf.models.auto` says how the rest follows), when ``processing_auto`` is, AutoProcessor gets
+`MemeProcessor`, and when ``peft`` is imported, ``hm_hf.peft`` registers the bottleneck method. A module imported before hm_hf gets its hook at once.
 
 A hook runs while its module's importer may still be half-way through its own import: the hooks import
-nothing that could need that importer (the stand-ins are made without imports; ``hm_hf.peft`` imports only
-peft, torch and ``transformers.activations``). A hook that fails warns instead of breaking the user's import.
+nothing that could need that importer (the stand-ins are made without imports, ``hm_hf.processing`` imports
+no transformers module, ``hm_hf.peft`` only peft, torch and ``transformers.activations``). A hook that fails warns instead of breaking the user's import.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = ["install"]
 
 _HOOKS = {
     "transformers.models.auto.configuration_auto": "hm_hf.models.auto:register_config_stand_ins",
+    "transformers.models.auto.processing_auto": "hm_hf.models.auto:register_processor",
     "peft": "hm_hf.registration:register_peft",
 }
 _installed = False

@@ -73,3 +73,42 @@ def test_registered_when_transformers_and_peft_came_first(saved):
     code = ("from transformers import AutoConfig, AutoModelForSequenceClassification\nfrom peft import PeftModel\n"
             "import hm_hf\n" + LOAD.format(model=str(saved / "model"), adapter=str(saved / "adapter")))
     assert run_python(code) == "HmVisualBertForHatefulMemes BOTTLENECK"
+
+
+# ---------------------------------------------------------------------------------------------- layering
+
+PACKAGE = ROOT / "hm_hf"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (function-level imports too), relative ones resolved."""
+    import ast
+
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    if path.name == "__init__.py":
+        package = ".".join(path.relative_to(ROOT).parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_inference_lives_below_training():
+    """Only hm_hf.training imports hm_hf.training: the pipeline, the processor, the models ... never reach up."""
+    offenders = {str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path) if m.startswith("hm_hf.training"))
+                 for path in PACKAGE.rglob("*.py") if "training" not in path.relative_to(PACKAGE).parts}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_training_does_not_import_the_pipeline_or_the_old_settings_writer():
+    offenders = {str(path.relative_to(ROOT)): sorted(m for m in imported_modules(path)
+                                                      if m.startswith(("hm_hf.pipeline", "hm_hf.processing.legacy")))
+                 for path in (PACKAGE / "training").rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert "hm_hf.processing.processor.MemeProcessor" in imported_modules(PACKAGE / "training" / "data.py")

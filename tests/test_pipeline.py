@@ -24,12 +24,8 @@ from hm_hf import synthetic
 from hm_hf.extract.cache import FeatureCache
 from hm_hf.ocr import read_text, tesseract_available
 from hm_hf.images import BadImageError, load_image
-from hm_hf.pipeline import (
-    PIPELINE_CONFIG_NAME,
-    HatefulMemePipeline,
-    PipelineSettings,
-    save_pipeline_config,
-)
+from hm_hf.pipeline import HatefulMemePipeline
+from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME, PipelineSettings, save_pipeline_config
 from hm_hf.synthetic.detector import SyntheticShapeDetector
 
 needs_tesseract = pytest.mark.skipif(
@@ -383,7 +379,7 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
-    for name in ("adapter_config.json", "preprocessor_config.json"):
+    for name in ("adapter_config.json", "preprocessor_config.json", "processor_config.json"):
         (repo / ".no_exist" / revision / name).touch()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -125,7 +125,7 @@ def test_default_model_runs_offline_with_the_synthetic_detector(app_module, spac
     """`python spaces/hateful_memes/app.py` right after the README's main job: its model, no Hub needed."""
     import shutil
 
-    from hm_hf.pipeline import PIPELINE_CONFIG_NAME
+    from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
     from hm_hf.synthetic.detector import SyntheticShapeDetector
 
     target = tmp_path / "outputs" / "synthetic-tiny"

@@ -9,7 +9,9 @@ After ``import hm_hf``, ``AutoConfig.for_model("hm_uniter")``, ``AutoModel.from_
   one the first time it is used (``for_model``, ``from_dict``, ...);
 - importing an hm_hf configuration module registers its architecture for real (`register_architecture`,
   the module's last line): the config with AutoConfig, the model and its classification head with AutoModel /
-  AutoModelForSequenceClassification (as stand-ins again, until the modeling module is imported).
+  AutoModelForSequenceClassification (as stand-ins again, until the modeling module is imported);
+- `MemeProcessor` is registered with AutoProcessor when transformers' ``processing_auto`` is imported
+  (`register_processor`), so ``AutoProcessor.from_pretrained(folder)`` reads ``processor_config.json``.
 
 Nothing here imports a module while transformers is half-way through importing its own: the stand-ins are
 made without imports, and configuration modules are imported only by user code (or a stand-in it uses).
@@ -31,7 +33,7 @@ import importlib
 import sys
 
 __all__ = ["ARCHITECTURES", "config_class", "model_class", "register_architecture", "register_auto_classes",
-           "register_config_stand_ins"]
+           "register_config_stand_ins", "register_processor"]
 
 #: model_type -> (folder in hm_hf/models, config class, base model class, sequence-classification class)
 ARCHITECTURES = {
@@ -121,6 +123,29 @@ def register_architecture(config: type) -> None:
             real = _stand_in(module, name, config_class=config,
                              replace=lambda cls, auto_class=auto_class: auto_class.register(config, cls, exist_ok=True))
         auto_class.register(config, real, exist_ok=True)
+    if _fully_imported("transformers.models.auto.processing_auto"):  # (else register_processor will)
+        from transformers.models.auto.processing_auto import AutoProcessor
+
+        from hm_hf.processing.processor import MemeProcessor
+
+        AutoProcessor.register(config, MemeProcessor, exist_ok=True)
+
+
+def register_processor() -> None:
+    """Register `MemeProcessor` with AutoProcessor for every hm_hf config (or its stand-in; imports no model)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.processing_auto import AutoProcessor
+
+    from hm_hf.processing.processor import MemeProcessor
+
+    for model_type in ARCHITECTURES:
+        AutoProcessor.register(CONFIG_MAPPING[model_type], MemeProcessor, exist_ok=True)
+
+
+def _fully_imported(name: str) -> bool:
+    """`name` is imported and not half-way through its import (importlib marks that on its spec)."""
+    module = sys.modules.get(name)
+    return module is not None and not getattr(getattr(module, "__spec__", None), "_initializing", False)
 
 
 def register_auto_classes() -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from hm_hf.ocr import OcrUnavailableError, read_text
+from hm_hf.ocr import OcrUnavailableError
 from hm_hf.images import BadImageError, load_image
 from hm_hf.pipeline import HatefulMemePipeline
 
@@ -88,10 +88,12 @@ def default_model() -> str:
 
 def load_pipeline(model: str, detector: str | None = None, device: str | None = None) -> HatefulMemePipeline:
     """The model's pipeline; the README's synthetic model gets the synthetic world's detector by default."""
-    from hm_hf.pipeline import PIPELINE_CONFIG_NAME
+    from hm_hf.processing import PROCESSOR_CONFIG_NAME
+    from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
 
     folder = Path(model)
-    if detector is None and folder.is_dir() and not (folder / PIPELINE_CONFIG_NAME).is_file():
+    saved = any((folder / name).is_file() for name in (PROCESSOR_CONFIG_NAME, PIPELINE_CONFIG_NAME))
+    if detector is None and folder.is_dir() and not saved:
         if folder.resolve().as_posix().endswith(DEFAULT_MODEL):
             detector = "synthetic"  # trained on the synthetic data set's features (see hm_hf.pipeline)
     return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS)
@@ -142,7 +144,7 @@ class MemeApp:
         if not self.pipe.reads_text:
             return ""
         try:
-            return read_text(image, lang=self.pipe.settings.ocr_lang)
+            return self.pipe.processor.read_text(image)
         except OcrUnavailableError:
             gr.Warning("OCR is not available here: type the meme's text in the box.")
             return ""
@@ -156,7 +158,7 @@ class MemeApp:
         text = (text or "").strip()
         if self.pipe.reads_text and not text:
             try:
-                text = read_text(image, lang=self.pipe.settings.ocr_lang)
+                text = self.pipe.processor.read_text(image)
             except (OcrUnavailableError, RuntimeError):
                 text = ""
             if not text:
