@@ -16,7 +16,7 @@ from pathlib import Path
 from hm_hf.fileio import atomic_write_text
 from hm_hf.hub import model_file
 from hm_hf.images import DEFAULT_MAX_PIXELS
-from hm_hf.processing.processor import DEFAULT_DETECTOR, MemeProcessor
+from hm_hf.processing.processor import DEFAULT_DETECTOR, MemeProcessor, read_json_object
 
 __all__ = ["PIPELINE_CONFIG_NAME", "PipelineSettings", "load_pipeline_config", "save_pipeline_config", "translate"]
 
@@ -93,13 +93,7 @@ def load_pipeline_config(path) -> dict:
     file = model_file(str(path), PIPELINE_CONFIG_NAME)
     if file is None:
         return {}
-    try:
-        values = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err.msg}); fix it or delete it to use the defaults") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"{file}: expected a JSON object of pipeline settings")
-    return values
+    return read_json_object(file, "pipeline settings", "fix it or delete it to use the defaults")
 
 
 def translate(values: dict, source: str = "settings") -> dict:

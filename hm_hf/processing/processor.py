@@ -317,18 +317,24 @@ def read_settings(path: str, revision: str | None = None) -> dict:
     if file is None:
         old = legacy.load_pipeline_config(path)
         return legacy.translate(old, source=f"{path}/{legacy.PIPELINE_CONFIG_NAME}")
-    try:
-        values = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err.msg}); fix it, or save the processor again") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"{file}: expected a JSON object of processor settings")
+    values = read_json_object(file, "processor settings", "fix it, or save the processor again")
     kind = values.pop("processor_class", MemeProcessor.__name__)
     if kind != MemeProcessor.__name__:
         raise ValueError(f"{file} describes a {kind}, not an hm_hf MemeProcessor")
     unknown = sorted(set(values) - _SETTINGS)
     if unknown:
         raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
+    return values
+
+
+def read_json_object(file: Path, what: str, fix: str) -> dict:
+    """The JSON object in `file` (holding `what`), or a ValueError naming the file and saying how to `fix` it."""
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: not valid JSON ({err.msg}); {fix}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{file}: expected a JSON object of {what}")
     return values
 
 
