@@ -11,8 +11,6 @@ __all__ = ["cli"]
 
 def cli(argv: list[str] | None = None) -> int:
     """`hm-hf predict`: classify meme images with a trained model; one JSON line per image."""
-    from hm_hf.pipeline import HatefulMemePipeline
-
     parser = argparse.ArgumentParser(prog="hm-hf predict", description=cli.__doc__)
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--model", required=True, help="model folder saved by recipes/train_peft.py, or a Hub id")
@@ -25,6 +23,8 @@ def cli(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.text is not None and len(args.text) != len(args.images):
         parser.error(f"give --text once per image ({len(args.images)}), or not at all")
+    from hm_hf.pipeline import HatefulMemePipeline  # (after parsing: `--help` needs no torch)
+
     try:
         pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device)
         results = pipe(list(args.images), texts=args.text, batch_size=args.batch_size,
