@@ -35,6 +35,21 @@ def test_import_hm_hf_imports_no_heavy_library():
     assert loaded == []
 
 
+def test_every_lazy_name_resolves():
+    import importlib
+
+    for package in ("hm_hf", "hm_hf.synthetic", "hm_hf.processing", "hm_hf.models.clip", "hm_hf.models.concat",
+                    "hm_hf.models.uniter", "hm_hf.models.vilbert", "hm_hf.models.visual_bert"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, f"{package}.{name}"
+    import hm_hf
+
+    assert hm_hf.models.visual_bert.HmVisualBertConfig.model_type == "hm_visual_bert"  # subpackages on first use
+    with pytest.raises(AttributeError):
+        hm_hf.no_such_name
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A tiny VisualBERT and bottleneck adapters on it, saved as hm_hf saves them."""
