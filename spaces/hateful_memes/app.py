@@ -95,7 +95,7 @@ def load_pipeline(model: str, detector: str | None = None, device: str | None = 
     saved = any((folder / name).is_file() for name in (PROCESSOR_CONFIG_NAME, PIPELINE_CONFIG_NAME))
     if detector is None and folder.is_dir() and not saved:
         if folder.resolve().as_posix().endswith(DEFAULT_MODEL):
-            detector = "synthetic"  # trained on the synthetic data set's features (see hm_hf.pipeline)
+            detector = "synthetic"  # trained on the synthetic data set's features (see hm_hf.synthetic.detector)
     return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS)
 
 
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{DEFAULT_MODEL}, the README's main job's output)")
     parser.add_argument("--detector", default=os.environ.get("HM_HF_DETECTOR"),
                         help="detector folder / Hub id for region models, or 'synthetic' (default: the model's "
-                        "hm_hf_pipeline.json)")
+                        "processor_config.json)")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--device", default=None)

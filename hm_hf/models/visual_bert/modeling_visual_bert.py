@@ -2,7 +2,8 @@
 
 Same module names and arithmetic as transformers' ``VisualBertModel`` (so its checkpoints load with
 ``from_pretrained``, including ``VisualBertForPreTraining`` ones whose keys start with ``visual_bert.``),
-but attention runs through ``scaled_dot_product_attention`` and masks text and region padding.
+but attention runs through ``scaled_dot_product_attention`` (or eager, as ``attn_implementation`` says) and masks
+text and region padding.
 """
 
 from __future__ import annotations
