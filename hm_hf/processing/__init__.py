@@ -1,6 +1,6 @@
 """The processor of an hm_hf model (`MemeProcessor`): what turns a meme into the model's inputs, saved with it.
 
-Below both training (which builds it and uses it as the Trainer's collator) and inference (which loads it);
+Shared by training (which builds it and uses it as the Trainer's collator) and inference (which loads it);
 `legacy` reads the settings file of older model folders.
 """
 
