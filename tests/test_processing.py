@@ -71,6 +71,8 @@ def test_old_settings_become_processor_settings(old_folder, tmp_path):
     assert processor.detector == "detector" and processor.detector_settings == {"max_boxes": 5, "min_size_test": 64}
     assert processor.text_pair_column == "text_pair" and processor.ocr_lang == "eng+deu"
     assert processor.max_regions == 8  # an argument overrides the file
+    merged = MemeProcessor.from_pretrained(folder, config, tokenizer=object(), detector_score_threshold=0.3)
+    assert merged.detector_settings == {"max_boxes": 5, "min_size_test": 64, "score_threshold": 0.3}
     with pytest.raises(ValueError, match="unknown pipeline setting"):
         MemeProcessor.from_pretrained(folder, config, tokenizer=object(), max_region=8)
 

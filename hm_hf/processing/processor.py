@@ -289,7 +289,10 @@ class MemeProcessor:
         for auto_only in ("_from_auto", "trust_remote_code"):  # what AutoProcessor passes along
             settings.pop(auto_only, None)
         values = read_settings(path, revision)
-        values.update(legacy.translate(settings, source="the settings given"))
+        overrides = legacy.translate(settings, source="the settings given")
+        if "detector_settings" in overrides:  # one detector setting given: the others stay as saved
+            overrides["detector_settings"] = {**values.get("detector_settings", {}), **overrides["detector_settings"]}
+        values.update(overrides)
         if not values.get("model_inputs"):
             values["model_inputs"] = model_inputs(config if config is not None else _model_config(path))
         inputs = set(values["model_inputs"])
