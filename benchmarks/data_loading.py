@@ -62,7 +62,7 @@ FEATURE_DIM = 2048
 
 def prepare(work: Path, num_images: int, regions: int, variable: bool, dim: int, seed: int = 0) -> dict:
     """Write (or reuse) the synthetic HMD folder, its hm_hf feature cache and the MMF-style .npy files."""
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic import make_hmd
     from hm_hf.extract.cache import FeatureCache, RegionFeatures
 
     marker = work / "prepared.json"

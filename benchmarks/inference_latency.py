@@ -7,7 +7,7 @@ request. The pipeline is the tiny default: the README's model (`recipes/syntheti
 caption, on synthetic memes rendered at an HMD-like size (default 640 x 480). The model weights are random
 unless --model points at a trained folder (speed does not depend on them).
 
-Stages are timed on the pipeline's own parts (`hm_hf.ocr.read_text`, `pipe.detector.extract`, collator +
+Stages are timed on the pipeline's own parts (`pipe.processor.read_text`, `pipe.detector.extract`, processor +
 model forward), and the end-to-end call `pipe(image)` (image decode + OCR + detector + model) separately.
 `--detector frcnn` times the base-size Faster R-CNN R101-C4 at its test size instead (random weights,
 box regression zeroed): the real-data extractor, outside the tiny default and far from 1 s on a CPU.
@@ -42,7 +42,7 @@ TINY_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "synthetic" /
 
 def memes(folder: Path, count: int, image_size: tuple[int, int]) -> list[tuple[bytes, str]]:
     """(PNG bytes, caption) of synthetic memes: what an upload to the Space is."""
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic import make_hmd
 
     made = make_hmd(folder, splits={"train": count}, image_size=image_size)["train"]
     return [((folder / "img" / f"{m.id:05d}.png").read_bytes(), m.text) for m in made]
@@ -50,7 +50,9 @@ def memes(folder: Path, count: int, image_size: tuple[int, int]) -> list[tuple[b
 
 def tiny_default_pipeline(work: Path, texts: list[str], detector: str, tiny_detector: bool, device):
     """The tiny default model (random weights) + a tokenizer trained on the captions + the detector."""
-    from hm_hf.pipeline import HatefulMemePipeline, PipelineSettings, SyntheticShapeDetector
+    from hm_hf.pipeline import HatefulMemePipeline
+    from hm_hf.processing import MemeProcessor
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
     from hm_hf.text.tokenizer import train_wordpiece_tokenizer
     from hm_hf.training.arguments import parse_recipe
     from hm_hf.training.model_loading import build_config, build_model
@@ -59,21 +61,20 @@ def tiny_default_pipeline(work: Path, texts: list[str], detector: str, tiny_dete
     tokenizer = train_wordpiece_tokenizer(texts * 20, work / "tokenizer")
     torch.manual_seed(0)
     model = build_model(model_args, build_config(model_args, vocab_size=len(tokenizer)))
-    settings = PipelineSettings(detector=detector, max_text_length=data_args.max_text_length,
-                                max_regions=data_args.max_regions)
+    processor = MemeProcessor.for_model(model.config, tokenizer=tokenizer, detector=detector,
+                                        max_text_length=data_args.max_text_length, max_regions=data_args.max_regions)
     if detector == "synthetic":
         det = SyntheticShapeDetector(dim=getattr(model.config, "visual_embedding_dim", 2048))
     else:
         from extraction import build_detector
 
         det = build_detector(tiny_detector, device)
-    return HatefulMemePipeline(model, tokenizer=tokenizer, detector=det, settings=settings, device=device)
+    return HatefulMemePipeline(model, processor, detector=det, device=device)
 
 
 def stage_times(pipe, data: bytes, ocr: bool) -> dict[str, float]:
     """Seconds per stage for one meme, on the pipeline's own parts."""
-    from hm_hf.ocr import read_text
-    from hm_hf.pipeline import load_image
+    from hm_hf.images import load_image
 
     times = {}
     start = time.perf_counter()
@@ -81,7 +82,7 @@ def stage_times(pipe, data: bytes, ocr: bool) -> dict[str, float]:
     times["decode"] = time.perf_counter() - start
     if ocr:
         start = time.perf_counter()
-        text = read_text(image, lang=pipe.settings.ocr_lang)
+        text = pipe.processor.read_text(image)
         times["ocr"] = time.perf_counter() - start
     else:
         text = "a given caption"
@@ -90,10 +91,8 @@ def stage_times(pipe, data: bytes, ocr: bool) -> dict[str, float]:
         regions = pipe.detector.extract([image])[0]
     times["features"] = time.perf_counter() - start
     start = time.perf_counter()
-    row = {"text": text, "region_features": regions.features.float().cpu().numpy(),
-           "boxes": regions.boxes.float().cpu().numpy(), "image_width": regions.image_width,
-           "image_height": regions.image_height}
-    batch = {k: v.to(pipe.device) for k, v in pipe.collator([row]).items()}
+    row = {pipe.processor.text_column: text, **pipe.processor.region_fields(regions)}
+    batch = {k: v.to(pipe.device) for k, v in pipe.processor([row]).items()}
     with torch.inference_mode():
         pipe.model(**batch).logits.float().softmax(-1).cpu()
     times["model"] = time.perf_counter() - start

@@ -68,7 +68,7 @@ class TransformersVisualBertClassifier(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        from hm_hf.models.bert_layers import BertClassificationHead
+        from hm_hf.models.heads import BertClassificationHead
 
         self.config = config  # read by hm_hf.peft.build_peft_config (model_type "visual_bert")
         self.visual_bert = _transformers_visual_bert(config)
@@ -79,7 +79,7 @@ class TransformersVisualBertClassifier(nn.Module):
                 visual_attention_mask=None, labels=None, **kwargs):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
-        from hm_hf.models.bert_layers import classification_loss
+        from hm_hf.models.heads import classification_loss
 
         out = self.visual_bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                visual_embeds=visual_embeds, visual_attention_mask=visual_attention_mask)

@@ -1,7 +1,8 @@
 """hm_hf: hateful-meme detection with Hugging Face datasets, transformers, peft and accelerate.
 
-Importing hm_hf registers its model classes with the transformers Auto classes and its bottleneck
-adapter with peft, so `AutoModelForSequenceClassification.from_pretrained(folder)` and
+Importing hm_hf is cheap: its names are imported on first use (`hm_hf.lazy`), and its model classes are
+registered with the transformers Auto classes, and its bottleneck adapter with peft, as soon as those are
+imported (`hm_hf.registration`), so `AutoModelForSequenceClassification.from_pretrained(folder)` and
 `PeftModel.from_pretrained(...)` work on what hm_hf saved.
 
 >>> import hm_hf
@@ -10,24 +11,15 @@ adapter with peft, so `AutoModelForSequenceClassification.from_pretrained(folder
 
 __version__ = "0.1.0"
 
-from hm_hf.models.auto import register_auto_classes as _register_auto_classes
+from hm_hf import registration as _registration
+from hm_hf.lazy import lazy_exports
 
-_register_auto_classes()
+_registration.install()
 
-import hm_hf.peft  # noqa: E402,F401  (registers PeftType.BOTTLENECK with peft)
-from hm_hf.data.collator import MemeCollator  # noqa: E402
-from hm_hf.data.hateful_memes import HatefulMemes  # noqa: E402
-from hm_hf.data.loading import load_hmd, load_mmhs  # noqa: E402
-from hm_hf.data.mmhs150k import MMHS150K  # noqa: E402
-from hm_hf.peft import BottleneckConfig, build_peft_config, describe_trainable  # noqa: E402
-
-__all__ = [
-    "BottleneckConfig",
-    "HatefulMemes",
-    "MMHS150K",
-    "MemeCollator",
-    "build_peft_config",
-    "describe_trainable",
-    "load_hmd",
-    "load_mmhs",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "data.collator": ["MemeCollator"],
+    "data.hateful_memes": ["HatefulMemes"],
+    "data.loading": ["load_hmd", "load_mmhs"],
+    "data.mmhs150k": ["MMHS150K"],
+    "peft": ["BottleneckConfig", "build_peft_config", "describe_trainable"],
+})

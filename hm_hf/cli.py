@@ -11,7 +11,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "make-synthetic": ("hm_hf.data.synthetic:cli", "write a tiny synthetic HMD / MMHS150K data set"),
+    "make-synthetic": ("hm_hf.synthetic.data:cli", "write a tiny synthetic HMD / MMHS150K data set"),
     "export-dataset": ("hm_hf.data.export:cli", "export a prepared data set as Parquet + card (and push)"),
     "extract-features": ("hm_hf.extract.runner:cli", "extract bottom-up-attention region features"),
     "import-features": ("hm_hf.extract.importers:cli", "convert MMF / BUA / UNITER features into the cache"),
@@ -20,7 +20,7 @@ COMMANDS = {
     "convert-vilbert": ("hm_hf.models.vilbert.convert_vilbert_checkpoint:cli", "convert MMF / vilbert-multi-task weights"),
     "peft-params": ("hm_hf.peft.params:cli", "trainable / total parameters of a model + PEFT method"),
     "multi-seed": ("hm_hf.training.multi_seed:cli", "train a recipe with several seeds; mean and std of its metrics"),
-    "predict": ("hm_hf.pipeline:cli", "classify memes with a trained model (JSON lines)"),
+    "predict": ("hm_hf.inference.cli:cli", "classify memes with a trained model (JSON lines)"),
     "push-space": ("hm_hf.space:cli", "upload the Gradio Space for a model"),
 }
 

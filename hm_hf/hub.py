@@ -14,8 +14,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def model_file(path: str, name: str) -> Path | None:
-    """The file `name` of a local model folder or a Hub repo id `path`; None when it is not there."""
+def model_file(path: str, name: str, revision: str | None = None) -> Path | None:
+    """The file `name` of a local model folder or a Hub repo id `path` (at `revision`); None when it is not there."""
     local = Path(path)
     if local.is_dir():
         return local / name if (local / name).is_file() else None
@@ -23,7 +23,7 @@ def model_file(path: str, name: str) -> Path | None:
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        return Path(hf_hub_download(path, name))
+        return Path(hf_hub_download(path, name, revision=revision))
     except EntryNotFoundError:
         return None
 

@@ -1,26 +1,24 @@
 """One inference entry point for every hm_hf model: image (+ text) in, hate probability out.
 
 `HatefulMemePipeline.from_pretrained(path_or_hub_id)` loads whatever `recipes/train_peft.py` saved (a whole
-model, or PEFT adapters with their base model) and everything that model reads, as its config says
-(`hm_hf.training.data.model_inputs`):
+model, or PEFT adapters with their base model, `hm_hf.inference.model_loading`) and the model's processor
+(`hm_hf.processing.MemeProcessor`, ``processor_config.json``; older folders' ``hm_hf_pipeline.json`` too),
+which says what the model reads and how training fed it:
 
-- ``text``: the tokenizer saved beside the model (the text is OCR'd from the image when not given);
+- ``text`` / ``clip_text``: the tokenizer saved beside the model (the text is OCR'd from the image when not
+  given);
 - ``text_embedding``: the fastText model saved beside it (``fasttext/fasttext.bin``);
-- ``regions``: region features from a detector (`hm_hf.extract`, Faster R-CNN R101-C4 / Visual Genome);
-- ``pixels``: the image processor of the concat model's vision backbone.
+- ``regions``: region features from the detector that made the training features (`hm_hf.inference.detectors`);
+- ``pixels``: the image processor of the model's vision backbone.
 
-The batch is then made by the training collator (`MemeCollator`), so inference sees exactly what training
-saw. How to run a model that the config alone does not say (which detector, text length, region count, ...)
-is in ``hm_hf_pipeline.json`` beside the model (`save_pipeline_config`); arguments of `from_pretrained`
-override it.
+Keyword arguments of `from_pretrained` override the saved settings.
 
 **Detectors.** Region features must come from the detector that made the training features. For real
 data that is the Visual Genome Faster R-CNN (`unc-nlp/frcnn-vg-finetuned`, the default), which must be
 reachable (Hub or a local folder: pass ``detector="path/to/frcnn"``); a randomly initialised detector
 runs, but its features mean nothing to a trained model. The synthetic data set's features were not made by
-any network (see `hm_hf.data.synthetic.write_region_features`); ``detector="synthetic"`` is the matching
-"detector" for that world (`SyntheticShapeDetector`: it finds the drawn shapes by colour and gives the
-features the generator would), so the README's tiny model can be demonstrated offline end to end.
+any network; ``detector="synthetic"`` is the matching "detector" for that world
+(`hm_hf.synthetic.detector`), so the README's tiny model can be demonstrated offline end to end.
 
 Example:
 
@@ -32,367 +30,78 @@ Example:
 >>> pipe(["a.png", "b.png"], texts=["caption a", None], batch_size=8)  # doctest: +SKIP
 ```
 
-Command line: `hm-hf predict --model outputs/synthetic-tiny img/00001.png [--text "..."]` (JSON lines).
+Command line: `hm-hf predict --model outputs/synthetic-tiny img/00001.png [--text "..."]` (JSON lines,
+`hm_hf.inference.cli`).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-import math
 import os
-import re
-import warnings
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 
-from hm_hf.fileio import atomic_write_text
-from hm_hf.hub import model_file
+from hm_hf.images import load_image
+from hm_hf.inference.detectors import load_detector
+from hm_hf.inference.model_loading import base_config, load_trained_model
+from hm_hf.processing import MemeProcessor, model_inputs
 
-logger = logging.getLogger(__name__)
-
-__all__ = [
-    "PIPELINE_CONFIG_NAME",
-    "DEFAULT_DETECTOR",
-    "PipelineSettings",
-    "BadImageError",
-    "load_image",
-    "save_pipeline_config",
-    "load_pipeline_config",
-    "SyntheticShapeDetector",
-    "HatefulMemePipeline",
-    "cli",
-]
-
-PIPELINE_CONFIG_NAME = "hm_hf_pipeline.json"
-DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
-SYNTHETIC_DETECTOR = "synthetic"
-DEFAULT_MAX_PIXELS = 40_000_000  # about 6300 x 6300; far above any meme, far below a decompression bomb
-
-
-# --------------------------------------------------------------------------------------------- settings
-
-
-@dataclass
-class PipelineSettings:
-    """How to run a trained model; stored as ``hm_hf_pipeline.json`` in the model folder.
-
-    detector: detector folder / Hub id for region models, or ``"synthetic"`` (see the module docstring);
-        a relative path is read inside the model folder first.
-    detector_min_boxes / detector_max_boxes / detector_score_threshold / detector_nms_thresholds /
-        detector_min_size / detector_max_size: the detector's region selection and resize, as used for the
-        training features (None: the detector's own config).
-    detector_feature_dtype: the training features' storage dtype ("float16" or "float32"); detected
-        features are rounded to it, so the model reads them as it read its training features.
-    max_regions / max_text_length: as in training (the recipe's `max_regions`, `max_text_length`).
-    text_pair: for models trained with a text pair (MMHS150K: tweet text + `img_text`): the OCR'd image
-        text becomes the pair and the given text the first segment.
-    fasttext_model: the fastText model of `text_embedding` models, relative to the model folder.
-    fasttext_lowercase: lowercase before embedding (None: as recorded with the fastText model).
-    image_processor: image processor (folder / Hub id) of a vision-backbone model, when the model folder
-        has no ``preprocessor_config.json``.
-    threshold: probability from which the label is "hateful".
-    ocr_lang: Tesseract language(s), e.g. "eng" or "eng+deu".
-    max_pixels: images with more pixels are refused before they are decoded.
-    label_names: names of the classes, class 1 being hateful for binary models.
-    trained_on_synthetic_data: the model was trained on `hm_hf.data.synthetic` data (coloured shapes and
-        made-up words), so its output on real memes means nothing; the Space says so next to the model name.
-    """
-
-    detector: str | None = DEFAULT_DETECTOR
-    detector_min_boxes: int | None = None
-    detector_max_boxes: int | None = None
-    detector_score_threshold: float | None = None
-    detector_nms_thresholds: list[float] | None = None
-    detector_min_size: int | None = None
-    detector_max_size: int | None = None
-    max_regions: int = 100
-    max_text_length: int = 128
-    text_pair: bool = False
-    fasttext_model: str = "fasttext/fasttext.bin"
-    fasttext_lowercase: bool | None = None
-    image_processor: str | None = None
-    threshold: float = 0.5
-    ocr_lang: str = "eng"
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
-    detector_feature_dtype: str = "float16"
-    trained_on_synthetic_data: bool = False
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "settings") -> "PipelineSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown pipeline setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-
-def save_pipeline_config(folder, **settings) -> Path:
-    """Write ``hm_hf_pipeline.json`` into a model folder (atomically); returns its path.
-
-    >>> save_pipeline_config("outputs/synthetic-tiny", detector="synthetic", max_regions=16)  # doctest: +SKIP
-    """
-    values = asdict(PipelineSettings.from_dict(settings))
-    path = Path(folder) / PIPELINE_CONFIG_NAME
-    atomic_write_text(path, json.dumps(values, indent=2) + "\n")
-    return path
-
-
-def load_pipeline_config(path) -> dict:
-    """The settings saved in a model folder / Hub repo ({} when it has none)."""
-    file = model_file(str(path), PIPELINE_CONFIG_NAME)
-    if file is None:
-        return {}
-    try:
-        values = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err.msg}); fix it or delete it to use the defaults") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"{file}: expected a JSON object of pipeline settings")
-    return values
-
-
-# ------------------------------------------------------------------------------------------------ images
-
-
-class BadImageError(ValueError):
-    """An input that is not a usable image; the message says why and what to do."""
-
-
-def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> Image.Image:
-    """An RGB PIL image from a path, bytes, a PIL image or an (H, W[, C]) uint8 array.
-
-    The pixel count is checked from the header, before the image is decoded (a small file can hold a
-    huge image: a "decompression bomb"); truncated and non-image files raise `BadImageError`.
-    """
-    name = "the image"
-    if isinstance(source, Image.Image):
-        image = source
-        _check_pixels(image.size, max_pixels, name)
-        return _to_rgb(image)
-    if isinstance(source, np.ndarray):
-        if source.ndim not in (2, 3) or source.dtype != np.uint8:
-            raise BadImageError(f"an image array must be (H, W) or (H, W, C) uint8, got {source.shape} {source.dtype}")
-        _check_pixels((source.shape[1], source.shape[0]), max_pixels, name)
-        return _to_rgb(Image.fromarray(source))
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        if max_bytes is not None and len(data) > max_bytes:
-            raise BadImageError(f"{name} is {len(data):,} bytes, more than the limit of {max_bytes:,}")
-        return _decode(io.BytesIO(data), max_pixels, name)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise BadImageError(f"{path}: no such file")
-        size = path.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise BadImageError(f"{path} is {size:,} bytes, more than the limit of {max_bytes:,}")
-        with open(path, "rb") as handle:
-            return _decode(handle, max_pixels, name)
-    raise BadImageError(f"cannot read an image from a {type(source).__name__}: give a path, bytes or a PIL image")
-
-
-def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
-    width, height = size
-    if width <= 0 or height <= 0:
-        raise BadImageError(f"{name} has no pixels ({width} x {height})")
-    if width * height > max_pixels:
-        raise BadImageError(
-            f"{name} is {width} x {height} = {width * height:,} pixels, more than the limit of {max_pixels:,}: "
-            "resize it and try again"
-        )
-
-
-def _too_many_pixels(name: str, err: Exception, max_pixels: int) -> str:
-    found = re.search(r"\((\d+) pixels\)", str(err))
-    count = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-    return f"{name} is {count}, more than the limit of {max_pixels:,}: resize it and try again"
-
-
-def _decode(handle, max_pixels: int, name: str) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies instead
-        try:
-            image = Image.open(handle)  # reads the header only
-        except Image.DecompressionBombError as err:  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS)
-            raise BadImageError(_too_many_pixels(name, err, max_pixels)) from None
-        except (Image.UnidentifiedImageError, OSError, ValueError):
-            raise BadImageError(f"{name} is not an image that can be read (PNG, JPEG, WebP, GIF, BMP, ...)") from None
-        _check_pixels(image.size, max_pixels, name)
-        try:
-            image.load()
-        except Image.DecompressionBombError as err:
-            raise BadImageError(_too_many_pixels(name, err, max_pixels)) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise BadImageError(f"{name} is damaged or truncated and cannot be decoded ({err})") from None
-    return _to_rgb(image)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    try:
-        image = ImageOps.exif_transpose(image)  # phone photos: upright as shown
-    except Exception:  # noqa: BLE001 - a broken EXIF block is not worth refusing the image
-        pass
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        background = Image.new("RGB", image.size, (255, 255, 255))  # transparent memes: on white
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
-# ------------------------------------------------------------------------------------- synthetic detector
-
-
-SYNTHETIC_KIND_NAMES = ["red square", "blue disc", "green box", "yellow box", "purple box", "grey box", "whole image"]
-
-
-class SyntheticShapeDetector:
-    """The "detector" of the synthetic data set: finds the drawn shapes by colour and returns the region
-    features `hm_hf.data.synthetic.write_region_features` stores for them (its kind prototypes; the
-    generator's per-region noise is replaced by its expectation), plus the whole-image region.
-
-    It only makes sense on synthetic memes (the README's tiny model); real models use the Faster R-CNN.
-    """
-
-    def __init__(self, seed: int = 0, dim: int = 2048, tolerance: int = 40, min_area: float = 0.002,
-                 noise_std: float = 0.3):
-        from hm_hf.data import synthetic
-
-        self.colors = list(synthetic.OBJECT_COLORS) + list(synthetic.DISTRACTOR_COLORS)
-        num_kinds = len(self.colors) + 1
-        rng = np.random.default_rng(seed)  # the same draws, in the same order, as write_region_features
-        active = rng.random((num_kinds, dim)) < 0.03
-        prototypes = np.abs(rng.normal(0.0, 2.0, size=(num_kinds, dim))) * active
-        # E[max(p + n, 0)], n ~ N(0, s^2): the mean of the stored (noisy, rectified) features
-        z = prototypes / noise_std
-        cdf = 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
-        pdf = np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
-        self.features = (prototypes * cdf + noise_std * pdf).astype(np.float32)
-        self.tolerance, self.min_area = tolerance, min_area
-        self.device = torch.device("cpu")
-
-    def to(self, device):  # runs with numpy on the CPU
-        return self
-
-    def extract(self, images: list[Image.Image], **_) -> list:
-        from scipy import ndimage
-
-        from hm_hf.extract.modeling_frcnn import DetectedRegions
-
-        out = []
-        for image in images:
-            array = np.asarray(image.convert("RGB"), dtype=np.int16)
-            height, width = array.shape[:2]
-            boxes, kinds = [], []
-            for kind, color in enumerate(self.colors):
-                mask = (np.abs(array - np.array(color, dtype=np.int16)) <= self.tolerance).all(axis=-1)
-                labels, count = ndimage.label(mask)
-                for index, found in enumerate(ndimage.find_objects(labels), start=1):
-                    if found is None or (labels[found] == index).sum() < self.min_area * width * height:
-                        continue
-                    ys, xs = found
-                    pad = 1 if kind < 2 else 0  # the objects have a 1-pixel black outline
-                    boxes.append((max(xs.start - pad, 0), max(ys.start - pad, 0), min(xs.stop - 1 + pad, width - 1),
-                                  min(ys.stop - 1 + pad, height - 1)))
-                    kinds.append(kind)
-            boxes.append((0, 0, width - 1, height - 1))
-            kinds.append(len(self.colors))
-            n = len(kinds)
-            out.append(
-                DetectedRegions(
-                    boxes=torch.tensor(boxes, dtype=torch.float32),
-                    features=torch.from_numpy(self.features[kinds]),
-                    object_ids=torch.tensor(kinds, dtype=torch.long),
-                    object_scores=torch.ones(n),
-                    attribute_ids=torch.zeros(n, dtype=torch.long),
-                    attribute_scores=torch.zeros(n),
-                    image_width=width,
-                    image_height=height,
-                    fallback=n == 1,
-                )
-            )
-        return out
-
-    def region_name(self, object_id: int) -> str:
-        return SYNTHETIC_KIND_NAMES[object_id] if 0 <= object_id < len(SYNTHETIC_KIND_NAMES) else str(object_id)
-
-
-# ----------------------------------------------------------------------------------------------- pipeline
-
-
-def _base_config(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.config
+__all__ = ["HatefulMemePipeline"]
 
 
 class HatefulMemePipeline:
     """Image (+ optional text) -> {"probability", "label", "label_name", "text", "text_source", "regions"}.
 
-    Build it with `from_pretrained`; the constructor takes ready parts (tests, custom set-ups).
+    Build it with `from_pretrained`; the constructor takes ready parts (tests, custom set-ups): the model, its
+    `MemeProcessor` (default: the model's defaults, which for a text model lacks the tokenizer it needs) and,
+    for region models, a detector.
     """
 
-    def __init__(
-        self,
-        model,
-        tokenizer=None,
-        image_processor=None,
-        detector=None,
-        fasttext_model=None,
-        settings: PipelineSettings | None = None,
-        device: str | torch.device | None = None,
-        fasttext_lowercase: bool | None = None,
-    ):
-        from hm_hf.data.collator import MemeCollator
-        from hm_hf.training.data import model_inputs
-
-        self.settings = settings or PipelineSettings()
+    def __init__(self, model, processor: MemeProcessor | None = None, detector=None,
+                 device: str | torch.device | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.config = _base_config(model)
-        self.needs = model_inputs(self.config)
-        missing = [what for what, part, need in (
-            ("a tokenizer", tokenizer, "text"), ("a detector", detector, "regions"),
-            ("an image processor", image_processor, "pixels"), ("a fastText model", fasttext_model, "text_embedding"),
-        ) if need in self.needs and part is None]  # fmt: skip
+        self.config = base_config(model)
+        self.processor = processor if processor is not None else MemeProcessor.for_model(self.config)
+        declared = set(model_inputs(self.config))
+        if set(self.processor.model_inputs) != declared:
+            raise ValueError(f"the processor makes {sorted(self.processor.model_inputs)} but the model reads "
+                             f"{sorted(declared)}: use the processor saved with this model")
+        missing = [what for what, part, need in (("a detector", detector, "regions"),
+                                                  ("a fastText model", self.processor.fasttext, "text_embedding"))
+                   if need in declared and part is None]
         if missing:
-            raise ValueError(f"this model reads {sorted(self.needs)} and needs {', '.join(missing)}")
-        if "text" in self.needs:  # a tokenizer from elsewhere must be the model's vocabulary
+            raise ValueError(f"this model reads {sorted(declared)} and needs {', '.join(missing)}")
+        if "text" in declared:  # a tokenizer from elsewhere must be the model's vocabulary
             from hm_hf.text.tokenizer import check_tokenizer_fits
 
-            check_tokenizer_fits(tokenizer, model)
-        self.tokenizer, self.image_processor, self.fasttext_model = tokenizer, image_processor, fasttext_model
+            check_tokenizer_fits(self.processor.tokenizer, model)
         self.detector = detector.to(self.device) if detector is not None and hasattr(detector, "to") else detector
         if self.detector is not None and hasattr(self.detector, "eval"):
             self.detector.eval()
-        if fasttext_lowercase is None:
-            fasttext_lowercase = self.settings.fasttext_lowercase
-        self.fasttext_lowercase = bool(fasttext_lowercase)
-        collator_class = MemeCollator
-        if "clip" in self.needs:  # CLIP: one text string per meme, <= 77 tokens, no token types
-            from hm_hf.models.clip.embedding_cache import ClipMemeCollator as collator_class
-        self.collator = collator_class(
-            tokenizer=tokenizer if "text" in self.needs else None,
-            text_column="text",
-            text_pair_column="text_pair" if self.settings.text_pair else None,
-            max_length=self.settings.max_text_length,
-            use_regions="regions" in self.needs,
-            max_regions=self.settings.max_regions,
-            text_embedding_column="text_embedding" if "text_embedding" in self.needs else None,
-            image_processor=image_processor if "pixels" in self.needs else None,
-            label_column="__no_labels__",
-        )
+
+    @property
+    def needs(self) -> set[str]:
+        """What the model reads (its config's ``model_inputs``)."""
+        return set(self.processor.model_inputs)
+
+    @property
+    def settings(self) -> MemeProcessor:
+        """The processor, whose fields are the settings (``max_text_length``, ``ocr_lang``, ``threshold``, ...)."""
+        return self.processor
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def image_processor(self):
+        return self.processor.image_processor
 
     @property
     def reads_text(self) -> bool:
-        return bool(self.needs & {"text", "text_embedding"})
+        return self.processor.reads_text
 
     @property
     def uses_regions(self) -> bool:
@@ -413,10 +122,9 @@ class HatefulMemePipeline:
         """Load a model folder / Hub repo saved by the training recipe and what it needs to run.
 
         `detector` may be a loaded detector, a folder / Hub id, or "synthetic"; other keyword arguments
-        override ``hm_hf_pipeline.json`` (see `PipelineSettings`).
+        override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s).
         """
-        from hm_hf.training.model_loading import load_trained_model
-        from hm_hf.training.data import model_inputs
+        from hm_hf.processing.processor import read_settings
 
         path = str(path)
         looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path.split("/")[0]).is_dir()
@@ -425,36 +133,23 @@ class HatefulMemePipeline:
                 f"model {path!r} not found: give a folder saved by recipes/train_peft.py (e.g. outputs/synthetic-tiny, "
                 "made by the README's main job) or a Hub id like org/name"
             )
-        values = load_pipeline_config(path)
-        values.update({k: v for k, v in settings.items() if v is not None})
+        settings = {k: v for k, v in settings.items() if v is not None}
         if isinstance(detector, (str, os.PathLike)):
-            values["detector"] = str(detector)
-        options = PipelineSettings.from_dict(values, source=f"{path}/{PIPELINE_CONFIG_NAME}")
+            settings["detector"] = str(detector)
+        read_settings(path)  # a broken settings file is reported before the model is loaded
         model = load_trained_model(path)
-        config = _base_config(model)
-        needs = model_inputs(config)
-        if "text" in needs and tokenizer is None:
-            tokenizer = _load_tokenizer(path)
-        if "pixels" in needs and image_processor is None:
-            image_processor = _load_image_processor(path, options)
-        fasttext_model, lowercase = None, options.fasttext_lowercase
-        if "text_embedding" in needs:
-            fasttext_model, recorded = _load_fasttext(path, options)
-            lowercase = recorded if lowercase is None else lowercase
-        if "regions" in needs and (detector is None or isinstance(detector, (str, os.PathLike))):
-            detector = _load_detector(path, options, config)
-        pipe = cls(model, tokenizer=tokenizer, image_processor=image_processor, detector=detector,
-                   fasttext_model=fasttext_model, settings=options, device=device, fasttext_lowercase=lowercase)
-        return pipe
+        config = base_config(model)
+        processor = MemeProcessor.from_pretrained(path, config, tokenizer=tokenizer, image_processor=image_processor,
+                                                  **settings)
+        if "regions" in processor.model_inputs and (detector is None or isinstance(detector, (str, os.PathLike))):
+            detector = load_detector(processor.detector, processor.detector_settings, path,
+                                     feature_dim=getattr(config, "visual_embedding_dim", 2048))
+        return cls(model, processor, detector=detector, device=device)
 
     def save_pretrained(self, folder) -> None:
-        """Save the model, tokenizer / image processor and settings (a detector is referred to, not copied)."""
-        folder = Path(folder)
+        """Save the model and its processor (a detector is referred to, not copied)."""
         self.model.save_pretrained(str(folder))
-        for part in (self.tokenizer, self.image_processor):
-            if part is not None:
-                part.save_pretrained(str(folder))
-        save_pipeline_config(folder, **asdict(self.settings))
+        self.processor.save_pretrained(folder)
 
     # ------------------------------------------------------------------ inference
 
@@ -469,7 +164,7 @@ class HatefulMemePipeline:
         """Classify one meme (returns a dict) or a list of memes (returns a list of dicts).
 
         images: path, bytes, PIL image or array, or a list of them. texts: the memes' text; None (or a
-        None / "" entry) means: read it from the image with OCR (Tesseract).
+        None / "" entry) means: read it from the image with OCR.
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
@@ -490,69 +185,51 @@ class HatefulMemePipeline:
         return results[0] if single else results
 
     def _batch(self, sources, texts, pairs, return_regions: bool) -> list[dict]:
-        from hm_hf.ocr import read_text
-
-        images = [load_image(s, max_pixels=self.settings.max_pixels) for s in sources]
+        processor = self.processor
+        text_column, pair_column = processor.text_column, processor.text_pair_column
+        images = [load_image(s, max_pixels=processor.max_pixels) for s in sources]
         rows, outputs = [], []
         for image, text, pair in zip(images, texts, pairs):
             row, out = {}, {}
-            if self.reads_text:
-                ocr_needed = (not text or not text.strip()) or (self.settings.text_pair and not pair)
-                ocr = read_text(image, lang=self.settings.ocr_lang) if ocr_needed else None
-                if self.settings.text_pair:
-                    row["text"], row["text_pair"] = text or "", pair if pair else ocr
-                    out["text_pair"] = row["text_pair"]
+            if processor.reads_text:
+                ocr_needed = (not text or not text.strip()) or (pair_column is not None and not pair)
+                ocr = processor.read_text(image) if ocr_needed else None
+                if pair_column is not None:
+                    row[text_column], row[pair_column] = text or "", pair if pair else ocr
+                    out["text_pair"] = row[pair_column]
                     out["text_source"] = "given" if pair else "ocr"
                 else:
                     given = bool(text and text.strip())
-                    row["text"] = text.strip() if given else ocr
+                    row[text_column] = text.strip() if given else ocr
                     out["text_source"] = "given" if given else "ocr"
-                out["text"] = row["text"]
+                out["text"] = row[text_column]
             else:
                 out["text"], out["text_source"] = text or "", "unused"
             if "pixels" in self.needs:
-                row["image"] = image
+                row[processor.image_column] = image
             rows.append(row)
             outputs.append(out)
         if "text_embedding" in self.needs:
-            from hm_hf.text.fasttext_embeddings import sentence_vectors
-
-            joined = [" ".join(p for p in (r["text"], r.get("text_pair")) if p) for r in rows]
-            vectors = sentence_vectors(self.fasttext_model, joined, lowercase=self.fasttext_lowercase)
-            for row, vector in zip(rows, vectors):
-                row["text_embedding"] = vector
+            for row, vector in zip(rows, processor.text_embeddings(rows)):
+                row[processor.text_embedding_column] = vector
         detected = None
         if self.uses_regions:
-            resize = {k: v for k, v in (("min_size", self.settings.detector_min_size),
-                                        ("max_size", self.settings.detector_max_size)) if v}
             with torch.inference_mode():
-                detected = self.detector.extract(images, **resize)
+                detected = self.detector.extract(images)
             for row, regions in zip(rows, detected):
-                features = regions.features.float().cpu().numpy()  # as the training cache stored them:
-                row.update(
-                    region_features=features.astype(self.settings.detector_feature_dtype),
-                    boxes=regions.boxes.float().cpu().numpy(),
-                    image_width=regions.image_width,
-                    image_height=regions.image_height,
-                )
-        batch = {k: v.to(self.device) for k, v in self.collator(rows).items()}
+                row.update(processor.region_fields(regions))
+        batch = {k: v.to(self.device) for k, v in processor(rows).items()}
         with torch.inference_mode():
             logits = self.model(**batch).logits.float()
-        probabilities = torch.softmax(logits, dim=-1).cpu().numpy()
-        names = self.settings.label_names
-        for i, out in enumerate(outputs):
-            p = probabilities[i]
-            hateful = float(p[1]) if len(p) == 2 else float(1.0 - p[0])  # class 0 = not hate (MMHS fine labels)
-            label = int(hateful >= self.settings.threshold) if len(p) == 2 else int(p.argmax())
-            out.update(probability=hateful, label=label, scores=[float(x) for x in p])
-            out["label_name"] = names[label] if label < len(names) else str(label)
+        for i, (out, scores) in enumerate(zip(outputs, processor.post_process(logits))):
+            out.update(scores)
             if detected is not None and return_regions:
                 out["regions"] = self._regions(detected[i])
         return outputs
 
     def _regions(self, regions) -> list[dict]:
         name = getattr(self.detector, "region_name", None)
-        kept = min(regions.num_boxes, self.settings.max_regions)
+        kept = min(regions.num_boxes, self.processor.max_regions)
         return [
             {
                 "box": [round(float(v), 1) for v in regions.boxes[j].tolist()],
@@ -562,96 +239,3 @@ class HatefulMemePipeline:
             }
             for j in range(kept)
         ]
-
-
-def _load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as first:
-        try:  # the recipe also keeps the tokenizer it trained in tokenizer/
-            return AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
-        except (OSError, ValueError):
-            raise OSError(
-                f"{path}: no tokenizer found beside the model ({first}); "
-                "pass tokenizer=AutoTokenizer.from_pretrained(...)"
-            ) from None
-
-
-def _load_image_processor(path: str, options: PipelineSettings):
-    from transformers import AutoImageProcessor
-
-    if model_file(path, "preprocessor_config.json") is not None:
-        return AutoImageProcessor.from_pretrained(path)
-    if options.image_processor:
-        return AutoImageProcessor.from_pretrained(options.image_processor)
-    raise OSError(
-        f"{path} has no preprocessor_config.json and no image_processor setting: this model reads pixels, so pass "
-        "image_processor=<the vision backbone's folder or Hub id> (the recipe's vision_model_name_or_path)"
-    )
-
-
-def _load_fasttext(path: str, options: PipelineSettings):
-    from hm_hf.text.fasttext_embeddings import _read_metadata, load_fasttext
-
-    file = model_file(path, options.fasttext_model)
-    if file is None:
-        raise FileNotFoundError(
-            f"{path}: this model reads fastText sentence vectors but {options.fasttext_model} is not there; "
-            "set fasttext_model to the .bin the model was trained with"
-        )
-    return load_fasttext(file), bool(_read_metadata(file).get("lowercase", False))
-
-
-def _load_detector(path: str, options: PipelineSettings, config):
-    name = options.detector
-    if not name:
-        raise ValueError("this model reads region features: give a detector (folder, Hub id or 'synthetic')")
-    if name == SYNTHETIC_DETECTOR:
-        return SyntheticShapeDetector(dim=getattr(config, "visual_embedding_dim", 2048))
-    from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
-
-    inside = Path(path) / name
-    location = str(inside) if Path(path).is_dir() and inside.is_dir() else name
-    try:
-        detector = FrcnnForRegionFeatures.from_pretrained(location)
-    except (OSError, ValueError) as err:
-        raise OSError(
-            f"this model reads region features, and the detector {location!r} could not be loaded ({err}). Give "
-            "detector=<folder or Hub id> of the Faster R-CNN that made the training features (unc-nlp/frcnn-vg-"
-            "finetuned for real data; 'synthetic' for models trained on the synthetic data set)"
-        ) from None
-    detector.config.update_inference(min_boxes=options.detector_min_boxes, max_boxes=options.detector_max_boxes,
-                                     score_threshold=options.detector_score_threshold,
-                                     nms_thresh_test=options.detector_nms_thresholds)
-    return detector
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """`hm-hf predict`: classify meme images with a trained model; one JSON line per image."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="hm-hf predict", description=cli.__doc__)
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--model", required=True, help="model folder saved by recipes/train_peft.py, or a Hub id")
-    parser.add_argument("--text", action="append", default=None,
-                        help="the meme's text, once per image in order (default: read by OCR)")
-    parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--no-regions", action="store_true", help="leave the detected regions out of the output")
-    args = parser.parse_args(argv)
-    if args.text is not None and len(args.text) != len(args.images):
-        parser.error(f"give --text once per image ({len(args.images)}), or not at all")
-    try:
-        pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device)
-        results = pipe(list(args.images), texts=args.text, batch_size=args.batch_size,
-                       return_regions=not args.no_regions)
-    except (OSError, ValueError, RuntimeError) as err:  # bad image, missing model / detector / tesseract
-        print(f"predict: error: {err}", file=sys.stderr)
-        return 2
-    for path, result in zip(args.images, results):
-        print(json.dumps({"image": path, **result}))
-    return 0

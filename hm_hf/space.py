@@ -8,8 +8,7 @@ the app reads it from) and set as the Space variable `HM_HF_MODEL` when the Spac
 comes from `$HF_TOKEN` or the stored `hf auth login`, never from the command line (shell history, process
 lists), and is never printed: errors are shown with it masked.
 
-`make_examples` writes the demo's example memes with the synthetic generator (`hm_hf.data.synthetic`),
-one per combination of image kind and text kind, so they are reproducible and free to redistribute.
+The demo's example memes come from the synthetic world (`hm_hf.synthetic.examples.make_examples`).
 """
 
 from __future__ import annotations
@@ -22,9 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hm_hf.fileio import atomic_path
-
-__all__ = ["SPACE_FILES", "make_examples", "render_readme", "stage_space", "push_space", "cli"]
+__all__ = ["SPACE_FILES", "render_readme", "stage_space", "push_space", "cli"]
 
 SPACE_DIR = Path("spaces/hateful_memes")
 SPACE_FILES = ("README.md", "app.py", "requirements.txt", "packages.txt")
@@ -34,32 +31,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 class SpaceError(ValueError):
     """A bad argument or Space folder; the message says what to do."""
-
-
-def make_examples(out_dir, seed: int = 0, image_size: tuple[int, int] = (320, 240)) -> list[Path]:
-    """Write 4 synthetic example memes (PNG), one per (image kind, text kind); returns their paths.
-
-    The names say what is drawn, not the label (the label is the XOR of the two kinds).
-    """
-    from hm_hf.data import synthetic
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        memes = synthetic.make_hmd(tmp, splits={"dev_seen": 16}, seed=seed, image_size=image_size, unlabeled=())
-        chosen = {}
-        for meme in memes["dev_seen"]:
-            chosen.setdefault((meme.image_kind, meme.text_kind), meme)
-        shapes = {0: "red-square", 1: "blue-disc"}
-        paths = []
-        for (image_kind, text_kind), meme in sorted(chosen.items()):
-            path = out_dir / f"meme-{shapes[image_kind]}-text-kind-{text_kind}.png"
-            with atomic_path(path) as tmp_path:
-                shutil.copyfile(Path(tmp) / "img" / f"{meme.id:05d}.png", tmp_path)
-            paths.append(path)
-    if len(paths) != 4:
-        raise RuntimeError(f"expected one meme of each of the 4 kinds, got {len(paths)}")
-    return paths
 
 
 def render_readme(text: str, model: str) -> str:

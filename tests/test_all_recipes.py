@@ -15,7 +15,7 @@ from hm_hf.peft import freeze_all_but_head
 from hm_hf.peft.params import describe_trainable
 from hm_hf.training import model_loading
 from hm_hf.training.arguments import parse_recipe
-from hm_hf.training.data import model_inputs
+from hm_hf.processing import model_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("config_*.yaml"))

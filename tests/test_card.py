@@ -2,7 +2,7 @@
 
 import yaml
 
-from hm_hf.data.synthetic import SYNTHETIC_MARKER, is_synthetic, make_hmd, make_mmhs
+from hm_hf.synthetic.data import SYNTHETIC_MARKER, is_synthetic, make_hmd, make_mmhs
 from hm_hf.training.card import write_model_card
 
 

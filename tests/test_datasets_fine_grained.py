@@ -11,7 +11,7 @@ from PIL import Image
 
 from hm_hf.data.fine_grained import HatefulMemesFineGrained, load_fine_grained, locate_annotations
 from hm_hf.data.report import BadInputError
-from hm_hf.data.synthetic import make_hmd, write_region_features
+from hm_hf.synthetic.data import make_hmd, write_region_features
 from hm_hf.metrics.fine_grained import ATTACK_CLASSES, PC_CLASSES
 
 HMD_SPLITS = {"train": 5, "dev_seen": 3, "dev_unseen": 3, "test_seen": 2}

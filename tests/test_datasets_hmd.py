@@ -16,7 +16,7 @@ from hm_hf.data import layouts
 from hm_hf.data.hateful_memes import HatefulMemes
 from hm_hf.data.loading import load_hmd
 from hm_hf.data.report import REPORT_FILE, BadInputError
-from hm_hf.data.synthetic import make_hmd, write_region_features
+from hm_hf.synthetic import make_hmd, write_region_features
 
 SPLITS = {"train": 10, "dev_seen": 6, "dev_unseen": 6, "test_seen": 4, "test_unseen": 4}
 SIZE = (64, 48)

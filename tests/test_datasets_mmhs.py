@@ -11,7 +11,7 @@ from hostile import bomb_png  # tests/hostile.py
 from hm_hf.data.loading import load_mmhs
 from hm_hf.data.mmhs150k import MMHS150K, binary_label, fine_label
 from hm_hf.data.report import REPORT_FILE, BadInputError
-from hm_hf.data.synthetic import make_mmhs, write_region_features
+from hm_hf.synthetic import make_mmhs, write_region_features
 
 SPLITS = {"train": 10, "val": 6, "test": 6}
 SIZE = (64, 48)

@@ -16,7 +16,7 @@ from hm_hf.data import export as export_module
 from hm_hf.data.export import cli, export_dataset, parse_size, split_card
 from hm_hf.data.hateful_memes import HatefulMemes
 from hm_hf.data.mmhs150k import MMHS150K
-from hm_hf.data.synthetic import make_hmd, make_mmhs, write_region_features
+from hm_hf.synthetic import make_hmd, make_mmhs, write_region_features
 
 SIZE = (64, 48)
 

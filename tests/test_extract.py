@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from hm_hf.data.synthetic import make_hmd, make_mmhs
+from hm_hf.synthetic import make_hmd, make_mmhs
 from hm_hf.extract.cache import FeatureCache, FeatureCacheError
 from hm_hf.extract.configuration_frcnn import FrcnnConfig
 from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures, resized_size

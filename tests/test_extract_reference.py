@@ -171,7 +171,7 @@ def test_the_reference_folder_with_no_setting_gives_the_demos_regions(reference_
 
 
 def test_the_runner_with_no_flags_keeps_the_checkpoints_settings(reference_folder, tmp_path):
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic.data import make_hmd
     from hm_hf.extract.cache import FeatureCache
     from hm_hf.extract.runner import cli
 
@@ -274,7 +274,7 @@ def test_a_pickled_payload_is_refused_and_never_runs(reference_folder, tmp_path)
 
 @pytest.mark.parametrize("damage", ["truncated safetensors", "config.json", "config.yaml", "other model's weights"])
 def test_a_damaged_model_folder_is_a_named_error(damage, reference_folder, tmp_path, capsys):
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic.data import make_hmd
     from hm_hf.extract.runner import cli
 
     folder = tmp_path / "model"

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fasttext", reason="needs the hm_hf[fasttext] extra (fasttext-numpy2)")
 datasets = pytest.importorskip("datasets")
 
-from hm_hf.data.synthetic import make_hmd, make_mmhs  # noqa: E402
+from hm_hf.synthetic import make_hmd, make_mmhs  # noqa: E402
 from hm_hf.text import fasttext_embeddings as fte  # noqa: E402
 
 DIM = 24

@@ -54,7 +54,7 @@ def test_float32_storage_keeps_the_features_exactly(tmp_path):
 def test_the_builder_and_collator_keep_float32_features(tmp_path):
     from hm_hf.data.collator import MemeCollator
     from hm_hf.data.loading import load_hmd
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic.data import make_hmd
     from hm_hf.data.torch_dataset import RegionRowsDataset
 
     memes = make_hmd(tmp_path / "hmd", splits={"train": 3}, image_size=(64, 48))

@@ -1,7 +1,7 @@
 """Hostile input (issue 14): nothing outside the data folder is opened, every bad input gets a named error or
 a counted skip, and nothing corrupt is accepted as data.
 
-Every case is a tiny file in the real on-disk format (hm_hf.data.synthetic makes the HMD / MMHS150K folders
+Every case is a tiny file in the real on-disk format (hm_hf.synthetic.data makes the HMD / MMHS150K folders
 and feature caches). Where a path leads outside the data folder, the file it leads to is watched
 (`never_opened`, inotify): the tests fail if any reader opens it, even to refuse it afterwards.
 """
@@ -28,7 +28,7 @@ from hm_hf.data.layouts import dataset_images
 from hm_hf.data.loading import load_hmd, load_mmhs
 from hm_hf.data.mmhs150k import MMHS150K
 from hm_hf.data.report import BadInputError
-from hm_hf.data.synthetic import make_hmd, make_mmhs, write_region_features
+from hm_hf.synthetic.data import make_hmd, make_mmhs, write_region_features
 from hm_hf.data.torch_dataset import RegionRowsDataset
 from hm_hf.extract.cache import FeatureCache, FeatureCacheError, InvalidRegionsError, RegionFeatures
 from hm_hf.extract.importers import FeatureImportError, import_features

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hm_hf.data.synthetic import make_hmd
+from hm_hf.synthetic import make_hmd
 from hm_hf.extract.cache import FeatureCache
 from hm_hf.extract.importers import cli, import_features, scan
 

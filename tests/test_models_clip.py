@@ -192,7 +192,8 @@ def test_lora_adapters_and_base_model_reload(tiny_clip, processor, tmp_path):
     from peft import get_peft_model
 
     from hm_hf.peft import build_peft_config
-    from hm_hf.training.model_loading import BASE_MODEL_DIR, load_trained_model, save_base_model
+    from hm_hf.inference.model_loading import BASE_MODEL_DIR, load_trained_model
+    from hm_hf.training.model_loading import save_base_model
 
     base = _model(tiny_clip)
     save_base_model(base, tmp_path / "run")  # as the training job does, before peft wraps the model

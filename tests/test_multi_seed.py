@@ -91,7 +91,7 @@ def test_refusals_are_clear(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tiny_recipe_with_two_seeds_in_process(tmp_path, capsys):
-    from hm_hf.data.synthetic import make_hmd, write_region_features
+    from hm_hf.synthetic.data import make_hmd, write_region_features
 
     splits = {"train": 24, "dev_seen": 8, "dev_unseen": 8}
     write_region_features(make_hmd(tmp_path / "data", splits=splits, image_size=(64, 48)), tmp_path / "features")

@@ -20,18 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from hm_hf.data import synthetic
+from hm_hf import synthetic
 from hm_hf.extract.cache import FeatureCache
 from hm_hf.ocr import read_text, tesseract_available
-from hm_hf.pipeline import (
-    PIPELINE_CONFIG_NAME,
-    BadImageError,
-    HatefulMemePipeline,
-    PipelineSettings,
-    SyntheticShapeDetector,
-    load_image,
-    save_pipeline_config,
-)
+from hm_hf.images import BadImageError, load_image
+from hm_hf.pipeline import HatefulMemePipeline
+from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME, PipelineSettings, save_pipeline_config
+from hm_hf.synthetic.detector import SyntheticShapeDetector
 
 needs_tesseract = pytest.mark.skipif(
     not tesseract_available(), reason="Tesseract is not installed (apt-get install tesseract-ocr)"
@@ -385,7 +380,7 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
-    for name in ("adapter_config.json", "preprocessor_config.json"):
+    for name in ("adapter_config.json", "preprocessor_config.json", "processor_config.json"):
         (repo / ".no_exist" / revision / name).touch()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
@@ -398,7 +393,7 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
 
 
 def test_predict_cli(world, capsys, tmp_path):
-    from hm_hf.pipeline import cli
+    from hm_hf.inference.cli import cli
 
     memes = world["dev"][:2]
     paths = [str(world["image"](m)) for m in memes]

@@ -98,7 +98,7 @@ def test_space_readme_header_and_requirements():
 
 
 def test_examples_are_the_synthetic_generators(tmp_path):
-    from hm_hf.space import make_examples
+    from hm_hf.synthetic.examples import make_examples
 
     made = make_examples(tmp_path)
     committed = example_paths()
@@ -125,7 +125,8 @@ def test_default_model_runs_offline_with_the_synthetic_detector(app_module, spac
     """`python spaces/hateful_memes/app.py` right after the README's main job: its model, no Hub needed."""
     import shutil
 
-    from hm_hf.pipeline import PIPELINE_CONFIG_NAME, SyntheticShapeDetector
+    from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
 
     target = tmp_path / "outputs" / "synthetic-tiny"
     shutil.copytree(space_model, target, ignore=shutil.ignore_patterns(PIPELINE_CONFIG_NAME))
@@ -139,11 +140,12 @@ def test_default_model_runs_offline_with_the_synthetic_detector(app_module, spac
 
 
 def test_a_model_trained_on_synthetic_data_says_so_next_to_its_name(app_module, space_model, tmp_path):
-    """The model folder records it (hm_hf_pipeline.json, written by training); the page shows it."""
+    """The model folder records it (its processor settings: here an older folder's hm_hf_pipeline.json); the page
+    shows it."""
     import json
     import shutil
 
-    from hm_hf.pipeline import PIPELINE_CONFIG_NAME
+    from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
 
     folder = tmp_path / "synthetic-model"
     shutil.copytree(space_model, folder)

@@ -3,7 +3,7 @@ from collections import defaultdict
 
 from PIL import Image
 
-from hm_hf.data.synthetic import make_hmd, make_mmhs, write_region_features
+from hm_hf.synthetic import make_hmd, make_mmhs, write_region_features
 from hm_hf.cli import main as hm_hf_main
 
 
@@ -83,3 +83,25 @@ def test_make_synthetic_command(tmp_path, capsys):
     assert hm_hf_main(["make-synthetic", "--dataset", "mmhs", "--output", str(tmp_path), "--scale", "0.05"]) == 0
     assert "val" in capsys.readouterr().out
     assert (tmp_path / "MMHS150K_GT.json").is_file()
+
+
+def test_the_detector_expects_the_features_the_writer_draws(tmp_path):
+    """Writer and detector share one prototype function: for any seed, the stored features of each region kind
+    average to what the detector gives for it, and not to another seed's."""
+    import numpy as np
+
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
+    from hm_hf.synthetic.world import WHOLE_IMAGE
+
+    memes = make_hmd(tmp_path / "data", splits={"train": 24}, image_size=(64, 48), seed=3)
+    cache = write_region_features(memes, tmp_path / "feats", seed=3, dim=256)
+    stored = defaultdict(list)
+    for meme in memes["train"]:
+        regions = cache.get(meme.id)
+        for kind, feature in zip(regions.object_ids, regions.features.astype(np.float32)):
+            stored[int(kind)].append(feature)
+    same, other = SyntheticShapeDetector(seed=3, dim=256), SyntheticShapeDetector(seed=4, dim=256)
+    for kind in (0, 1, WHOLE_IMAGE):
+        mean = np.mean(stored[kind], axis=0)
+        assert np.abs(mean - same.features[kind]).max() < 0.5  # (the noise of a mean of ~12 draws)
+        assert np.abs(mean - other.features[kind]).max() > 1.0  # (prototype values are ~2)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from hm_hf.data.loading import load_hmd
-from hm_hf.data.synthetic import make_hmd, write_region_features
+from hm_hf.synthetic import make_hmd, write_region_features
 from hm_hf.data.torch_dataset import RegionRowsDataset
 
 

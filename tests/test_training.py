@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A small synthetic HMD set with its region features, shared by the runs below."""
-    from hm_hf.data.synthetic import make_hmd, write_region_features
+    from hm_hf.synthetic import make_hmd, write_region_features
 
     root = tmp_path_factory.mktemp("synthetic")
     splits = {"train": 40, "dev_seen": 12, "dev_unseen": 8, "test_seen": 8}
@@ -78,9 +78,9 @@ def test_tiny_recipe_end_to_end(trained):
     assert "facebook/hateful_memes" not in card and "synthetic Hateful-Memes-format data" in card
     assert (output_dir / "roc_curve_dev_seen.png").stat().st_size > 1000
     assert (output_dir / "confusion_matrix_dev_seen.png").stat().st_size > 1000
-    pipeline_settings = json.loads((output_dir / "hm_hf_pipeline.json").read_text())
-    assert pipeline_settings["detector"] == "synthetic" and pipeline_settings["max_regions"] == 16
-    assert pipeline_settings["trained_on_synthetic_data"] is True
+    processor_settings = json.loads((output_dir / "processor_config.json").read_text())
+    assert processor_settings["detector"] == "synthetic" and processor_settings["max_regions"] == 16
+    assert processor_settings["trained_on_synthetic_data"] is True
 
 
 def test_saved_folder_reloads_and_predicts_the_same(trained, data):
@@ -89,7 +89,7 @@ def test_saved_folder_reloads_and_predicts_the_same(trained, data):
 
     from hm_hf.data.collator import MemeCollator
     from hm_hf.data.loading import load_hmd
-    from hm_hf.training.model_loading import load_trained_model
+    from hm_hf.inference.model_loading import load_trained_model
 
     output_dir, _ = trained
     model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
@@ -103,6 +103,28 @@ def test_saved_folder_reloads_and_predicts_the_same(trained, data):
     rows = [line.split(",") for line in (output_dir / "predictions_test_seen.csv").read_text().splitlines()[1:]]
     assert [int(r[0]) for r in rows] == splits["test_seen"]["id"][:8]
     np.testing.assert_allclose(probabilities, [float(r[1]) for r in rows], atol=1e-5)
+
+
+def test_saved_processor_makes_the_training_batches(trained, data):
+    """The processor saved beside the model (AutoProcessor reads it) collates rows exactly as training's did."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from hm_hf.data.collator import MemeCollator
+    from hm_hf.data.loading import load_hmd
+    from hm_hf.processing import MemeProcessor
+
+    output_dir, _ = trained
+    processor = AutoProcessor.from_pretrained(output_dir)
+    assert isinstance(processor, MemeProcessor) and processor.model_inputs == ("text", "regions")
+    assert processor.detector == "synthetic" and processor.max_regions == 16 and processor.max_text_length == 32
+    splits = load_hmd(data / "data", cache_dir=data / "cache", config_name="regions", feature_cache=data / "features")
+    rows = [splits["dev_seen"][i] for i in range(6)]
+    expected = MemeCollator(tokenizer=AutoTokenizer.from_pretrained(output_dir), use_regions=True, max_length=32,
+                            max_regions=16)(rows)
+    batch = processor(rows)
+    assert batch.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(batch[key], expected[key]), key
 
 
 def test_resume_after_sigkill_gives_the_same_weights(trained, data, tmp_path):
@@ -129,8 +151,8 @@ def test_resume_after_sigkill_gives_the_same_weights(trained, data, tmp_path):
 def test_mixed_precision_training_collates_regions_in_float16():
     """fp16/bf16 runs hand region features over as float16 (the autocast casts them on the device)."""
     from hm_hf.training.arguments import DataArguments
-    from hm_hf.training.data import build_collator
+    from hm_hf.training.data import build_processor
 
     data_args = DataArguments()
-    assert build_collator({"regions"}, data_args, mixed_precision=True).region_dtype == "float16"
-    assert build_collator({"regions"}, data_args).region_dtype == "float32"
+    assert build_processor({"regions"}, data_args, mixed_precision=True).region_dtype == "float16"
+    assert build_processor({"regions"}, data_args).region_dtype == "float32"

@@ -25,7 +25,7 @@ def _one_thread(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from hm_hf.data.synthetic import make_hmd
+    from hm_hf.synthetic import make_hmd
 
     root = tmp_path_factory.mktemp("synthetic_clip")
     make_hmd(root / "data", splits={"train": 24, "dev_seen": 8, "dev_unseen": 8, "test_seen": 8}, image_size=(64, 48))
@@ -93,7 +93,7 @@ def test_tiny_clip_recipe_end_to_end(data, tmp_path):
 
 
 def test_tiny_clip_lora_keeps_clip_referenced(data, tmp_path):
-    from hm_hf.training.model_loading import BASE_MODEL_DIR, load_trained_model
+    from hm_hf.inference.model_loading import BASE_MODEL_DIR, load_trained_model
 
     output_dir = tmp_path / "tiny_clip_lora"
     overrides = "freeze_clip=true,fusion=align,projection_dim=8,num_pre_output_layers=1"

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from hm_hf.data.synthetic import make_hmd, write_region_features
+    from hm_hf.synthetic import make_hmd, write_region_features
 
     root = tmp_path_factory.mktemp("synthetic")
     splits = {"train": 24, "dev_seen": 8, "test_seen": 6}

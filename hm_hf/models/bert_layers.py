@@ -1,8 +1,13 @@
-"""BERT-style building blocks shared by hm_hf's VisualBERT, UNITER and ViLBERT.
+"""The BERT layers shared by hm_hf's VisualBERT, UNITER and ViLBERT, and how they skip padding.
+
+(Their classification head and loss are in `hm_hf.models.heads`, loading a BERT checkpoint into them in
+`hm_hf.models.bert_weights`.)
 
 Why a shared module: the three architectures use the very same transformer layer, and keeping one copy
-means one attention implementation (``torch.nn.functional.scaled_dot_product_attention``), one
-gradient-checkpointing path and one module naming that the PEFT code can rely on. The naming is exactly
+means one attention function (`attend`), one gradient-checkpointing path and one module naming that the PEFT
+code can rely on. `attend` runs ``torch.nn.functional.scaled_dot_product_attention`` or, when the model's
+config says ``_attn_implementation == "eager"`` (``from_pretrained(..., attn_implementation="eager")`` or
+``model.set_attn_implementation("eager")``), the explicit softmax(QK^T / sqrt(d)) V; both give the same outputs. The naming is exactly
 transformers' BERT naming, so BERT / VisualBERT / UNITER checkpoints map onto it key for key::
 
     embeddings.{word_embeddings,position_embeddings,token_type_embeddings,LayerNorm}
@@ -32,7 +37,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -43,27 +47,23 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
     "LAYER_CONFIG_FIELDS",
     "BertAttention",
-    "BertClassificationHead",
     "BertEmbeddings",
     "BertEncoder",
     "BertIntermediate",
     "BertLayer",
     "BertOutput",
     "BertPooler",
-    "BertPredictionHeadTransform",
     "BertSelfAttention",
     "BertSelfOutput",
-    "TextPretrainedMixin",
     "TokenPacking",
-    "bert_config_fields",
-    "classification_loss",
+    "attend",
+    "attention_implementation",
     "layer_kwargs_from_config",
-    "load_bert_text_weights",
     "make_attention_mask",
     "padding_mask_as_bool",
-    "refuse_output_attentions",
     "run_layers",
 ]
 
@@ -184,11 +184,49 @@ class TokenPacking:
         return flat.view(self.batch_size, self.seq_len, *packed.shape[1:])
 
 
+#: what ``config._attn_implementation`` may say for hm_hf's own attention
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def attention_implementation(config: Any) -> str:
+    """The attention ``config`` asks for (read at every forward, so `set_attn_implementation` takes effect);
+    "sdpa" without a config or when it does not say."""
+    name = getattr(config, "_attn_implementation", None) or "sdpa"
+    if name not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"hm_hf models support attn_implementation {ATTENTION_IMPLEMENTATIONS}, got {name!r}")
+    return name
+
+
+def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+           dropout_p: float = 0.0, implementation: str = "sdpa") -> torch.Tensor:
+    """Multi-head attention of (B, H, Lq, d) queries over (B, H, Lk, d) keys / values -> (B, H, Lq, d).
+
+    ``mask``: None, boolean (True = attend) or additive float, broadcastable to (B, H, Lq, Lk).
+    ``implementation``: "sdpa" (``F.scaled_dot_product_attention``, fused kernels) or "eager" (the same
+    arithmetic spelt out, softmax in float32 as transformers' eager attention; for debugging and for hardware
+    or tools without SDPA).
+    """
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(query.dtype)
+    if implementation == "sdpa":
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
+    if implementation != "eager":
+        raise ValueError(f"attention implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    scores = torch.matmul(query, key.transpose(-1, -2)) * query.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if dropout_p:
+        probabilities = F.dropout(probabilities, p=dropout_p)
+    return torch.matmul(probabilities, value)
+
+
 class BertSelfAttention(nn.Module):
-    """Multi-head attention through ``F.scaled_dot_product_attention``.
+    """Multi-head attention through `attend` (SDPA or eager, as ``config._attn_implementation`` says).
 
     Self-attention by default; pass ``context`` (and build with ``context_size``) for cross-attention, as
     ViLBERT's co-attention does. ``all_head_size`` may differ from ``hidden_size`` (ViLBERT's bi_hidden_size).
+    ``config``: the model's config, read at each forward for the attention implementation (None: SDPA).
     """
 
     def __init__(
@@ -199,8 +237,10 @@ class BertSelfAttention(nn.Module):
         *,
         context_size: int | None = None,
         all_head_size: int | None = None,
+        config: Any = None,
     ):
         super().__init__()
+        self.config = config
         all_head_size = all_head_size or hidden_size
         if all_head_size % num_attention_heads != 0:
             raise ValueError(
@@ -238,11 +278,8 @@ class BertSelfAttention(nn.Module):
             context = hidden_states if context is None else context
             q, k, v = self.query(hidden_states), self.key(context), self.value(context)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        if attention_mask is not None and attention_mask.dtype != torch.bool:
-            attention_mask = attention_mask.to(q.dtype)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout_prob if self.training else 0.0
-        )
+        out = attend(q, k, v, attention_mask, self.dropout_prob if self.training else 0.0,
+                     attention_implementation(self.config))
         out = out.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.all_head_size)
         return packing.pack(out) if packing is not None else out
 
@@ -266,10 +303,10 @@ class BertAttention(nn.Module):
 
     def __init__(self, hidden_size: int, num_attention_heads: int, hidden_dropout_prob: float = 0.1,
                  attention_probs_dropout_prob: float = 0.1, layer_norm_eps: float = 1e-12,
-                 context_size: int | None = None):
+                 context_size: int | None = None, config: Any = None):
         super().__init__()
         self.self = BertSelfAttention(hidden_size, num_attention_heads, attention_probs_dropout_prob,
-                                      context_size=context_size)
+                                      context_size=context_size, config=config)
         self.output = BertSelfOutput(hidden_size, hidden_dropout_prob, layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -307,20 +344,22 @@ class BertOutput(nn.Module):
 
 
 class BertLayer(GradientCheckpointingLayer):
-    """One transformer layer; recomputed in backward when ``model.gradient_checkpointing_enable()`` is on."""
+    """One transformer layer; recomputed in backward when ``model.gradient_checkpointing_enable()`` is on.
+
+    ``config``: the model's config (its ``_attn_implementation``), see :class:`BertSelfAttention`."""
 
     def __init__(self, hidden_size: int, num_attention_heads: int, intermediate_size: int, hidden_act: str = "gelu",
                  hidden_dropout_prob: float = 0.1, attention_probs_dropout_prob: float = 0.1,
-                 layer_norm_eps: float = 1e-12):
+                 layer_norm_eps: float = 1e-12, config: Any = None):
         super().__init__()
         self.attention = BertAttention(hidden_size, num_attention_heads, hidden_dropout_prob,
-                                       attention_probs_dropout_prob, layer_norm_eps)
+                                       attention_probs_dropout_prob, layer_norm_eps, config=config)
         self.intermediate = BertIntermediate(hidden_size, intermediate_size, hidden_act)
         self.output = BertOutput(intermediate_size, hidden_size, hidden_dropout_prob, layer_norm_eps)
 
     @classmethod
     def from_config(cls, config: Any, prefix: str = "") -> BertLayer:
-        return cls(**layer_kwargs_from_config(config, prefix))
+        return cls(**layer_kwargs_from_config(config, prefix), config=config)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 packing: TokenPacking | None = None) -> torch.Tensor:
@@ -344,7 +383,7 @@ class BertEncoder(nn.Module):
     @classmethod
     def from_config(cls, config: Any, prefix: str = "") -> BertEncoder:
         return cls(getattr(config, prefix + "num_hidden_layers"), skip_padding=getattr(config, "skip_padding", True),
-                   **layer_kwargs_from_config(config, prefix))
+                   config=config, **layer_kwargs_from_config(config, prefix))
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 output_hidden_states: bool = False) -> BaseModelOutput:
@@ -433,156 +472,3 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         return self.dropout(self.LayerNorm(self.embed_text(input_ids, token_type_ids, position_ids, inputs_embeds)))
-
-
-class BertPredictionHeadTransform(nn.Module):
-    """dense + activation + LayerNorm (BERT's head transform, the first half of MMF's VisualBERT classifier)."""
-
-    def __init__(self, hidden_size: int, hidden_act: str = "gelu", layer_norm_eps: float = 1e-12):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.transform_act_fn = ACT2FN[hidden_act] if isinstance(hidden_act, str) else hidden_act
-        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
-
-
-class BertClassificationHead(nn.Sequential):
-    """Classifier on the pooled output, with MMF's key naming (``classifier.0.dense``, ``classifier.1``).
-
-    ``transform=True``: dropout-free ``[BertPredictionHeadTransform, Linear]`` as MMF's VisualBERT
-    (593,666 parameters at hidden 768, 2 labels: the "head only" count of the PE paper);
-    ``transform=False``: a single ``Linear`` (``classifier.0``), as the seed's UNITER.
-    """
-
-    def __init__(self, hidden_size: int, num_labels: int, transform: bool = True, hidden_act: str = "gelu",
-                 layer_norm_eps: float = 1e-12):
-        layers: list[nn.Module] = []
-        if transform:
-            layers.append(BertPredictionHeadTransform(hidden_size, hidden_act, layer_norm_eps))
-        layers.append(nn.Linear(hidden_size, num_labels))
-        super().__init__(*layers)
-
-
-def classification_output(logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int, return_dict: bool,
-                          hidden_states=None):
-    """The `<Name>ForHatefulMemes` heads' common ending: the loss, then a `SequenceClassifierOutput` or,
-    with `return_dict=False`, transformers' tuple `(loss?, logits, hidden_states?)`."""
-    from transformers.modeling_outputs import SequenceClassifierOutput
-
-    loss = classification_loss(logits, labels, num_labels)
-    if not return_dict:
-        out = (logits,) + ((hidden_states,) if hidden_states is not None else ())
-        return ((loss,) + out) if loss is not None else out
-    return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)
-
-
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int) -> torch.Tensor | None:
-    """Mean cross-entropy on logits over the labelled rows; rows labelled -100 are ignored, and a batch with
-    no labelled row gives 0 (not NaN).
-
-    Written without a data-dependent branch (sum / count), so it costs no host sync and compiles into one
-    graph. (The seed applied cross-entropy to softmax outputs and crashed on unlabelled splits.)
-    """
-    if labels is None:
-        return None
-    labels = labels.view(-1).long().to(logits.device)
-    total = F.cross_entropy(logits.view(-1, num_labels).float(), labels, ignore_index=-100, reduction="sum")
-    return total / (labels != -100).sum().clamp(min=1)
-
-
-#: BertConfig fields copied into a multimodal config by from_text_pretrained
-BERT_TEXT_FIELDS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-    "initializer_range", "layer_norm_eps", "pad_token_id",
-)
-
-
-def load_bert_text_weights(
-    target: nn.Module,
-    bert: str | os.PathLike | nn.Module,
-    key_map: dict[str, str] | None = None,
-    modules: tuple[str, ...] = ("embeddings.", "encoder.", "pooler."),
-) -> list[str]:
-    """Copy a BERT checkpoint's embeddings / encoder / pooler weights into ``target`` (in place).
-
-    ``bert``: a folder saved by ``BertModel`` (or any BertFor*; AutoModel strips the ``bert.`` prefix) or a
-    loaded BertModel. ``key_map`` maps a BERT key prefix to the target's prefix (e.g.
-    ``{"embeddings.": "embeddings."}``; default identity). Returns the target keys that were copied; raises
-    if a BERT weight has no counterpart or a different shape, so a wrong config is caught, not ignored.
-    """
-    if not isinstance(bert, nn.Module):
-        from transformers import AutoModel
-
-        bert = AutoModel.from_pretrained(bert)
-    source = {k: v for k, v in bert.state_dict().items() if k.startswith(modules)}
-    if not source:
-        raise ValueError(f"{type(bert).__name__} has no {modules} weights: is it a BERT-style text model?")
-    target_state = target.state_dict()
-    copied, problems = [], []
-    for key, value in source.items():
-        new_key = key
-        for old, new in (key_map or {}).items():
-            if key.startswith(old):
-                new_key = new + key[len(old):]
-                break
-        if new_key not in target_state:
-            problems.append(f"{key} -> {new_key}: no such weight in {type(target).__name__}")
-        elif target_state[new_key].shape != value.shape:
-            problems.append(f"{key}: shape {tuple(value.shape)} != {tuple(target_state[new_key].shape)}")
-        else:
-            copied.append(new_key)
-    if problems:
-        raise ValueError("BERT weights do not fit the model (build its config from the BERT config):\n  "
-                         + "\n  ".join(problems))
-    with torch.no_grad():
-        for key, new_key in zip(source, copied):
-            target_state[new_key].copy_(source[key])
-    return copied
-
-
-def bert_config_fields(bert: str | os.PathLike | Any) -> dict[str, Any]:
-    """The text-encoder fields (:data:`BERT_TEXT_FIELDS`) of a BERT config or checkpoint folder.
-
-    Used by ``from_text_pretrained`` so a multimodal config gets the sizes of the BERT it starts from.
-    """
-    if isinstance(bert, (str, os.PathLike)):
-        from transformers import AutoConfig
-
-        bert = AutoConfig.from_pretrained(bert)
-    return {name: getattr(bert, name) for name in BERT_TEXT_FIELDS if getattr(bert, name, None) is not None}
-
-
-class TextPretrainedMixin:
-    """Adds ``from_text_pretrained(bert, **config_overrides)`` to a single-stream model class.
-
-    The config takes the BERT's sizes (plus the overrides), the model is randomly initialised, then the
-    BERT's embeddings / encoder / pooler are copied into the base model (same key names). Subclasses may
-    extend :meth:`_after_text_init` (VisualBERT copies the position / token-type embeddings to its visual ones).
-    """
-
-    @classmethod
-    def from_text_pretrained(cls, bert: str | os.PathLike, **config_overrides: Any):
-        """Build the model with its text side initialised from a BERT checkpoint folder (e.g. bert-base-uncased).
-
-        >>> model = HmVisualBertForHatefulMemes.from_text_pretrained("bert-base-uncased")  # doctest: +SKIP
-        """
-        fields = bert_config_fields(bert)
-        fields.update(config_overrides)
-        model = cls(cls.config_class(**fields))
-        load_bert_text_weights(model.base_model, bert)
-        model._after_text_init()
-        return model
-
-    def _after_text_init(self) -> None:
-        """Hook run after the BERT weights are copied."""
-
-
-def refuse_output_attentions(output_attentions: bool | None) -> None:
-    """Models built on these layers accept ``output_attentions`` (peft's sequence-classification wrapper always
-    passes it) but cannot return attention weights: SDPA never materialises them."""
-    if output_attentions:
-        raise ValueError("output_attentions=True is not supported: attention runs through "
-                         "scaled_dot_product_attention, which does not return attention weights")

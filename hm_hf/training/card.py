@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 DATASET_IDS = {"hmd": "facebook/hateful_memes", "mmhs": "MMHS150K"}
 DATASET_NAMES = {"hmd": "Hateful Memes", "mmhs": "MMHS150K"}
 FORMAT_NAMES = {"hmd": "Hateful-Memes", "mmhs": "MMHS150K"}
-SYNTHETIC_TAG = "synthetic-data"  # in the card's tags of every model trained on hm_hf.data.synthetic
+SYNTHETIC_TAG = "synthetic-data"  # in the card's tags of every model trained on hm_hf.synthetic
 
 CONTENT_WARNING = (
     "> **Content warning.** This model was built to detect hateful content; its training data and its "
@@ -32,7 +32,7 @@ SYNTHETIC_WARNING = (
 def dataset_name(dataset: str, synthetic: bool = False) -> str:
     """The data set a model was trained on, as the card and the Space name it."""
     if synthetic:
-        return f"synthetic {FORMAT_NAMES.get(dataset, dataset)}-format data (hm_hf.data.synthetic)"
+        return f"synthetic {FORMAT_NAMES.get(dataset, dataset)}-format data (hm_hf.synthetic)"
     return DATASET_NAMES.get(dataset, dataset)
 
 
@@ -85,7 +85,7 @@ def write_model_card(
 ) -> Path:
     """Write README.md (the model card) into `output_dir` and return its path.
 
-    `synthetic`: the training data came from `hm_hf.data.synthetic` (its folder holds the marker): the card
+    `synthetic`: the training data came from `hm_hf.synthetic` (its folder holds the marker): the card
     names it, links no Hub data set, is tagged `synthetic-data` and says its output on real memes means nothing.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -152,10 +152,10 @@ A {model_type} hateful-meme classifier trained with hm_hf on {dataset_name(datas
 ## How to use
 
 ```python
-import hm_hf  # registers the hm_hf model classes and the bottleneck adapter
-from hm_hf.training.model_loading import load_trained_model
+from hm_hf.pipeline import HatefulMemePipeline
 
-model = load_trained_model("{model_name}")
+pipe = HatefulMemePipeline.from_pretrained("{model_name}")  # the model, its processor and its detector
+pipe("meme.png")  # or pipe("meme.png", texts="the text on it")
 ```
 
 ## Training

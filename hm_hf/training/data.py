@@ -1,6 +1,6 @@
-"""Data for a training run: the splits (from the builders), the tokenizer and the collator.
+"""Data for a training run: the splits (from the builders), the tokenizer and the processor (the collator).
 
-What a model reads is decided by its config (`model_inputs`), so a recipe only names the data set.
+What a model reads is declared by its config (`model_inputs`), so a recipe only names the data set.
 """
 
 from __future__ import annotations
@@ -10,28 +10,12 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from hm_hf.data.collator import MemeCollator
+from hm_hf.processing.processor import FASTTEXT_MODEL, MemeProcessor, detector_for_features
 from hm_hf.training.arguments import DataArguments, ModelArguments, RecipeError
 
 logger = logging.getLogger(__name__)
 
 TEXT_COLUMNS = {"hmd": "text", "mmhs": "tweet_text"}
-
-
-def model_inputs(config) -> set[str]:
-    """What a model config consumes: any of "text", "regions", "text_embedding", "pixels" (+ "clip": CLIP's
-    collator, see `build_collator`)."""
-    if getattr(config, "model_type", "") == "hm_concat":
-        needs = set()
-        modalities = set(config.modalities)
-        if "text" in modalities:
-            needs.add("text_embedding" if config.text_source == "embedding" else "text")
-        if "image" in modalities:
-            needs.add("regions" if config.image_source == "regions" else "pixels")
-        return needs
-    if getattr(config, "model_type", "") == "hm_clip":  # CLIP tokens + pixels; "clip": one string, <= 77 tokens
-        return {"text", "pixels", "clip"}
-    return {"text", "regions"}
 
 
 def default_feature_cache(data_args: DataArguments) -> str:
@@ -44,7 +28,7 @@ def ensure_synthetic_data(data_args: DataArguments) -> None:
     marker = data_dir / ("train.jsonl" if data_args.dataset == "hmd" else "MMHS150K_GT.json")
     if marker.is_file() or not data_args.synthetic_if_missing:
         return
-    from hm_hf.data import synthetic
+    from hm_hf import synthetic
 
     state = PartialState()
     with state.main_process_first():
@@ -125,27 +109,38 @@ def ensure_tiny_clip(model_args: ModelArguments, splits, data_args: DataArgument
     return name
 
 
-def build_collator(needs: set[str], data_args: DataArguments, tokenizer=None, image_processor=None,
-                   mixed_precision: bool = False):
-    """The batch maker for what the model `needs`; with `mixed_precision` (fp16/bf16 training) region
-    features stay float16 until the model's autocast uses them (see `MemeCollator.region_dtype`)."""
-    if "clip" in needs:  # one text string per meme (CLIP pools at the first end-of-text token), <= 77 tokens
-        from hm_hf.models.clip.embedding_cache import ClipMemeCollator
+def fasttext_model_path(data_args: DataArguments, output_dir) -> Path:
+    """The run's fastText model: the recipe's, else the one trained into the output folder."""
+    return Path(data_args.fasttext_model or Path(output_dir) / FASTTEXT_MODEL)
 
-        return ClipMemeCollator(tokenizer=tokenizer, text_column=TEXT_COLUMNS[data_args.dataset],
-                                text_pair_column=data_args.text_pair_column, max_length=data_args.max_text_length,
-                                image_processor=image_processor, label_column=data_args.label_column)
-    return MemeCollator(
-        tokenizer=tokenizer if "text" in needs else None,
+
+def features_detector(data_args: DataArguments) -> dict:
+    """The detector that made the run's region features, its settings (recorded with the features) and the
+    features' storage dtype."""
+    from hm_hf.extract.cache import FeatureCache
+
+    cache = FeatureCache(default_feature_cache(data_args))
+    return {**detector_for_features(cache.source), "feature_dtype": cache.feature_dtype}
+
+
+def build_processor(needs, data_args: DataArguments, tokenizer=None, image_processor=None,
+                    mixed_precision: bool = False, **settings) -> MemeProcessor:
+    """The run's `MemeProcessor`: the Trainer's data collator, saved beside the model for inference.
+
+    With `mixed_precision` (fp16/bf16 training) region features stay float16 until the model's autocast uses
+    them (see `MemeCollator.region_dtype`); `settings` are further processor fields (the detector, the
+    fastText model)."""
+    return MemeProcessor(
+        model_inputs=tuple(needs),
+        tokenizer=tokenizer,
+        image_processor=image_processor,
         text_column=TEXT_COLUMNS[data_args.dataset],
         text_pair_column=data_args.text_pair_column,
-        max_length=data_args.max_text_length,
-        use_regions="regions" in needs,
-        max_regions=data_args.max_regions,
-        text_embedding_column="text_embedding" if "text_embedding" in needs else None,
-        image_processor=image_processor if "pixels" in needs else None,
         label_column=data_args.label_column,
+        max_text_length=data_args.max_text_length,
+        max_regions=data_args.max_regions,
         region_dtype="float16" if mixed_precision else "float32",
+        **settings,
     )
 
 
@@ -153,7 +148,7 @@ def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
     """Add the `text_embedding` column, training fastText on the training split first if needed."""
     from hm_hf.text.fasttext_embeddings import add_text_embeddings, train_fasttext
 
-    model_path = Path(data_args.fasttext_model or Path(output_dir) / "fasttext" / "fasttext.bin")
+    model_path = fasttext_model_path(data_args, output_dir)
     text_columns = [TEXT_COLUMNS[data_args.dataset]] + ([data_args.text_pair_column] if data_args.text_pair_column else [])
     state = PartialState()
     with state.main_process_first():
@@ -163,46 +158,6 @@ def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
             logger.info("training fastText on the %s split -> %s", data_args.train_split, model_path)
             train_fasttext(texts, model_path, bucket=200_000, thread=1)  # reproducible under the seed
     return add_text_embeddings(splits, model_path, text_column=text_columns)
-
-
-def save_inference_settings(output_dir, needs: set[str], data_args: DataArguments, synthetic: bool = False) -> None:
-    """Write `hm_hf_pipeline.json` (and copy the fastText model) so `HatefulMemePipeline` runs the trained
-    model on raw memes exactly as it was fed in training: which detector and region selection made the
-    features (and their storage dtype), how many regions and tokens, whether the image text is a text pair,
-    and whether the training data was synthetic (`synthetic`)."""
-    import shutil
-
-    from hm_hf.pipeline import DEFAULT_DETECTOR, save_pipeline_config
-
-    settings = {"max_regions": data_args.max_regions, "max_text_length": data_args.max_text_length,
-                "text_pair": bool(data_args.text_pair_column), "trained_on_synthetic_data": synthetic}
-    if "regions" in needs:
-        from hm_hf.extract.cache import FeatureCache
-
-        cache = FeatureCache(default_feature_cache(data_args))
-        source = cache.source
-        settings["detector_feature_dtype"] = cache.feature_dtype
-        if source.get("name") == "synthetic":
-            settings["detector"] = "synthetic"  # drawn shapes found by colour, as the generator stored them
-        else:
-            settings["detector"] = DEFAULT_DETECTOR
-            for key in ("min_boxes", "max_boxes", "score_threshold"):
-                if key in source:
-                    settings[f"detector_{key}"] = source[key]
-            if "nms_thresh_test" in source:
-                settings["detector_nms_thresholds"] = source["nms_thresh_test"]
-            if "min_size_test" in source:
-                settings.update(detector_min_size=source["min_size_test"], detector_max_size=source["max_size_test"])
-    if "text_embedding" in needs:
-        model_path = Path(data_args.fasttext_model or Path(output_dir) / "fasttext" / "fasttext.bin")
-        target = Path(output_dir) / "fasttext" / "fasttext.bin"
-        if model_path.resolve() != target.resolve():  # the model folder carries its fastText model
-            target.parent.mkdir(parents=True, exist_ok=True)
-            for suffix in ("", ".json"):
-                source_file = Path(f"{model_path}{suffix}")
-                if source_file.is_file():
-                    shutil.copy2(source_file, f"{target}{suffix}")
-    save_pipeline_config(output_dir, **settings)
 
 
 def add_clip_embedding_columns(splits, model, tokenizer, image_processor, data_args: DataArguments, peft_args):

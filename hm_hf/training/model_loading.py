@@ -1,33 +1,31 @@
-"""Building the model a recipe names, with its PEFT method, and loading what training saved.
+"""Building the model a recipe names, with its PEFT method.
 
 A training run saves either a whole model (no PEFT, head-only) or PEFT adapters. When the base model
 was randomly initialised (nothing on the Hub to point at), it is saved beside the adapters in
-`base_model/`, so the folder (or its Hub repo) is self-contained.
+`base_model/`, so the folder (or its Hub repo) is self-contained; `hm_hf.inference.model_loading` loads it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
+from hm_hf.inference.model_loading import BASE_MODEL_DIR
 from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError, parse_overrides
 
 logger = logging.getLogger(__name__)
 
 HF_MODEL_TYPES = {"concat": "hm_concat", "visual_bert": "hm_visual_bert", "uniter": "hm_uniter", "vilbert": "hm_vilbert",
                   "clip": "hm_clip"}
-BASE_MODEL_DIR = "base_model"
 
 
 def model_class(model_type: str):
     """The `<Name>ForHatefulMemes` class of a recipe's model_type."""
-    import hm_hf  # noqa: F401  (registers the Auto classes)
+    from hm_hf.models.auto import model_class as hm_model_class
 
-    config_class = type(AutoConfig.for_model(HF_MODEL_TYPES[model_type]))
-    return AutoModelForSequenceClassification._model_mapping[config_class]
+    return hm_model_class(HF_MODEL_TYPES[model_type])
 
 
 def _overrides(model_args: ModelArguments, vocab_size: int | None = None) -> dict:
@@ -40,8 +38,6 @@ def _overrides(model_args: ModelArguments, vocab_size: int | None = None) -> dic
 
 def build_config(model_args: ModelArguments, vocab_size: int | None = None):
     """The recipe's model config (from the checkpoint when one is named), with its overrides applied."""
-    import hm_hf  # noqa: F401
-
     if model_args.model_type == "clip" and not model_args.model_name_or_path:
         return _clip_config(model_args)
     overrides = _overrides(model_args, vocab_size)
@@ -137,23 +133,3 @@ def build_peft_config(model, model_type: str, peft_args: PeftArguments):
     return peft_config_for(model, peft_args.peft_method, **{k: v for k, v in options.items() if v is not None})
 
 
-def load_trained_model(path: str, **kwargs):
-    """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
-    import hm_hf  # noqa: F401
-
-    from hm_hf.hub import model_file
-
-    local = Path(path)
-    adapter_file = model_file(path, "adapter_config.json")
-    if adapter_file is None:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    from peft import PeftModel
-
-    base = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
-    if local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
-    elif base:
-        base_model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
-    else:  # a Hub repo whose base model travelled with it
-        base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
-    return PeftModel.from_pretrained(base_model, path)

@@ -23,6 +23,8 @@ from transformers import EarlyStoppingCallback, Trainer, set_seed
 from hm_hf.data.torch_dataset import RegionRowsDataset
 from hm_hf.fileio import atomic_write_text
 from hm_hf.peft.params import describe_trainable
+from hm_hf.processing.processor import TOKEN_INPUTS, model_inputs
+from hm_hf.synthetic.data import is_synthetic
 from hm_hf.training.arguments import parse_recipe
 from hm_hf.training.checkpoints import last_complete_checkpoint
 
@@ -73,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = Path(training_args.output_dir)
 
     # Model first (its config says what data it reads), then data, then the tokenizer-dependent parts.
-    needs = data.model_inputs(model_loading.build_config(model_args))
+    inputs = model_inputs(model_loading.build_config(model_args))
+    needs = set(inputs)
     splits = data.load_splits(data_args, needs)
-    tokenizer = data.load_tokenizer(model_args, splits, data_args, output_dir) if "text" in needs else None
+    tokenizer = data.load_tokenizer(model_args, splits, data_args, output_dir) if needs & TOKEN_INPUTS else None
     if "text_embedding" in needs:
         splits = data.add_fasttext_embeddings(splits, data_args, output_dir)
     vocab_size = len(tokenizer) if tokenizer is not None else None
@@ -85,12 +88,19 @@ def main(argv: list[str] | None = None) -> int:
 
         check_tokenizer_fits(tokenizer, model, model_args.tokenizer_name_or_path)
     image_processor = model_loading.load_image_processor(model_args) if "pixels" in needs else None
-    if image_processor is not None and state.is_main_process:  # inference needs it beside the model
-        image_processor.save_pretrained(str(output_dir))
 
+    decode_images = "pixels" in needs
     if data_args.clip_embedding_cache:
         splits = data.add_clip_embedding_columns(splits, model, tokenizer, image_processor, data_args, peft_args)
-        needs = needs - {"pixels"}  # the rows now carry the frozen CLIP's vectors instead
+        decode_images = False  # the rows now carry the frozen CLIP's vectors instead
+    # The collator, and what inference needs to feed the model as training did (saved beside it at the end).
+    settings = data.features_detector(data_args) if "regions" in needs else {}
+    synthetic = is_synthetic(data_args.data_dir)  # the card and the processor (so the Space) say so
+    settings["trained_on_synthetic_data"] = synthetic
+    if "text_embedding" in needs:
+        settings["fasttext_model"] = str(data.fasttext_model_path(data_args, output_dir))
+    processor = data.build_processor(inputs, data_args, tokenizer, image_processor,
+                                     mixed_precision=training_args.fp16 or training_args.bf16, **settings)
     peft_config = model_loading.build_peft_config(model, model_args.model_type, peft_args)
     if peft_config is not None:
         from peft import get_peft_model
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", percent)
 
     def rows(split):  # fast batched access (region features as zero-copy numpy views)
-        return RegionRowsDataset(splits[split], decode_images="pixels" in needs)
+        return RegionRowsDataset(splits[split], decode_images=decode_images)
 
     compute_metrics = make_compute_metrics(model_args.num_labels)  # loads the metric module once
     callbacks = []
@@ -118,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         args=training_args,
         train_dataset=rows(data_args.train_split),
         eval_dataset=rows(data_args.eval_split),
-        data_collator=data.build_collator(needs, data_args, tokenizer, image_processor,
-                                         mixed_precision=training_args.fp16 or training_args.bf16),
+        data_collator=processor,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("resuming from %s", resume_from)
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     trainer.save_model(str(output_dir))
+    if state.is_main_process:
+        processor.save_pretrained(output_dir)
     trainer.log_metrics("train", train_result.metrics)
 
     # Evaluate every split: metrics where labelled, a predictions.csv where not.
@@ -150,11 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if not labelled.all() and state.is_main_process and model_args.num_labels == 2:
             _write_predictions(output_dir / f"predictions_{split_name}.csv", split["id"], probabilities)
     if state.is_main_process:
-        from hm_hf.data.synthetic import is_synthetic
-
-        synthetic = is_synthetic(data_args.data_dir)  # the card and the pipeline settings say so
         (output_dir / "all_results.json").write_text(json.dumps(all_results, indent=2, default=float))
-        data.save_inference_settings(output_dir, needs, data_args, synthetic=synthetic)
         recipe_text = Path(extra_args.recipe).read_text() if extra_args.recipe else None
         card.write_model_card(
             output_dir,

@@ -28,8 +28,9 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from hm_hf.ocr import OcrUnavailableError, read_text
-from hm_hf.pipeline import BadImageError, HatefulMemePipeline, load_image
+from hm_hf.ocr import OcrUnavailableError
+from hm_hf.images import BadImageError, load_image
+from hm_hf.pipeline import HatefulMemePipeline
 
 logger = logging.getLogger("hateful_memes_app")
 
@@ -87,12 +88,14 @@ def default_model() -> str:
 
 def load_pipeline(model: str, detector: str | None = None, device: str | None = None) -> HatefulMemePipeline:
     """The model's pipeline; the README's synthetic model gets the synthetic world's detector by default."""
-    from hm_hf.pipeline import PIPELINE_CONFIG_NAME
+    from hm_hf.processing import PROCESSOR_CONFIG_NAME
+    from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
 
     folder = Path(model)
-    if detector is None and folder.is_dir() and not (folder / PIPELINE_CONFIG_NAME).is_file():
+    saved = any((folder / name).is_file() for name in (PROCESSOR_CONFIG_NAME, PIPELINE_CONFIG_NAME))
+    if detector is None and folder.is_dir() and not saved:
         if folder.resolve().as_posix().endswith(DEFAULT_MODEL):
-            detector = "synthetic"  # trained on the synthetic data set's features (see hm_hf.pipeline)
+            detector = "synthetic"  # trained on the synthetic data set's features (see hm_hf.synthetic.detector)
     return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS)
 
 
@@ -104,7 +107,7 @@ SYNTHETIC_NOTICE = (
 
 def model_line(pipeline: HatefulMemePipeline, model_name: str) -> str:
     """The line that names the model, with the notice when it was trained on synthetic data (as its folder's
-    `hm_hf_pipeline.json` records)."""
+    processor settings record)."""
     line = f"Model: `{model_name}`" if model_name else ""
     if pipeline.settings.trained_on_synthetic_data:
         line = f"{line} — {SYNTHETIC_NOTICE}" if line else SYNTHETIC_NOTICE
@@ -156,7 +159,7 @@ class MemeApp:
         if not self.pipe.reads_text:
             return ""
         try:
-            return read_text(image, lang=self.pipe.settings.ocr_lang)
+            return self.pipe.processor.read_text(image)
         except OcrUnavailableError:
             gr.Warning("OCR is not available here: type the meme's text in the box.")
             return ""
@@ -170,7 +173,7 @@ class MemeApp:
         text = (text or "").strip()
         if self.pipe.reads_text and not text:
             try:
-                text = read_text(image, lang=self.pipe.settings.ocr_lang)
+                text = self.pipe.processor.read_text(image)
             except (OcrUnavailableError, RuntimeError):
                 text = ""
             if not text:
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{DEFAULT_MODEL}, the README's main job's output)")
     parser.add_argument("--detector", default=os.environ.get("HM_HF_DETECTOR"),
                         help="detector folder / Hub id for region models, or 'synthetic' (default: the model's "
-                        "hm_hf_pipeline.json)")
+                        "processor_config.json)")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--device", default=None)

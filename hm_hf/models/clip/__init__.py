@@ -1,15 +1,9 @@
 """CLIP (Hate-CLIPper style): frozen or LoRA-adapted CLIP encoders, projected, fused (concat / align / cross)."""
 
-from .configuration_clip import FUSIONS, HmClipConfig
-from .modeling_clip import HmClipForHatefulMemes, HmClipModel, HmClipPreTrainedModel
-from .tiny_clip import make_tiny_clip, train_clip_tokenizer
+from hm_hf.lazy import lazy_exports
 
-__all__ = [
-    "FUSIONS",
-    "HmClipConfig",
-    "HmClipForHatefulMemes",
-    "HmClipModel",
-    "HmClipPreTrainedModel",
-    "make_tiny_clip",
-    "train_clip_tokenizer",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_clip": ["FUSIONS", "HmClipConfig"],
+    "modeling_clip": ["HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel"],
+    "tiny_clip": ["make_tiny_clip", "train_clip_tokenizer"],
+})

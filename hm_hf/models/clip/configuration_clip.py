@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import CLIPConfig, PreTrainedConfig
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["FUSIONS", "HmClipConfig"]
 
 FUSIONS = ("concat", "align", "cross")
@@ -52,6 +54,8 @@ class HmClipConfig(PreTrainedConfig):
     """
 
     model_type = "hm_clip"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): CLIP tokens of one string per meme, and pixels
+    model_inputs = ("clip_text", "pixels")
     sub_configs_defaults = {"clip_config": CLIPConfig}
 
     clip_config: dict | CLIPConfig | None = None
@@ -107,3 +111,6 @@ class HmClipConfig(PreTrainedConfig):
     def references_frozen_clip(self) -> bool:
         """True when the CLIP weights are not saved with the model but reloaded from clip_model_name_or_path."""
         return bool(self.freeze_clip and self.clip_model_name_or_path)
+
+
+register_architecture(HmClipConfig)  # with the Auto classes: see hm_hf.models.auto

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from transformers import CLIPModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from ..bert_layers import classification_output, refuse_output_attentions
+from ..heads import classification_output, refuse_output_attentions
 from .configuration_clip import HmClipConfig
 
 __all__ = ["HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel"]

@@ -51,12 +51,6 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
     return CLIPTokenizer(vocab=vocab, merges=merges, bos_token=BOS, eos_token=EOS, pad_token=EOS, unk_token=EOS)
 
 
-def _default_texts() -> list[str]:
-    from hm_hf.data.synthetic import KEYWORDS
-
-    return [" ".join(group) for group in KEYWORDS] * 4
-
-
 def make_tiny_clip(
     folder,
     texts: Iterable[str] | None = None,
@@ -89,7 +83,11 @@ def make_tiny_clip(
     folder = Path(folder)
     if (folder / "config.json").is_file() and (folder / "processor_config.json").is_file():
         return str(folder)
-    tokenizer = train_clip_tokenizer(_default_texts() if texts is None else texts, vocab_size=vocab_size)
+    if texts is None:
+        from hm_hf.synthetic.world import keyword_texts
+
+        texts = keyword_texts()
+    tokenizer = train_clip_tokenizer(texts, vocab_size=vocab_size)
     layer = dict(hidden_size=hidden_size, num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
                  intermediate_size=intermediate_size)
     config = CLIPConfig(

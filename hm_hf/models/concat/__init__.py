@@ -1,6 +1,8 @@
 """Concat: the late-fusion baseline (fastText/BERT text vector + region/ResNet/CLIP image vector)."""
 
-from .configuration_concat import HmConcatConfig
-from .modeling_concat import HmConcatForHatefulMemes, HmConcatModel, HmConcatPreTrainedModel
+from hm_hf.lazy import lazy_exports
 
-__all__ = ["HmConcatConfig", "HmConcatForHatefulMemes", "HmConcatModel", "HmConcatPreTrainedModel"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_concat": ["HmConcatConfig"],
+    "modeling_concat": ["HmConcatForHatefulMemes", "HmConcatModel", "HmConcatPreTrainedModel"],
+})

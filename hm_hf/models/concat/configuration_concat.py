@@ -5,6 +5,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["HmConcatConfig"]
 
 _TEXT_SOURCES = ("embedding", "encoder")
@@ -85,9 +87,23 @@ class HmConcatConfig(PreTrainedConfig):
             self.text_projection_dim = 128 if self.text_source == "encoder" else 256
 
     @property
+    def model_inputs(self) -> tuple[str, ...]:
+        """What the model reads (hm_hf.processing.INPUT_KINDS): a sentence vector or tokens, and region
+        features or pixels, as its modalities and sources say."""
+        inputs = []
+        if "text" in self.modalities:
+            inputs.append("text_embedding" if self.text_source == "embedding" else "text")
+        if "image" in self.modalities:
+            inputs.append("regions" if self.image_source == "regions" else "pixels")
+        return tuple(inputs)
+
+    @property
     def uses_text_encoder(self) -> bool:
         return "text" in self.modalities and self.text_source == "encoder"
 
     @property
     def uses_vision_encoder(self) -> bool:
         return "image" in self.modalities and self.image_source == "encoder"
+
+
+register_architecture(HmConcatConfig)  # with the Auto classes: see hm_hf.models.auto

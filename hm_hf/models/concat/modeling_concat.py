@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from ..bert_layers import classification_output, refuse_output_attentions
+from ..heads import classification_output, refuse_output_attentions
 from .configuration_concat import HmConcatConfig
 
 __all__ = ["HmConcatForHatefulMemes", "HmConcatModel", "HmConcatPreTrainedModel"]

@@ -1,19 +1,11 @@
 """UNITER (Chen et al. 2020) with SDPA attention, and a converter from the original ``uniter-base.pt``."""
 
-from .configuration_uniter import HmUniterConfig
-from .modeling_uniter import (
-    HmUniterForHatefulMemes,
-    HmUniterImageEmbeddings,
-    HmUniterModel,
-    HmUniterPreTrainedModel,
-    uniter_box_features,
-)
+from hm_hf.lazy import lazy_exports
 
-__all__ = [
-    "HmUniterConfig",
-    "HmUniterForHatefulMemes",
-    "HmUniterImageEmbeddings",
-    "HmUniterModel",
-    "HmUniterPreTrainedModel",
-    "uniter_box_features",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_uniter": ["HmUniterConfig"],
+    "modeling_uniter": [
+        "HmUniterForHatefulMemes", "HmUniterImageEmbeddings", "HmUniterModel", "HmUniterPreTrainedModel",
+        "uniter_box_features",
+    ],
+})

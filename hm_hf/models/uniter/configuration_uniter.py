@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["HmUniterConfig"]
 
 
@@ -31,6 +33,8 @@ class HmUniterConfig(PreTrainedConfig):
     """
 
     model_type = "hm_uniter"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): BERT tokens (+ a text pair) and region features
+    model_inputs = ("text", "regions")
 
     vocab_size: int = 28996
     hidden_size: int = 768
@@ -51,3 +55,6 @@ class HmUniterConfig(PreTrainedConfig):
     skip_padding: bool = True
     pad_token_id: int | None = 0
     tie_word_embeddings: bool = False
+
+
+register_architecture(HmUniterConfig)  # with the Auto classes: see hm_hf.models.auto

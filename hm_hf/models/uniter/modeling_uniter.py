@@ -15,15 +15,9 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from ..bert_layers import (
-    BertClassificationHead,
-    BertEmbeddings,
-    BertEncoder,
-    BertPooler,
-    TextPretrainedMixin,
-    classification_output,
-    refuse_output_attentions,
-)
+from ..bert_layers import BertEmbeddings, BertEncoder, BertPooler
+from ..bert_weights import TextPretrainedMixin
+from ..heads import BertClassificationHead, classification_output, refuse_output_attentions
 from .configuration_uniter import HmUniterConfig
 
 __all__ = [

@@ -1,19 +1,11 @@
 """ViLBERT (two-stream) for hateful-meme classification, in the transformers layout."""
 
-from .configuration_vilbert import HmVilbertConfig
-from .modeling_vilbert import (
-    HmVilbertForHatefulMemes,
-    HmVilbertModel,
-    HmVilbertModelOutput,
-    HmVilbertPreTrainedModel,
-    region_locations,
-)
+from hm_hf.lazy import lazy_exports
 
-__all__ = [
-    "HmVilbertConfig",
-    "HmVilbertForHatefulMemes",
-    "HmVilbertModel",
-    "HmVilbertModelOutput",
-    "HmVilbertPreTrainedModel",
-    "region_locations",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_vilbert": ["HmVilbertConfig"],
+    "modeling_vilbert": [
+        "HmVilbertForHatefulMemes", "HmVilbertModel", "HmVilbertModelOutput", "HmVilbertPreTrainedModel",
+        "region_locations",
+    ],
+})

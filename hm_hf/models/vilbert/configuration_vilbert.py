@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from hm_hf.models.auto import register_architecture
+
 #: ViLBERT base: co-attention layer i follows visual layer V[i] and text layer T[i]
 V_BIATTENTION_ID = (0, 1, 2, 3, 4, 5)
 T_BIATTENTION_ID = (6, 7, 8, 9, 10, 11)
@@ -52,6 +54,8 @@ class HmVilbertConfig(PreTrainedConfig):
     """
 
     model_type = "hm_vilbert"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): BERT tokens (+ a text pair) and region features
+    model_inputs = ("text", "regions")
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -120,3 +124,6 @@ class HmVilbertConfig(PreTrainedConfig):
 
 
 __all__ = ["HmVilbertConfig"]
+
+
+register_architecture(HmVilbertConfig)  # with the Auto classes: see hm_hf.models.auto

@@ -1,6 +1,6 @@
 """ViLBERT: a text BERT stream and a visual stream joined by co-attention layers (Lu et al. 2019).
 
-Reimplemented after vilbert-multi-task and MMF with transformers conventions: SDPA attention with
+Reimplemented after vilbert-multi-task and MMF with transformers conventions: SDPA (or eager) attention with
 padding masks for both streams, gradient checkpointing, `_init_weights`, Auto registration. The stream
 layers are hm_hf's shared `bert_layers.BertLayer` (visual stream sized by the `v_*` fields). Module names
 follow transformers' BERT (`encoder.layer.N.attention.self.query`, `...output.{dense,dropout,LayerNorm}`)
@@ -17,9 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import PreTrainedModel
-from transformers.activations import ACT2FN
 from transformers.modeling_outputs import ModelOutput, SequenceClassifierOutput
 
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -29,10 +27,12 @@ from ..bert_layers import (
     BertLayer,
     BertOutput,
     TokenPacking,
-    classification_loss,
+    attend,
+    attention_implementation,
     make_attention_mask,
     run_layers,
 )
+from ..heads import BertClassificationHead, classification_loss
 from .configuration_vilbert import HmVilbertConfig
 
 
@@ -43,8 +43,9 @@ def _attend(
     key_mask: torch.Tensor | None,
     num_heads: int,
     dropout_p: float,
+    implementation: str = "sdpa",
 ) -> torch.Tensor:
-    """SDPA multi-head attention of (B, Lq, D) queries over (B, Lk, D) keys/values.
+    """Multi-head attention (`bert_layers.attend`: SDPA or eager) of (B, Lq, D) queries over (B, Lk, D) keys/values.
 
     `key_mask` is `make_attention_mask`'s boolean (B, 1, 1, Lk) mask (True = attend) or None.
     """
@@ -53,7 +54,7 @@ def _attend(
     q = query.view(bsz, q_len, num_heads, head).transpose(1, 2)
     k = key.view(bsz, key.shape[1], num_heads, head).transpose(1, 2)
     v = value.view(bsz, value.shape[1], num_heads, head).transpose(1, 2)
-    context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+    context = attend(q, k, v, key_mask, dropout_p, implementation)
     return context.transpose(1, 2).reshape(bsz, q_len, width)
 
 
@@ -114,14 +115,13 @@ class HmVilbertBiAttention(nn.Module):
     def forward(self, visual, visual_mask, text, text_mask) -> tuple[torch.Tensor, torch.Tensor]:
         p_v = self.config.v_attention_probs_dropout_prob if self.training else 0.0
         p_t = self.config.attention_probs_dropout_prob if self.training else 0.0
+        implementation = attention_implementation(self.config)
         # text positions, regions as keys (masked by the region mask)
-        text_context = _attend(
-            self.query2(text), self.key1(visual), self.value1(visual), visual_mask, self.num_attention_heads, p_v
-        )
+        text_context = _attend(self.query2(text), self.key1(visual), self.value1(visual), visual_mask,
+                               self.num_attention_heads, p_v, implementation)
         # region positions, words as keys (masked by the text mask)
-        visual_context = _attend(
-            self.query1(visual), self.key2(text), self.value2(text), text_mask, self.num_attention_heads, p_t
-        )
+        visual_context = _attend(self.query1(visual), self.key2(text), self.value2(text), text_mask,
+                                 self.num_attention_heads, p_t, implementation)
         return visual_context, text_context
 
 
@@ -223,19 +223,6 @@ class HmVilbertPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))
 
 
-class HmVilbertPredictionHeadTransform(nn.Module):
-    """dense -> activation -> LayerNorm, the first half of MMF's ViLBERT classifier."""
-
-    def __init__(self, config: HmVilbertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.bi_hidden_size, config.bi_hidden_size)
-        self.transform_act_fn = ACT2FN[config.hidden_act]
-        self.LayerNorm = nn.LayerNorm(config.bi_hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
-
-
 @dataclass
 class HmVilbertModelOutput(ModelOutput):
     """Outputs of [`HmVilbertModel`]; `pooler_output` is the fused (product or sum) pooled vector."""
@@ -257,6 +244,13 @@ class HmVilbertPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["BertLayer", "HmVilbertConnectionLayer"]
     main_input_name = "input_ids"
 
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """Yes: the attention reads ``config._attn_implementation`` at every forward (`attention_implementation`).
+        (transformers guesses from the module's source, and takes an ``*Attention(nn.Module)`` class that does
+        not use its AttentionInterface for one that cannot be switched.)"""
+        return True
+
     def _init_weights(self, module: nn.Module) -> None:
         """BERT init: Linear/Embedding ~ N(0, initializer_range), zero biases and padding row, LayerNorm 1/0.
 
@@ -276,7 +270,7 @@ class HmVilbertPreTrainedModel(PreTrainedModel):
 
         >>> model = HmVilbertForHatefulMemes.from_text_pretrained("bert-base-uncased")  # doctest: +SKIP
         """
-        from ..bert_layers import bert_config_fields, load_bert_text_weights
+        from ..bert_weights import bert_config_fields, load_bert_text_weights
 
         fields = bert_config_fields(bert)
         fields.update(config_overrides)
@@ -416,9 +410,8 @@ class HmVilbertForHatefulMemes(HmVilbertPreTrainedModel):
         self.bert = HmVilbertModel(config)
         dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Sequential(
-            HmVilbertPredictionHeadTransform(config), nn.Linear(config.bi_hidden_size, config.num_labels)
-        )
+        self.classifier = BertClassificationHead(config.bi_hidden_size, config.num_labels, True, config.hidden_act,
+                                                 config.layer_norm_eps)
         self.post_init()
 
     def forward(

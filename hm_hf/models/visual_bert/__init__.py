@@ -1,17 +1,10 @@
 """VisualBERT (Li et al. 2019), weight-compatible with transformers' ``VisualBertModel``, with SDPA attention."""
 
-from .configuration_visual_bert import HmVisualBertConfig
-from .modeling_visual_bert import (
-    HmVisualBertEmbeddings,
-    HmVisualBertForHatefulMemes,
-    HmVisualBertModel,
-    HmVisualBertPreTrainedModel,
-)
+from hm_hf.lazy import lazy_exports
 
-__all__ = [
-    "HmVisualBertConfig",
-    "HmVisualBertEmbeddings",
-    "HmVisualBertForHatefulMemes",
-    "HmVisualBertModel",
-    "HmVisualBertPreTrainedModel",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "configuration_visual_bert": ["HmVisualBertConfig"],
+    "modeling_visual_bert": [
+        "HmVisualBertEmbeddings", "HmVisualBertForHatefulMemes", "HmVisualBertModel", "HmVisualBertPreTrainedModel",
+    ],
+})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedConfig
 
+from hm_hf.models.auto import register_architecture
+
 __all__ = ["HmVisualBertConfig"]
 
 
@@ -35,6 +37,8 @@ class HmVisualBertConfig(PreTrainedConfig):
     """
 
     model_type = "hm_visual_bert"
+    #: what the model reads (hm_hf.processing.INPUT_KINDS): BERT tokens (+ a text pair) and region features
+    model_inputs = ("text", "regions")
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -58,3 +62,6 @@ class HmVisualBertConfig(PreTrainedConfig):
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     tie_word_embeddings: bool = False
+
+
+register_architecture(HmVisualBertConfig)  # with the Auto classes: see hm_hf.models.auto

@@ -2,7 +2,8 @@
 
 Same module names and arithmetic as transformers' ``VisualBertModel`` (so its checkpoints load with
 ``from_pretrained``, including ``VisualBertForPreTraining`` ones whose keys start with ``visual_bert.``),
-but attention runs through ``scaled_dot_product_attention`` and masks text and region padding.
+but attention runs through ``scaled_dot_product_attention`` (or eager, as ``attn_implementation`` says) and masks
+text and region padding.
 """
 
 from __future__ import annotations
@@ -13,15 +14,9 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from ..bert_layers import (
-    BertClassificationHead,
-    BertEmbeddings,
-    BertEncoder,
-    BertPooler,
-    TextPretrainedMixin,
-    classification_output,
-    refuse_output_attentions,
-)
+from ..bert_layers import BertEmbeddings, BertEncoder, BertPooler
+from ..bert_weights import TextPretrainedMixin
+from ..heads import BertClassificationHead, classification_output, refuse_output_attentions
 from .configuration_visual_bert import HmVisualBertConfig
 
 __all__ = [

@@ -14,7 +14,8 @@ training split also holds memes outside such pairs (as HMD's does), which gives 
 and one 2048-d vector per region that encodes the object's kind, plus noise) into a real feature cache,
 so region models can be trained end to end without running a detector. These features are synthetic
 and are recorded as such in the cache; the data folder itself carries `SYNTHETIC_MARKER`, so whatever is
-trained on it (model card, `hm_hf_pipeline.json`, the Space) says it was trained on synthetic data.
+trained on it (model card, the processor's `processor_config.json`, the Space) says it was trained on
+synthetic data.
 """
 
 from __future__ import annotations
@@ -27,21 +28,25 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from hm_hf.synthetic.world import (
+    DETECTOR_NAME,
+    DISTRACTOR_COLORS,
+    FEATURE_NOISE_STD,
+    KEYWORDS,
+    OBJECT_COLORS,
+    WHOLE_IMAGE,
+    region_prototypes,
+)
+
 SYNTHETIC_MARKER = "hm_hf_synthetic.json"  # in every folder written here; see `is_synthetic`
 HMD_SPLITS = {"train": 160, "dev_seen": 40, "dev_unseen": 40, "test_seen": 40, "test_unseen": 40}
 HMD_UNLABELED = ("test_seen", "test_unseen")  # as first released: no `label` field
 MMHS_SPLITS = {"train": 160, "val": 40, "test": 40}
 MMHS_CLASSES = ["NotHate", "Racist", "Sexist", "Homophobe", "Religion", "OtherHate"]
 
-# Two kinds of keyword; a caption carries exactly one. Filler words come from a generated vocabulary of
+# A caption carries exactly one keyword (see `world`). Filler words come from a generated vocabulary of
 # a few thousand distinct words (fastText needs a real vocabulary to train without NaNs).
-KEYWORDS = (
-    ("neighbors", "friends", "family", "coworkers", "tourists", "students", "farmers", "gamers"),
-    ("sunrise", "breakfast", "weekend", "holiday", "concert", "garden", "picnic", "rainbow"),
-)
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"] + ["sh", "th", "qu"]
-OBJECT_COLORS = ((220, 40, 40), (40, 70, 220))  # kind 0: red square, kind 1: blue disc
-DISTRACTOR_COLORS = ((40, 170, 60), (230, 200, 40), (150, 60, 170), (120, 120, 120))
 
 
 @dataclass
@@ -149,7 +154,7 @@ def _write_lines(path: Path, rows) -> None:
 
 def _mark_synthetic(out_dir: Path, dataset: str, seed: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    note = {"generator": "hm_hf.data.synthetic", "dataset": dataset, "seed": seed,
+    note = {"generator": "hm_hf.synthetic", "dataset": dataset, "seed": seed,
             "content": "coloured shapes and made-up words in the on-disk format of the real data set; no real memes"}
     (out_dir / SYNTHETIC_MARKER).write_text(json.dumps(note, indent=1) + "\n", encoding="utf-8")
 
@@ -239,17 +244,14 @@ def write_region_features(memes: dict[str, list[SyntheticMeme]], cache_dir, seed
     """Write synthetic region features for generated memes into a feature cache at `cache_dir`.
 
     One region per drawn object (the box it was drawn in) plus a whole-image region; each feature is a
-    fixed random prototype of the region's kind plus noise, so the image kind is recoverable from the
-    regions as it would be from a real detector's features. Like pooled post-ReLU detector features the
-    vectors are non-negative and sparse (a few percent of the dimensions active per kind).
+    fixed random prototype of the region's kind (`world.region_prototypes`) plus noise, so the image kind is
+    recoverable from the regions as it would be from a real detector's features.
     """
     from hm_hf.extract.cache import FeatureCache, RegionFeatures
 
     rng = np.random.default_rng(seed)
-    num_kinds = 2 + len(DISTRACTOR_COLORS) + 1
-    active = rng.random((num_kinds, dim)) < 0.03
-    prototypes = (np.abs(rng.normal(0.0, 2.0, size=(num_kinds, dim))) * active).astype(np.float32)
-    cache = FeatureCache.create(cache_dir, {"name": "synthetic", "version": 2, "seed": seed, "dim": dim})
+    prototypes = region_prototypes(rng, dim)
+    cache = FeatureCache.create(cache_dir, {"name": DETECTOR_NAME, "version": 2, "seed": seed, "dim": dim})
     have = cache.ids()
     for split, rows in memes.items():
         records = {}
@@ -258,8 +260,9 @@ def write_region_features(memes: dict[str, list[SyntheticMeme]], cache_dir, seed
                 continue
             width, height = meme.image_size
             boxes = [b[:4] for b in meme.boxes] + [(0, 0, width - 1, height - 1)]
-            kinds = [b[4] for b in meme.boxes] + [len(prototypes) - 1]
-            features = prototypes[kinds] + rng.normal(0.0, 0.3, size=(len(kinds), dim)).astype(np.float32)
+            kinds = [b[4] for b in meme.boxes] + [WHOLE_IMAGE]
+            noise = rng.normal(0.0, FEATURE_NOISE_STD, size=(len(kinds), dim)).astype(np.float32)
+            features = prototypes[kinds] + noise
             records[str(meme.id)] = RegionFeatures(
                 features=np.maximum(features, 0.0),  # post-ReLU, like pooled detector features
                 boxes=np.asarray(boxes, dtype=np.float32),

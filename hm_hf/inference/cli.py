@@ -1,0 +1,37 @@
+"""`hm-hf predict`: classify meme images with a trained model, one JSON line per image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["cli"]
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`hm-hf predict`: classify meme images with a trained model; one JSON line per image."""
+    parser = argparse.ArgumentParser(prog="hm-hf predict", description=cli.__doc__)
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--model", required=True, help="model folder saved by recipes/train_peft.py, or a Hub id")
+    parser.add_argument("--text", action="append", default=None,
+                        help="the meme's text, once per image in order (default: read by OCR)")
+    parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-regions", action="store_true", help="leave the detected regions out of the output")
+    args = parser.parse_args(argv)
+    if args.text is not None and len(args.text) != len(args.images):
+        parser.error(f"give --text once per image ({len(args.images)}), or not at all")
+    from hm_hf.pipeline import HatefulMemePipeline  # (after parsing: `--help` needs no torch)
+
+    try:
+        pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device)
+        results = pipe(list(args.images), texts=args.text, batch_size=args.batch_size,
+                       return_regions=not args.no_regions)
+    except (OSError, ValueError, RuntimeError) as err:  # bad image, missing model / detector / tesseract
+        print(f"predict: error: {err}", file=sys.stderr)
+        return 2
+    for path, result in zip(args.images, results):
+        print(json.dumps({"image": path, **result}))
+    return 0

@@ -1,0 +1,43 @@
+"""Loading what `recipes/train_peft.py` saved: a whole model, or PEFT adapters with their base model.
+
+A folder (or Hub repo) holds either a model (``config.json`` + weights) or adapters (``adapter_config.json``);
+adapters on a randomly initialised base model have it beside them in ``base_model/`` (saved by training),
+otherwise ``base_model_name_or_path`` names it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hm_hf.hub import model_file
+
+__all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model"]
+
+BASE_MODEL_DIR = "base_model"
+
+
+def load_trained_model(path: str, **kwargs):
+    """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
+    from transformers import AutoModelForSequenceClassification
+
+    local = Path(path)
+    adapter_file = model_file(path, "adapter_config.json")
+    if adapter_file is None:
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    from peft import PeftModel
+
+    base = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
+    if local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
+    elif base:
+        base_model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+    else:  # a Hub repo whose base model travelled with it
+        base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
+    return PeftModel.from_pretrained(base_model, path)
+
+
+def base_config(model):
+    """The config of the hm_hf model inside `model` (itself, or the base model of a PEFT wrapper)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.config

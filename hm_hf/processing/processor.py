@@ -1,0 +1,403 @@
+"""`MemeProcessor`: everything that turns a meme (image + text) into one hm_hf model's inputs, saved with it.
+
+The transformers processor idiom: training builds one (`hm_hf.training.data.build_processor`) and hands it to
+the Trainer as its data collator; `save_pretrained` writes it beside the model as ``processor_config.json``
+(the file transformers' processors use; ``AutoProcessor.from_pretrained(folder)`` returns it) with the
+tokenizer's and the image processor's own files and the fastText model; `HatefulMemePipeline` loads it with
+`from_pretrained`, so inference feeds the model exactly as training did.
+
+What a model reads is declared by its config class (``model_inputs``, one of `INPUT_KINDS` each), so a new
+model only declares it. Folders saved before this file existed have ``hm_hf_pipeline.json`` instead; they
+load too (`hm_hf.processing.legacy`).
+
+Example:
+
+```python
+>>> from hm_hf.processing import MemeProcessor
+>>> processor = MemeProcessor.from_pretrained("outputs/synthetic-tiny")  # doctest: +SKIP
+>>> processor.model_inputs, processor.detector  # doctest: +SKIP
+(('text', 'regions'), 'synthetic')
+>>> batch = processor([dataset[0], dataset[1]])  # dataset rows -> model inputs  # doctest: +SKIP
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from hm_hf.fileio import atomic_path, atomic_write_text
+from hm_hf.hub import model_file
+from hm_hf.images import DEFAULT_MAX_PIXELS
+from hm_hf.synthetic.world import DETECTOR_NAME as SYNTHETIC_DETECTOR
+
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "FASTTEXT_MODEL",
+    "INPUT_KINDS",
+    "PROCESSOR_CONFIG_NAME",
+    "SYNTHETIC_DETECTOR",
+    "MemeProcessor",
+    "detector_for_features",
+    "model_inputs",
+]
+
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
+FASTTEXT_MODEL = "fasttext/fasttext.bin"  # where a model folder keeps its fastText model
+
+#: what a model can read; a config's ``model_inputs`` lists some of these
+INPUT_KINDS = {
+    "text": "the tokenised text, its pair (MMHS150K's image text) as a second segment: input_ids, attention_mask, "
+            "token_type_ids",
+    "clip_text": "one tokenised string per meme (text and pair joined: CLIP pools at its first end-of-text token), "
+                 "at most the tokenizer's model_max_length tokens, no token_type_ids",
+    "text_embedding": "a fastText sentence vector of the text (and pair): text_embedding",
+    "regions": "a detector's region features: visual_embeds, visual_attention_mask, visual_boxes",
+    "pixels": "the image through the model's image processor: pixel_values",
+}
+TOKEN_INPUTS = frozenset({"text", "clip_text"})
+
+
+def model_inputs(config) -> tuple[str, ...]:
+    """What a model config declares it reads (its class's ``model_inputs``), checked against `INPUT_KINDS`."""
+    declared = getattr(config, "model_inputs", None)
+    if not declared:
+        raise TypeError(f"{type(config).__name__} does not declare model_inputs (what it reads, from "
+                        f"{sorted(INPUT_KINDS)}); hm_hf configs declare it")
+    unknown = sorted(set(declared) - set(INPUT_KINDS))
+    if unknown:
+        raise ValueError(f"{type(config).__name__}.model_inputs has unknown kinds {unknown}; known: {sorted(INPUT_KINDS)}")
+    return tuple(declared)
+
+
+def detector_for_features(source: dict) -> dict:
+    """The detector reference that made a feature cache (its recorded ``source``): ``detector`` and
+    ``detector_settings``, the detector config's fields recorded there (box selection, NMS, test-time resize;
+    whatever `hm_hf.extract` records), to be set on the detector at inference."""
+    if source.get("name") == SYNTHETIC_DETECTOR:
+        return {"detector": SYNTHETIC_DETECTOR, "detector_settings": {}}
+    from hm_hf.extract.configuration_frcnn import FrcnnConfig
+
+    fields = {f.name for f in dataclasses.fields(FrcnnConfig)}
+    return {"detector": DEFAULT_DETECTOR, "detector_settings": {k: v for k, v in source.items() if k in fields}}
+
+
+@dataclass
+class MemeProcessor:
+    """Turns dataset rows, or a pipeline's image + text, into one model's inputs; the Trainer's data collator.
+
+    Parts (saved with their own ``save_pretrained``): ``tokenizer`` (for "text" / "clip_text" models),
+    ``image_processor`` ("pixels"), ``fasttext`` (the loaded fastText model of "text_embedding" models, needed
+    at inference only: training rows carry the vectors).
+
+    Settings (``processor_config.json``):
+        model_inputs: what the model reads (its config's ``model_inputs``).
+        text_column / text_pair_column / label_column / image_column / text_embedding_column: the row fields;
+            a text pair is MMHS150K's image text (the pipeline fills it by OCR).
+        max_text_length / max_regions / region_dtype: as in training ("float16" under mixed precision).
+        feature_dtype: how the training features were stored ("float16" or "float32", the feature cache's
+            dtype); detected features are rounded to it, so the model reads them as it read its training data.
+        detector / detector_settings: the detector that made the training features (folder, Hub id, or
+            "synthetic"; a relative path is read inside the model folder first) and the fields of its config
+            to set before running it (box selection, NMS, resize), as recorded with the features.
+        fasttext_model / fasttext_lowercase: the fastText model (relative to the model folder once saved)
+            and whether to lowercase (None: as recorded with the model).
+        image_processor_name_or_path: where the image processor is, when the model folder has none.
+        ocr_engine / ocr_lang: how the pipeline reads a meme's text when none is given (`hm_hf.ocr`).
+        max_pixels: larger images are refused before they are decoded.
+        threshold / label_names: the probability from which a binary model's label is "hateful", and the
+            classes' names.
+        trained_on_synthetic_data: the model was trained on `hm_hf.synthetic` data (coloured shapes and made-up
+            words), so its output on real memes means nothing; the Space says so next to the model name.
+    """
+
+    model_inputs: tuple[str, ...]
+    tokenizer: Any = None
+    image_processor: Any = None
+    fasttext: Any = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    image_column: str = "image"
+    text_embedding_column: str = "text_embedding"
+    max_text_length: int = 128
+    max_regions: int = 100
+    region_dtype: str = "float32"
+    feature_dtype: str = "float16"
+    detector: str | None = DEFAULT_DETECTOR
+    detector_settings: dict = field(default_factory=dict)
+    fasttext_model: str = FASTTEXT_MODEL
+    fasttext_lowercase: bool | None = None
+    image_processor_name_or_path: str | None = None
+    ocr_engine: str = "tesseract"
+    ocr_lang: str = "eng"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    threshold: float = 0.5
+    label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
+    trained_on_synthetic_data: bool = False
+
+    #: the attributes saved by their own save_pretrained, not in processor_config.json
+    PARTS = ("tokenizer", "image_processor", "fasttext")
+
+    def __post_init__(self):
+        self.model_inputs = tuple(self.model_inputs)
+        unknown = sorted(set(self.model_inputs) - set(INPUT_KINDS))
+        if unknown or not self.model_inputs:
+            raise ValueError(f"model_inputs must be some of {sorted(INPUT_KINDS)}, got {list(self.model_inputs)}")
+        for name in ("region_dtype", "feature_dtype"):
+            if getattr(self, name) not in ("float32", "float16"):
+                raise ValueError(f"{name} must be 'float32' or 'float16', got {getattr(self, name)!r}")
+        missing = [what for what, part, kinds in (("a tokenizer", self.tokenizer, TOKEN_INPUTS),
+                                                   ("an image processor", self.image_processor, {"pixels"}))
+                   if part is None and kinds & set(self.model_inputs)]
+        if missing:
+            raise ValueError(f"this model reads {sorted(self.model_inputs)} and needs {', '.join(missing)}")
+
+    @classmethod
+    def for_model(cls, config, **kwargs) -> "MemeProcessor":
+        """The processor of a model with this config (`model_inputs` from its declaration)."""
+        return cls(model_inputs=model_inputs(config), **kwargs)
+
+    @property
+    def reads_text(self) -> bool:
+        return bool(set(self.model_inputs) & (TOKEN_INPUTS | {"text_embedding"}))
+
+    # ------------------------------------------------------------------ rows -> model inputs
+
+    @property
+    def collator(self):
+        """The batch maker for these settings (built here only): `ClipMemeCollator` for "clip_text" models,
+        else `MemeCollator`."""
+        from hm_hf.data.collator import MemeCollator
+
+        inputs = set(self.model_inputs)
+        collator_class = MemeCollator
+        if "clip_text" in inputs:
+            from hm_hf.models.clip.embedding_cache import ClipMemeCollator as collator_class
+        return collator_class(
+            tokenizer=self.tokenizer if inputs & TOKEN_INPUTS else None,
+            text_column=self.text_column,
+            text_pair_column=self.text_pair_column,
+            max_length=self.max_text_length,
+            use_regions="regions" in inputs,
+            max_regions=self.max_regions,
+            text_embedding_column=self.text_embedding_column if "text_embedding" in inputs else None,
+            image_processor=self.image_processor if "pixels" in inputs else None,
+            image_column=self.image_column,
+            label_column=self.label_column,
+            region_dtype=self.region_dtype,
+        )
+
+    def __call__(self, rows: list[dict]) -> dict:
+        """Dataset rows -> the model's batch (tensors); what the Trainer calls."""
+        return self.collator(rows)
+
+    # ------------------------------------------------------------------ what the pipeline adds to a row
+
+    def read_text(self, image) -> str:
+        """The text written on a meme image, by OCR (`hm_hf.ocr`) with this processor's engine and language."""
+        from hm_hf.ocr import read_text
+
+        options = {"lang": self.ocr_lang}
+        if self.ocr_engine != "tesseract":  # the default engine needs no name
+            options["engine"] = self.ocr_engine
+        return read_text(image, **options)
+
+    def text_embeddings(self, rows: Sequence[dict]) -> np.ndarray:
+        """The fastText sentence vectors of rows' text (and pair, joined with a space as in training)."""
+        if self.fasttext is None:
+            raise ValueError("this model reads fastText sentence vectors: load the processor with from_pretrained "
+                             "(or pass fasttext=hm_hf.text.fasttext_embeddings.load_fasttext(...))")
+        from hm_hf.text.fasttext_embeddings import sentence_vectors
+
+        columns = [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
+        texts = [" ".join(str(row[c]) for c in columns if row.get(c)) for row in rows]
+        return sentence_vectors(self.fasttext, texts, lowercase=bool(self.fasttext_lowercase))
+
+    def region_fields(self, regions) -> dict:
+        """A detector's `DetectedRegions` as the row fields the collator reads (features rounded to the training
+        features' storage dtype)."""
+        return {
+            "region_features": regions.features.float().cpu().numpy().astype(self.feature_dtype),
+            "boxes": regions.boxes.float().cpu().numpy(),
+            "image_width": regions.image_width,
+            "image_height": regions.image_height,
+        }
+
+    def post_process(self, logits) -> list[dict]:
+        """Logits (B, num_labels) -> per meme: probability of "hateful", label, label_name, scores.
+
+        Binary models: class 1 is hateful, the label is ``probability >= threshold``. More classes (MMHS150K's
+        fine labels): class 0 is "not hate", the probability is 1 - p(class 0) and the label the arg-max."""
+        import torch
+
+        probabilities = torch.softmax(torch.as_tensor(logits).float(), dim=-1).cpu().numpy()
+        out = []
+        for p in probabilities:
+            hateful = float(p[1]) if len(p) == 2 else float(1.0 - p[0])
+            label = int(hateful >= self.threshold) if len(p) == 2 else int(p.argmax())
+            name = self.label_names[label] if label < len(self.label_names) else str(label)
+            out.append({"probability": hateful, "label": label, "label_name": name, "scores": [float(x) for x in p]})
+        return out
+
+    # ------------------------------------------------------------------ saving and loading
+
+    def to_dict(self) -> dict:
+        """The settings, as ``processor_config.json`` holds them."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.PARTS}
+        values["model_inputs"] = list(self.model_inputs)
+        return {"processor_class": type(self).__name__, **values}
+
+    def save_pretrained(self, folder, **_) -> list[str]:
+        """Write ``processor_config.json`` (atomically), the tokenizer's and image processor's files and, for
+        fastText models, the fastText model (copied into ``fasttext/``) into `folder`; returns the files."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in (self.tokenizer, self.image_processor):
+            if part is not None:
+                part.save_pretrained(str(folder))
+        values = self.to_dict()
+        if "text_embedding" in self.model_inputs:
+            values["fasttext_model"] = self._save_fasttext(folder)
+        atomic_write_text(folder / PROCESSOR_CONFIG_NAME, json.dumps(values, indent=2) + "\n")
+        return [str(folder / PROCESSOR_CONFIG_NAME)]
+
+    def _save_fasttext(self, folder: Path) -> str:
+        source, target = Path(self.fasttext_model), folder / FASTTEXT_MODEL
+        if not source.is_file():
+            raise FileNotFoundError(f"fastText model {source} not found: the processor of a fastText model saves it "
+                                    "beside the model (set fasttext_model to the .bin the model was trained with)")
+        if source.resolve() != target.resolve():
+            for suffix in ("", ".json"):  # the model and its metadata (lowercase, ...)
+                if Path(f"{source}{suffix}").is_file():
+                    with atomic_path(f"{target}{suffix}") as tmp:
+                        shutil.copyfile(f"{source}{suffix}", tmp)
+        return FASTTEXT_MODEL
+
+    @classmethod
+    def from_pretrained(cls, path, config=None, *, tokenizer=None, image_processor=None, fasttext=None,
+                        revision: str | None = None, **settings) -> "MemeProcessor":
+        """The processor saved in a model folder or Hub repo: ``processor_config.json``, else an older folder's
+        ``hm_hf_pipeline.json``, else the defaults; `settings` override it (its names, or the old file's).
+
+        `config` (the model's config) says what the model reads when the folder does not (older folders); the
+        parts not given are loaded from the folder. ``AutoProcessor.from_pretrained(folder)`` lands here.
+        """
+        from hm_hf.processing import legacy
+
+        path = str(path)
+        for auto_only in ("_from_auto", "trust_remote_code"):  # what AutoProcessor passes along
+            settings.pop(auto_only, None)
+        values = read_settings(path, revision)
+        overrides = legacy.translate(settings, source="the settings given")
+        if "detector_settings" in overrides:  # one detector setting given: the others stay as saved
+            overrides["detector_settings"] = {**values.get("detector_settings", {}), **overrides["detector_settings"]}
+        values.update(overrides)
+        if not values.get("model_inputs"):
+            values["model_inputs"] = model_inputs(config if config is not None else _model_config(path))
+        inputs = set(values["model_inputs"])
+        if inputs & TOKEN_INPUTS and tokenizer is None:
+            tokenizer = _load_tokenizer(path)
+        if "pixels" in inputs and image_processor is None:
+            image_processor = _load_image_processor(path, values.get("image_processor_name_or_path"))
+        if "text_embedding" in inputs and fasttext is None:
+            fasttext, values["fasttext_model"], recorded = _load_fasttext(path, values.get("fasttext_model",
+                                                                                         FASTTEXT_MODEL))
+            if values.get("fasttext_lowercase") is None:
+                values["fasttext_lowercase"] = recorded
+        return cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext, **values)
+
+
+_SETTINGS = frozenset(f.name for f in dataclasses.fields(MemeProcessor)) - set(MemeProcessor.PARTS)
+
+
+def read_settings(path: str, revision: str | None = None) -> dict:
+    """The processor settings saved in a model folder / Hub repo: ``processor_config.json``, else an older
+    folder's ``hm_hf_pipeline.json`` (translated), else {}. Unknown settings are an error naming the file."""
+    from hm_hf.processing import legacy
+
+    file = model_file(path, PROCESSOR_CONFIG_NAME, revision=revision)
+    if file is None:
+        old = legacy.load_pipeline_config(path)
+        return legacy.translate(old, source=f"{path}/{legacy.PIPELINE_CONFIG_NAME}")
+    values = read_json_object(file, "processor settings", "fix it, or save the processor again")
+    kind = values.pop("processor_class", MemeProcessor.__name__)
+    if kind != MemeProcessor.__name__:
+        raise ValueError(f"{file} describes a {kind}, not an hm_hf MemeProcessor")
+    unknown = sorted(set(values) - _SETTINGS)
+    if unknown:
+        raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
+    return values
+
+
+def read_json_object(file: Path, what: str, fix: str) -> dict:
+    """The JSON object in `file` (holding `what`), or a ValueError naming the file and saying how to `fix` it."""
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file}: not valid JSON ({err.msg}); {fix}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{file}: expected a JSON object of {what}")
+    return values
+
+
+def _model_config(path: str):
+    """The model config of a folder / Hub repo saved by hm_hf (a PEFT folder: its base model's)."""
+    from transformers import AutoConfig
+
+    from hm_hf.inference.model_loading import BASE_MODEL_DIR
+
+    for subfolder in ("", BASE_MODEL_DIR):
+        try:
+            return AutoConfig.from_pretrained(path, subfolder=subfolder)
+        except (OSError, ValueError):
+            continue
+    raise OSError(f"{path}: no model config found to tell what the model reads; pass config=")
+
+
+def _load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as first:
+        try:  # the recipe also keeps the tokenizer it trained in tokenizer/
+            return AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
+        except (OSError, ValueError):
+            raise OSError(
+                f"{path}: no tokenizer found beside the model ({first}); "
+                "pass tokenizer=AutoTokenizer.from_pretrained(...)"
+            ) from None
+
+
+def _load_image_processor(path: str, name_or_path: str | None):
+    from transformers import AutoImageProcessor
+
+    if model_file(path, "preprocessor_config.json") is not None:
+        return AutoImageProcessor.from_pretrained(path)
+    if name_or_path:
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    raise OSError(
+        f"{path} has no preprocessor_config.json and no image_processor setting: this model reads pixels, so pass "
+        "image_processor=<the vision backbone's folder or Hub id> (the recipe's vision_model_name_or_path)"
+    )
+
+
+def _load_fasttext(path: str, name: str):
+    """(fastText model, its file, whether it was trained on lowercased text)."""
+    from hm_hf.text.fasttext_embeddings import _read_metadata, load_fasttext
+
+    file = Path(name) if Path(name).is_absolute() else model_file(path, name)
+    if file is None or not file.is_file():
+        raise FileNotFoundError(
+            f"{path}: this model reads fastText sentence vectors but {name} is not there; "
+            "set fasttext_model to the .bin the model was trained with"
+        )
+    return load_fasttext(file), str(file), bool(_read_metadata(file).get("lowercase", False))

@@ -1,0 +1,119 @@
+"""MemeProcessor: what each model reads (declared by its config), processor_config.json round trips (also through
+AutoProcessor), older folders' hm_hf_pipeline.json, the detector settings recorded with the features, and the
+fastText model travelling with the processor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor
+
+from hm_hf.pipeline import HatefulMemePipeline
+from hm_hf.processing import INPUT_KINDS, PROCESSOR_CONFIG_NAME, MemeProcessor, detector_for_features, model_inputs
+from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME, save_pipeline_config
+
+from test_pipeline import build_tiny_model, make_data, tiny_frcnn  # tests/test_pipeline.py
+
+
+@pytest.fixture(scope="module")
+def old_folder(tmp_path_factory):
+    """A model folder in the format before processor_config.json: model, tokenizer, hm_hf_pipeline.json."""
+    root = tmp_path_factory.mktemp("processing")
+    memes = make_data(root, n_train=12, n_dev=4)
+    build_tiny_model(root / "model", [m.text for split in memes.values() for m in split])
+    return root
+
+
+def test_every_config_declares_what_it_reads():
+    from hm_hf.models.auto import ARCHITECTURES, config_class
+    from hm_hf.models.concat import HmConcatConfig
+
+    for model_type in ARCHITECTURES:
+        inputs = model_inputs(config_class(model_type)())
+        assert inputs and set(inputs) <= set(INPUT_KINDS), model_type
+    assert model_inputs(HmConcatConfig()) == ("text_embedding", "regions")
+    assert model_inputs(HmConcatConfig(modalities=["image"])) == ("regions",)
+    with pytest.raises(TypeError, match="does not declare model_inputs"):
+        model_inputs(object())
+
+
+def test_new_format_round_trip_and_auto_processor(old_folder, tmp_path):
+    old = HatefulMemePipeline.from_pretrained(old_folder / "model", device="cpu")
+    assert not (old_folder / "model" / PROCESSOR_CONFIG_NAME).exists()  # it read hm_hf_pipeline.json
+    old.save_pretrained(tmp_path / "new")
+    saved = json.loads((tmp_path / "new" / PROCESSOR_CONFIG_NAME).read_text())
+    assert saved["processor_class"] == "MemeProcessor" and saved["model_inputs"] == ["text", "regions"]
+    assert saved["detector"] == "synthetic" and saved["max_text_length"] == 32
+    assert not (tmp_path / "new" / PIPELINE_CONFIG_NAME).exists()
+    new = HatefulMemePipeline.from_pretrained(tmp_path / "new", device="cpu")
+    assert new.processor.to_dict() == old.processor.to_dict()
+    image = Image.open(old_folder / "data" / "img" / "00013.png")
+    assert new(image, texts="a caption")["probability"] == pytest.approx(old(image, texts="a caption")["probability"],
+                                                                         abs=1e-6)
+    auto = AutoProcessor.from_pretrained(tmp_path / "new")
+    assert isinstance(auto, MemeProcessor) and auto.to_dict() == old.processor.to_dict()
+    rows = [{"text": "a caption", "label": 1, **auto.region_fields(new.detector.extract([image])[0])}]
+    for key, value in auto(rows).items():
+        assert torch.equal(value, new.processor(rows)[key]), key
+
+
+def test_old_settings_become_processor_settings(old_folder, tmp_path):
+    from hm_hf.models.concat import HmConcatForHatefulMemes
+
+    folder = tmp_path / "old"
+    config = HmConcatForHatefulMemes.config_class.from_pretrained(old_folder / "model")
+    save_pipeline_config(folder, detector="detector", detector_max_boxes=5, detector_min_size=64, text_pair=True,
+                         max_regions=16, ocr_lang="eng+deu")
+    processor = MemeProcessor.from_pretrained(folder, config, tokenizer=object(), max_regions=8)
+    assert processor.detector == "detector" and processor.detector_settings == {"max_boxes": 5, "min_size_test": 64}
+    assert processor.text_pair_column == "text_pair" and processor.ocr_lang == "eng+deu"
+    assert processor.max_regions == 8  # an argument overrides the file
+    merged = MemeProcessor.from_pretrained(folder, config, tokenizer=object(), detector_score_threshold=0.3)
+    assert merged.detector_settings == {"max_boxes": 5, "min_size_test": 64, "score_threshold": 0.3}
+    with pytest.raises(ValueError, match="unknown pipeline setting"):
+        MemeProcessor.from_pretrained(folder, config, tokenizer=object(), max_region=8)
+
+
+def test_broken_processor_configs_are_refused_with_the_file_named(tmp_path):
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"model_inputs": ["regions"], "max_boxes": 3}))
+    with pytest.raises(ValueError, match=rf"{PROCESSOR_CONFIG_NAME}: unknown processor setting\(s\) \['max_boxes'\]"):
+        MemeProcessor.from_pretrained(tmp_path)
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"processor_class": "CLIPProcessor"}))
+    with pytest.raises(ValueError, match="not an hm_hf MemeProcessor"):
+        MemeProcessor.from_pretrained(tmp_path)
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        MemeProcessor.from_pretrained(tmp_path)
+
+
+def test_detector_settings_pass_through_what_the_features_recorded():
+    from hm_hf.extract.configuration_frcnn import FrcnnConfig
+    from hm_hf.extract.runner import cache_source
+
+    assert detector_for_features({"name": "synthetic", "seed": 0}) == {"detector": "synthetic",
+                                                                        "detector_settings": {}}
+    detector = tiny_frcnn(max_boxes=5, nms_thresh_test=0.5)
+    found = detector_for_features(cache_source(detector, fp16=False))
+    assert found["detector"] == "unc-nlp/frcnn-vg-finetuned"
+    settings = found["detector_settings"]
+    assert settings["max_boxes"] == 5 and settings["nms_thresh_test"] == 0.5 and settings["min_size_test"] == 64
+    assert set(settings) <= set(FrcnnConfig.__dataclass_fields__)  # no "architecture", "fp16", "weights_sha256"
+
+
+def test_the_fasttext_model_travels_with_the_processor(tmp_path):
+    model = tmp_path / "elsewhere" / "ft.bin"
+    model.parent.mkdir()
+    model.write_bytes(b"fastText model bytes")
+    (tmp_path / "elsewhere" / "ft.bin.json").write_text(json.dumps({"lowercase": True}))
+    processor = MemeProcessor(model_inputs=("text_embedding", "regions"), detector="synthetic",
+                              fasttext_model=str(model))
+    processor.save_pretrained(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / PROCESSOR_CONFIG_NAME).read_text())["fasttext_model"] == \
+        "fasttext/fasttext.bin"
+    assert (tmp_path / "model" / "fasttext" / "fasttext.bin").read_bytes() == model.read_bytes()
+    assert json.loads((tmp_path / "model" / "fasttext" / "fasttext.bin.json").read_text()) == {"lowercase": True}
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        MemeProcessor(model_inputs=("text", "regions"))
