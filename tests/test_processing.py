@@ -99,7 +99,7 @@ def test_detector_settings_pass_through_what_the_features_recorded():
     found = detector_for_features(cache_source(detector, fp16=False))
     assert found["detector"] == "unc-nlp/frcnn-vg-finetuned"
     settings = found["detector_settings"]
-    assert settings["max_boxes"] == 5 and settings["nms_thresh_test"] == 0.5 and settings["min_size_test"] == 64
+    assert settings["max_boxes"] == 5 and settings["nms_thresh_test"] == [0.5] and settings["min_size_test"] == 64
     assert set(settings) <= set(FrcnnConfig.__dataclass_fields__)  # no "architecture", "fp16", "weights_sha256"
 
 
