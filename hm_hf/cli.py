@@ -20,6 +20,7 @@ COMMANDS = {
     "convert-vilbert": ("hm_hf.models.vilbert.convert_vilbert_checkpoint:cli", "convert MMF / vilbert-multi-task weights"),
     "peft-params": ("hm_hf.peft.params:cli", "trainable / total parameters of a model + PEFT method"),
     "predict": ("hm_hf.pipeline:cli", "classify memes with a trained model (JSON lines)"),
+    "ocr": ("hm_hf.ocr.cli:cli", "read the text of meme images into a Hateful Memes jsonl file"),
     "push-space": ("hm_hf.space:cli", "upload the Gradio Space for a model"),
 }
 
