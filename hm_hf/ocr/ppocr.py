@@ -107,13 +107,15 @@ class PpOcrEngine(OcrEngine):
     """PP-OCRv6 small (detection + recognition) on ONNX Runtime, English.
 
     `threads` caps ONNX Runtime's threads (default: all cores); `space_probability=None` keeps RapidOCR's
-    own decoding (no word gaps restored: the benchmark's ablation).
+    own decoding (no word gaps restored: the benchmark's ablation); `det_model` / `rec_model` are other
+    RapidOCR ONNX files (default: the PP-OCRv6 small pair inside the rapidocr wheel); a recognition model
+    must carry its alphabet in its metadata, as RapidOCR's do (RapidOCR downloads it otherwise).
     """
 
     name = "ppocr"
 
     def __init__(self, lang: str = "eng", threads: int | None = None,
-                 space_probability: float | None = SPACE_PROBABILITY):
+                 space_probability: float | None = SPACE_PROBABILITY, det_model=None, rec_model=None):
         if lang.lower() not in ENGLISH:
             raise ValueError(f"the ppocr engine reads English (lang='eng'), not {lang!r}: use engine='tesseract' "
                              "with Tesseract's language data for other languages")
@@ -123,28 +125,33 @@ class PpOcrEngine(OcrEngine):
         from rapidocr import RapidOCR
 
         models = Path(rapidocr.__file__).parent / "models"
-        paths = {name: models / name for name in (DET_MODEL, REC_MODEL)}
-        missing = [str(p) for p in paths.values() if not p.is_file()]
+        det_model = Path(det_model) if det_model else models / DET_MODEL
+        rec_model = Path(rec_model) if rec_model else models / REC_MODEL
+        missing = [str(p) for p in (det_model, rec_model) if not p.is_file()]
         if missing:
-            raise OcrUnavailableError(f"the ppocr engine's models are not in the installed rapidocr ({', '.join(missing)}): "
-                                      f"{INSTALL}.")
+            raise OcrUnavailableError(f"the ppocr engine's models are missing ({', '.join(missing)}): {INSTALL}.")
         params = {"Global.log_level": "error", "Global.use_cls": False,
-                  "Det.model_path": str(paths[DET_MODEL]), "Rec.model_path": str(paths[REC_MODEL])}
+                  "Det.model_path": str(det_model), "Rec.model_path": str(rec_model)}
         if threads:
             params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
         self.lang = lang
+        self.space_probability = space_probability
+        self._models = MODEL_NAME if (det_model.name, rec_model.name) == (DET_MODEL, REC_MODEL) else \
+            f"{det_model.name} + {rec_model.name}"
         self._ocr = RapidOCR(params=params)
         self._ocr._load_det_model()  # load both networks now, not on the first request
         recognizer = self._ocr._load_rec_model()
         if space_probability is not None:
             recognizer.postprocess_op = _spaced_decoder(recognizer.postprocess_op, space_probability)
-        self.space_probability = space_probability
         self._lock = threading.Lock()  # RapidOCR keeps per-call settings on the object
 
     @functools.cached_property
     def version(self) -> str:
-        return (f"rapidocr {metadata.version('rapidocr')} ({MODEL_NAME} det + rec), "
+        return (f"rapidocr {metadata.version('rapidocr')} ({self._models} det + rec), "
                 f"onnxruntime {metadata.version('onnxruntime')}")
+
+    def info(self) -> dict:
+        return {**super().info(), "space_probability": self.space_probability}
 
     def read(self, image: Image.Image) -> str:
         bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
