@@ -13,7 +13,7 @@ RapidOCR's own decoding, to show what the restored word gaps are worth; `ppocr-v
 `ppocr-v4-no-gaps`) run the PP-OCRv4 models of the `rapidocr-onnxruntime` wheel through the same engine,
 when that package is installed or on PYTHONPATH (it is not a dependency: its files are only read).
 
-    python benchmarks/meme_ocr.py --threads 2           # 60 memes, every installed engine
+    python benchmarks/meme_ocr.py --threads 2           # 100 memes, every installed engine
     python benchmarks/meme_ocr.py --engines ppocr --memes 200
     python benchmarks/meme_ocr.py --tiny                # smoke test (3 memes)
 """
@@ -91,8 +91,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     add_common_arguments(parser, "meme_ocr")
-    parser.add_argument("--memes", type=int, default=60, help="memes drawn (default 60)")
-    parser.add_argument("--seed", type=int, default=0, help="the same seed draws the same memes")
+    parser.add_argument("--memes", type=int, default=100, help="memes drawn (default 100)")
+    parser.add_argument("--seed", type=int, default=2,
+                        help="the same seed draws the same memes (default 2: seeds 0 and 1 were used to choose the settings)")
     parser.add_argument("--engines", default=None,
                         help="comma-separated engines and variants (default: every installed engine + ppocr-no-gaps)")
     return parser.parse_args(argv)
