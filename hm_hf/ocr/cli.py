@@ -2,8 +2,9 @@
 
 A user's own memes are usually just images. This writes one JSON line per image, `{"id", "img", "text"}`
 in Hateful Memes' jsonl shape (`id` an int when the file name is a number, as HMD's `08291.png` -> 8291;
-`img` relative to the output file's folder), so the output is a data set's annotation file
-(`hm_hf.load_hmd` reads a folder holding it and the images; there is no `label`, as in HMD's test files):
+`img` relative to the output file's folder), so the output is a data set's annotation file: named after a
+split (`test_unseen.jsonl`, ...) beside `img/`, `hm_hf.load_hmd` reads it, when the images are named by
+number as HMD's are (there is no `label`, as in HMD's test files):
 
     hm-hf ocr data/my_memes/img --output data/my_memes/test_unseen.jsonl
     hm-hf ocr a.png b.jpg --output texts.jsonl --engine tesseract

@@ -15,7 +15,8 @@ Two things are added to RapidOCR's own pipeline, each measured on that benchmark
   (names, slang and made-up words keep their spelling);
 - **reading order and clean-up.** Boxes are put in lines by vertical overlap, lines top to bottom and
   boxes left to right (RapidOCR's order swaps words of one line whose boxes start a few pixels apart);
-  small, low-confidence boxes (textures of the photograph read as "AAAA") are dropped.
+  small, less confident boxes (textures of the photograph read as "AAAA") and boxes without a Latin letter
+  or digit are dropped.
 
 The text-orientation classifier is off: meme captions are upright, and it flipped a few right ones.
 """
@@ -23,6 +24,7 @@ The text-orientation classifier is off: meme captions are upright, and it flippe
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from importlib import metadata
 from pathlib import Path
@@ -42,8 +44,9 @@ MODEL_NAME = "PP-OCRv6 small"
 INSTALL = f"`pip install 'hm_hf[ocr]'` (rapidocr=={RAPIDOCR_VERSION} and onnxruntime)"
 
 SPACE_PROBABILITY = 0.05  # write a space in a CTC gap where P(space) >= this (see the module docstring)
-MIN_SCORE = 0.8  # a box scored below this ...
-MIN_RELATIVE_HEIGHT = 0.5  # ... and lower than this fraction of the median box height is dropped
+MIN_SCORE = 0.9  # a box scored below this ...
+MIN_RELATIVE_HEIGHT = 0.4  # ... and lower than this fraction of the tallest box is dropped (photo texture)
+_LATIN = re.compile(r"[0-9A-Za-z]")
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,12 +89,12 @@ def _reading_order(boxes, texts, scores) -> list[str]:
     for box, text, score in zip(boxes, texts, scores):
         box = np.asarray(box, dtype=np.float32)
         top, bottom, left = float(box[:, 1].min()), float(box[:, 1].max()), float(box[:, 0].min())
-        if text.strip():
+        if _LATIN.search(text):  # English text has a Latin letter or a digit; textures read as "美美" do not
             items.append((top, bottom, left, text.strip(), float(score)))
     if not items:
         return []
-    median_height = float(np.median([bottom - top for top, bottom, *_ in items]))
-    items = [it for it in items if it[4] >= MIN_SCORE or it[1] - it[0] >= MIN_RELATIVE_HEIGHT * median_height]
+    tallest = max(bottom - top for top, bottom, *_ in items)
+    items = [it for it in items if it[4] >= MIN_SCORE or it[1] - it[0] >= MIN_RELATIVE_HEIGHT * tallest]
     lines: list[list[tuple]] = []
     for item in sorted(items):
         centre = (item[0] + item[1]) / 2
