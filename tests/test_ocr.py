@@ -18,14 +18,22 @@ from PIL import Image
 
 import hm_hf.ocr as ocr
 from hm_hf.ocr import OcrUnavailableError, get_ocr_engine, read_text
+from hm_hf.ocr import render
+from hm_hf.ocr.ppocr import ppocr_available
 from hm_hf.ocr.text import character_error_rate, normalise_text, word_error_rate
 
-ppocr = pytest.importorskip("rapidocr", reason="needs the hm_hf[ocr] extra (rapidocr, onnxruntime)")
-render = pytest.importorskip("hm_hf.ocr.render")
-try:
-    render.meme_fonts()
-except render.MemeFontsUnavailableError as err:  # pragma: no cover - CI installs them
-    pytest.skip(str(err), allow_module_level=True)
+needs_ppocr = pytest.mark.skipif(not ppocr_available(), reason="needs the hm_hf[ocr] extra (rapidocr, onnxruntime)")
+
+
+def _fonts_missing() -> str:
+    try:
+        render.meme_fonts()
+    except render.MemeFontsUnavailableError as err:  # CI installs them (the test extra, fonts-dejavu-core)
+        return str(err)
+    return ""
+
+
+needs_fonts = pytest.mark.skipif(bool(_fonts_missing()), reason=_fonts_missing() or "fonts installed")
 
 
 def caption_meme(top, bottom="", font="Anton", size=(640, 480), photo=0, **kw):
@@ -36,12 +44,16 @@ def caption_meme(top, bottom="", font="Anton", size=(640, 480), photo=0, **kw):
 
 @pytest.fixture(scope="module")
 def engine():
+    if not ppocr_available():
+        pytest.skip("needs the hm_hf[ocr] extra (rapidocr, onnxruntime)")
     return get_ocr_engine("ppocr")
 
 
 @pytest.fixture(scope="module")
 def memes():
     """(image, text) of memes in each style the benchmark draws."""
+    if _fonts_missing():
+        pytest.skip(_fonts_missing())
     card = "Me explaining to my mom why I need another plant for the living room."
     return [
         (caption_meme("the baby father", "came to the party with a cake", font="Anton"),
@@ -67,6 +79,7 @@ def test_ppocr_reads_rendered_meme_captions_word_for_word(engine, memes):
     assert engine.read(Image.new("RGB", (300, 200), (255, 255, 255))) == ""
 
 
+@needs_fonts
 def test_word_gaps_are_restored_from_the_recognisers_space_probability(engine):
     """Anton's tight spacing: RapidOCR's own decoding merges words, the space-probability gaps do not."""
     meme = caption_meme("when you see your neighbor watering the lawn in the rain", font="Anton", size=(960, 540),
@@ -78,6 +91,7 @@ def test_word_gaps_are_restored_from_the_recognisers_space_probability(engine):
     assert engine.read(meme) == "when you see your neighbor watering the lawn in the rain"
 
 
+@needs_ppocr
 def test_read_text_defaults_to_ppocr_and_engines_are_shared(memes):
     assert ocr.resolve_engine("auto") == "ppocr"
     assert get_ocr_engine() is get_ocr_engine("auto") is get_ocr_engine("ppocr")
@@ -108,6 +122,7 @@ def test_concurrent_reads_give_the_same_text(engine, memes):
     assert not errors and [results[i] for i in range(4)] == expected * 2
 
 
+@needs_ppocr
 def test_nothing_is_downloaded_at_run_time(monkeypatch, memes):
     """A fresh engine loads its models from the installed wheel and reads with the network cut."""
     def no_network(*args, **kwargs):
@@ -190,6 +205,7 @@ def test_error_rates():
     assert character_error_rate([("", truth), (truth, truth)]) == pytest.approx(17 / 34)
 
 
+@needs_fonts
 def test_benchmark_memes_are_reproducible_and_mixed():
     first, again = render.benchmark_memes(8, seed=3), render.benchmark_memes(8, seed=3)
     assert [m.text for m in first] == [m.text for m in again]
@@ -203,6 +219,7 @@ def test_benchmark_memes_are_reproducible_and_mixed():
 # ------------------------------------------------------------------------------------ hm-hf ocr
 
 
+@needs_ppocr
 def test_hm_hf_ocr_writes_annotation_lines_and_resumes(tmp_path, memes, monkeypatch, capsys):
     from hm_hf.cli import main
     from hm_hf.ocr.ppocr import PpOcrEngine
@@ -244,6 +261,7 @@ def test_hm_hf_ocr_writes_annotation_lines_and_resumes(tmp_path, memes, monkeypa
     assert dict(zip(split["id"], split["text"]))[5] == memes[1][1]
 
 
+@needs_ppocr
 def test_hm_hf_ocr_refuses_a_foreign_output_file(tmp_path, memes, capsys):
     from hm_hf.ocr.cli import cli
 

@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from hm_hf.ocr import ENGINES
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -42,8 +44,7 @@ def find_images(inputs: list[str], recursive: bool = False) -> list[Path]:
             found.append(path)
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def meme_id(path: Path) -> int | str:
@@ -92,7 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="jsonl file to write (appended to when it exists)")
     parser.add_argument("--files-from", help="a text file with one image path per line")
     parser.add_argument("--recursive", action="store_true", help="also take images in sub-folders of a folder")
-    parser.add_argument("--engine", default="auto", help="auto (default: ppocr when installed), ppocr or tesseract")
+    parser.add_argument("--engine", default="auto", choices=["auto", *ENGINES],
+                        help="OCR engine (default auto: ppocr when installed, else tesseract)")
     parser.add_argument("--lang", default="eng", help="language (Tesseract code, default eng)")
     return parser
 
