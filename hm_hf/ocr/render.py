@@ -1,7 +1,7 @@
 """Memes drawn the way real ones are, with their text known: the test and benchmark set of meme OCR.
 
-Real memes (Hateful Memes' images, most of MMHS150K's) carry their caption in one of two styles, and
-both are drawn here:
+Real memes (Hateful Memes' images, for one) carry their caption in one of two styles, and both are drawn
+here:
 
 - **captions over a photograph**: white (sometimes yellow) bold condensed capitals with a black outline,
   a top and often a bottom caption, wrapped over several lines, in an Impact-like typeface (Anton, the
@@ -22,7 +22,7 @@ Example:
 >>> from hm_hf.ocr.render import benchmark_memes
 >>> memes = benchmark_memes(4, seed=0)  # doctest: +SKIP
 >>> memes[0].text, memes[0].style, memes[0].image.size  # doctest: +SKIP
-("when you finally fix the bug and there's a new one", 'caption', (640, 480))
+('nobody: absolutely nobody: my cat at 5 in the morning', 'caption', (550, 720))
 ```
 """
 
@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from hm_hf.ocr.text import normalise_text
 
 __all__ = ["CAPTIONS", "RenderedMeme", "MemeFontsUnavailableError", "meme_fonts", "photographs",
            "render_caption_meme", "render_text_card", "benchmark_memes"]
@@ -279,10 +281,6 @@ def render_text_card(text: str, *, font: str = "DejaVu Sans", size: tuple[int, i
     return image
 
 
-def normalise_truth(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 SIZES = ((640, 480), (500, 500), (800, 600), (550, 720), (960, 540), (400, 300))
 CAPTION_FILLS = ((255, 255, 255),) * 4 + ((255, 230, 40),)  # mostly white, sometimes yellow
 CARD_BACKGROUNDS = ((255, 255, 255), (255, 255, 255), (245, 240, 225), (225, 238, 250), (250, 228, 232))
@@ -304,7 +302,7 @@ def benchmark_memes(n: int = 60, seed: int = 0, card_share: float = 0.25) -> lis
             image = render_text_card(text, font=font, size=size, background=rng.choice(CARD_BACKGROUNDS),
                                      photo=rng.choice(photos) if i % 2 else None,
                                      font_scale=rng.uniform(0.05, 0.08), rng=rng)
-            memes.append(RenderedMeme(image, normalise_truth(text), "card", font))
+            memes.append(RenderedMeme(image, normalise_text(text), "card", font))
         else:
             font = rng.choice(sorted(fonts["caption"]))
             top, bottom = rng.choice(CAPTIONS)
@@ -313,5 +311,5 @@ def benchmark_memes(n: int = 60, seed: int = 0, card_share: float = 0.25) -> lis
             image = render_caption_meme(rng.choice(photos), top, bottom, font=font, size=size,
                                         fill=rng.choice(CAPTION_FILLS), font_scale=rng.uniform(0.08, 0.13),
                                         uppercase=rng.random() < 0.85, rng=rng)
-            memes.append(RenderedMeme(image, normalise_truth(f"{top} {bottom}"), "caption", font))
+            memes.append(RenderedMeme(image, normalise_text(f"{top} {bottom}"), "caption", font))
     return memes
