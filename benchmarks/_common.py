@@ -91,11 +91,10 @@ def _git_commit() -> str | None:
     """HEAD's commit, with "+dirty" when tracked files other than results differ from it (the numbers are
     then not HEAD's code's)."""
     root = Path(__file__).resolve().parent.parent
-    head = root / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        commit = (head.parent / ref[5:]).read_text().strip()[:12] if ref.startswith("ref: ") else ref[:12]
-    except OSError:
+    try:  # git itself: also right in a worktree or with packed refs, where .git/HEAD's ref file is elsewhere
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         return None
     try:
         changed = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", ".",

@@ -3,9 +3,10 @@
 Runs `hm_hf.pipeline.HatefulMemePipeline` on one meme at a time (batch 1), the way the Space serves a
 request. The pipeline is the tiny default: the README's model (`recipes/synthetic/config_tiny.yaml`: a
 1-layer, 64-wide BERT-style text encoder + mean-pooled regions, Concat fusion) with its matching
-"detector" (`SyntheticShapeDetector`, which finds the generator's shapes) and Tesseract OCR of the
-caption, on synthetic memes rendered at an HMD-like size (default 640 x 480). The model weights are random
-unless --model points at a trained folder (speed does not depend on them).
+"detector" (`SyntheticShapeDetector`, which finds the generator's shapes) and the default OCR engine
+(`hm_hf.ocr`, "auto": ppocr when installed, else Tesseract) reading the caption, on synthetic memes
+rendered at an HMD-like size (default 640 x 480). The model weights are random unless --model points at
+a trained folder (speed does not depend on them).
 
 Stages are timed on the pipeline's own parts (`pipe.processor.read_text`, `pipe.detector.extract`, processor +
 model forward), and the end-to-end call `pipe(image)` (image decode + OCR + detector + model) separately.
@@ -116,10 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     set_threads(args.threads)
     device = resolve_device(args.device)
-    from hm_hf.ocr import tesseract_available
+    from hm_hf.ocr import available_engines, resolve_engine
 
-    ocr = not args.no_ocr and tesseract_available()
-    ocr_note = "given text" if args.no_ocr else ("tesseract" if ocr else "Tesseract not installed: OCR not timed")
+    ocr = not args.no_ocr and bool(available_engines())
+    ocr_note = "given text" if args.no_ocr else (resolve_engine() if ocr else "no OCR engine installed: OCR not timed")
     if args.tiny:
         args.repeats, args.image_size = min(args.repeats, 2), "160x120"
     width, height = (int(v) for v in args.image_size.lower().split("x"))

@@ -81,6 +81,16 @@ def summarize(path: Path) -> str:
         out[0] += f": {s['model']}, detector {s['detector']}, OCR {s['ocr']}, {s['repeats']} memes"
         out.append(_table(payload["results"], [("stage", "stage", ""), ("p50_ms", "p50 ms", ".0f"),
                                                ("p95_ms", "p95 ms", ".0f")]))
+    elif kind == "meme_ocr":
+        s = payload["settings"]
+        out[0] += (f": {s['memes']} memes ({s['styles']['caption']} captions over photographs, "
+                   f"{s['styles']['card']} text cards), seed {s['seed']}, {s['threads']} threads")
+        out.append(_table(payload["results"], [("engine", "engine", ""), ("cer", "CER", ".2%"), ("wer", "WER", ".2%"),
+                                               ("cer_caption", "CER captions", ".2%"),
+                                               ("wer_caption", "WER captions", ".2%"),
+                                               ("cer_card", "CER cards", ".2%"), ("wer_card", "WER cards", ".2%"),
+                                               ("p50_s", "p50 s", ".2f"), ("p95_s", "p95 s", ".2f"),
+                                               ("meets_targets", "targets met", "")]))
     return "\n".join(out)
 
 

@@ -26,7 +26,7 @@ Example:
 >>> from hm_hf.pipeline import HatefulMemePipeline
 >>> pipe = HatefulMemePipeline.from_pretrained("outputs/synthetic-tiny", detector="synthetic")  # doctest: +SKIP
 >>> pipe("data/synthetic_hmd/img/00001.png")  # doctest: +SKIP
-{'probability': 0.91, 'label': 1, 'label_name': 'hateful', 'text': '...', 'text_source': 'ocr', 'regions': [...]}
+{'probability': 0.91, 'label': 1, 'label_name': 'hateful', 'text': '...', 'text_source': 'ocr', 'ocr_engine': 'ppocr', ...}
 >>> pipe(["a.png", "b.png"], texts=["caption a", None], batch_size=8)  # doctest: +SKIP
 ```
 
@@ -223,6 +223,8 @@ class HatefulMemePipeline:
             logits = self.model(**batch).logits.float()
         for i, (out, scores) in enumerate(zip(outputs, processor.post_process(logits))):
             out.update(scores)
+            if out.get("text_source") == "ocr":  # which engine read the text, as the processor names it
+                out["ocr_engine"] = processor.ocr_engine_info()["engine"]
             if detected is not None and return_regions:
                 out["regions"] = self._regions(detected[i])
         return outputs

@@ -112,8 +112,24 @@ def test_inference_latency(bench, tmp_path):
     payload = run(latency, tmp_path, "--repeats", "1")
     stages = {r["stage"]: r for r in payload["results"]}
     assert {"decode", "features", "model", "end to end (pipe(image))"} <= set(stages)
-    assert ("ocr" in stages) == (payload["settings"]["ocr"] == "tesseract")
+    from hm_hf.ocr import ENGINES
+
+    assert ("ocr" in stages) == (payload["settings"]["ocr"] in ENGINES)
     assert all(r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] for r in stages.values())
+
+
+def test_meme_ocr(bench, tmp_path, capsys):
+    pytest.importorskip("rapidocr", reason="needs the hm_hf[ocr] extra")
+    meme_ocr = bench("meme_ocr")
+    payload = run(meme_ocr, tmp_path, "--engines", "ppocr,ppocr-no-gaps")
+    assert "targets met" in capsys.readouterr().out
+    rows = {r["engine"]: r for r in payload["results"]}
+    assert set(rows) == {"ppocr", "ppocr-no-gaps"} and payload["settings"]["memes"] == 3
+    for row in rows.values():
+        assert 0 <= row["cer"] <= 1 and 0 <= row["wer"] and 0 < row["p50_s"] <= row["p95_s"]
+        assert row["meets_targets"] == (row["cer"] <= 0.02 and row["wer"] <= 0.05 and row["p50_s"] <= 1.0)
+        assert len(row["examples"]) == 3 and "PP-OCRv6" in row["version"]
+    assert rows["ppocr"]["cer"] <= 0.02  # three memes read almost without error
 
 
 def test_run_gpu_script_runs_every_step_at_smoke_size(tmp_path):

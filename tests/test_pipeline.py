@@ -22,15 +22,14 @@ from PIL import Image
 
 from hm_hf import synthetic
 from hm_hf.extract.cache import FeatureCache
-from hm_hf.ocr import read_text, tesseract_available
+from hm_hf.ocr import read_text
+from hm_hf.ocr.ppocr import ppocr_available
 from hm_hf.images import BadImageError, load_image
 from hm_hf.pipeline import HatefulMemePipeline
 from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME, PipelineSettings, save_pipeline_config
 from hm_hf.synthetic.detector import SyntheticShapeDetector
 
-needs_tesseract = pytest.mark.skipif(
-    not tesseract_available(), reason="Tesseract is not installed (apt-get install tesseract-ocr)"
-)
+needs_ppocr = pytest.mark.skipif(not ppocr_available(), reason="needs the hm_hf[ocr] extra (rapidocr, onnxruntime)")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -285,7 +284,7 @@ def test_bad_images_are_refused_with_a_reason(tmp_path):
     assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, not black
 
 
-@needs_tesseract
+@needs_ppocr
 def test_ocr_reads_the_synthetic_memes_text(world):
     memes = world["dev"][:3]
     read = [read_text(Image.open(world["image"](m))) for m in memes]
@@ -294,11 +293,13 @@ def test_ocr_reads_the_synthetic_memes_text(world):
     assert read_text(Image.new("RGB", (200, 100), (255, 255, 255))) == ""
 
 
-@needs_tesseract
+@needs_ppocr
 def test_pipeline_reads_the_text_when_none_is_given(world, pipe):
+    """With the processor's default engine, PP-OCR (the meme OCR), which the output names."""
     meme = world["dev"][3]
+    assert pipe.processor.ocr_engine == "ppocr"
     result = pipe(world["image"](meme))
-    assert result["text_source"] == "ocr"
+    assert result["text_source"] == "ocr" and result["ocr_engine"] == "ppocr"
     assert result["text"].lower() == meme.text
     assert result["probability"] == pytest.approx(pipe(world["image"](meme), texts=meme.text)["probability"], abs=1e-5)
 
@@ -407,3 +408,15 @@ def test_predict_cli(world, capsys, tmp_path):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     assert cli(["--model", str(world["root"] / "model"), str(broken), "--text", "x"]) == 2
     assert "broken.png is not an image" in capsys.readouterr().err
+
+
+@needs_ppocr
+def test_predict_cli_reads_the_text_with_the_meme_ocr(world, capsys):
+    """`hm-hf predict` without --text: the processor's engine (PP-OCR) reads the caption, and says so."""
+    from hm_hf.inference.cli import cli
+
+    meme = world["dev"][1]
+    assert cli(["--model", str(world["root"] / "model"), str(world["image"](meme)), "--no-regions"]) == 0
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert line["text_source"] == "ocr" and line["ocr_engine"] == "ppocr"
+    assert line["text"].split() == meme.text.split()

@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import build_tiny_model, make_data, needs_tesseract, pixel_bomb_png  # noqa: E402
+from test_pipeline import build_tiny_model, make_data, needs_ppocr, pixel_bomb_png  # noqa: E402
 
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
@@ -231,11 +231,18 @@ def test_empty_text_asks_for_text(meme_app, tmp_path):
     assert "type the meme's text" in message
 
 
-@needs_tesseract
-def test_upload_prefills_the_text_by_ocr(meme_app):
-    text = meme_app.read_text({"path": str(example_paths()[0])})
+@needs_ppocr
+def test_upload_prefills_the_text_by_ocr(app_module, meme_app):
+    """The Space reads the caption with the processor's engine, PP-OCR, and names it on the page."""
+    example = example_paths()[0]
+    text = meme_app.read_text({"path": str(example)})
     assert len(text.split()) >= 3 and text == text.strip()
+    assert text == meme_app.pipe(str(example))["text"]  # what the model reads when the box is left empty
     assert meme_app.read_text(None) == ""
+    line = app_module.ocr_line(meme_app.pipe)
+    assert line.startswith("OCR: `ppocr`") and "rapidocr" in line
+    demo = app_module.build_demo(meme_app.pipe, model_name="org/tiny")
+    assert line in [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
 
 
 # ------------------------------------------------------------------------------------ served over HTTP

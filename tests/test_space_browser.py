@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hm_hf.ocr import tesseract_available
+from hm_hf.ocr.ppocr import ppocr_available
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_space import SPACE, app_module, meme_app, served, space_model  # noqa: E402,F401 (fixtures)
@@ -47,7 +47,7 @@ def test_upload_classify_and_read_the_probability_in_chromium(served, tmp_path):
             assert "Content warning" in page.inner_text("body")
             page.locator("#meme input[type=file]").set_input_files(str(example))
             textbox = page.locator("#meme-text textarea")
-            if tesseract_available():  # the upload pre-fills the text by OCR
+            if ppocr_available():  # the upload pre-fills the text by OCR (the processor's engine, PP-OCR)
                 try:
                     page.wait_for_function(
                         "() => document.querySelector('#meme-text textarea').value.trim().length > 0", timeout=60_000

@@ -110,7 +110,10 @@ class MemeProcessor:
         fasttext_model / fasttext_lowercase: the fastText model (relative to the model folder once saved)
             and whether to lowercase (None: as recorded with the model).
         image_processor_name_or_path: where the image processor is, when the model folder has none.
-        ocr_engine / ocr_lang: how the pipeline reads a meme's text when none is given (`hm_hf.ocr`).
+        ocr_engine / ocr_lang: how the pipeline reads a meme's text when none is given (`hm_hf.ocr`): "ppocr"
+            (PP-OCR, the default: it reads meme captions), "tesseract" (the fallback, and other languages) or
+            "auto" (ppocr when installed, else Tesseract). Saved as set, so a folder says which engine its
+            model's text comes from.
         max_pixels: larger images are refused before they are decoded.
         threshold / label_names: the probability from which a binary model's label is "hateful", and the
             classes' names.
@@ -136,7 +139,7 @@ class MemeProcessor:
     fasttext_model: str = FASTTEXT_MODEL
     fasttext_lowercase: bool | None = None
     image_processor_name_or_path: str | None = None
-    ocr_engine: str = "tesseract"
+    ocr_engine: str = "ppocr"
     ocr_lang: str = "eng"
     max_pixels: int = DEFAULT_MAX_PIXELS
     threshold: float = 0.5
@@ -205,10 +208,14 @@ class MemeProcessor:
         """The text written on a meme image, by OCR (`hm_hf.ocr`) with this processor's engine and language."""
         from hm_hf.ocr import read_text
 
-        options = {"lang": self.ocr_lang}
-        if self.ocr_engine != "tesseract":  # the default engine needs no name
-            options["engine"] = self.ocr_engine
-        return read_text(image, **options)
+        return read_text(image, lang=self.ocr_lang, engine=self.ocr_engine)
+
+    def ocr_engine_info(self) -> dict:
+        """The OCR engine this processor reads text with, loaded: {"engine", "version", "lang", ...}
+        (`hm_hf.ocr.OcrEngine.info`); raises `hm_hf.ocr.OcrUnavailableError` saying what to install."""
+        from hm_hf.ocr import get_ocr_engine
+
+        return get_ocr_engine(self.ocr_engine, lang=self.ocr_lang).info()
 
     def text_embeddings(self, rows: Sequence[dict]) -> np.ndarray:
         """The fastText sentence vectors of rows' text (and pair, joined with a space as in training)."""

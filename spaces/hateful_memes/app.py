@@ -4,7 +4,8 @@
     python spaces/hateful_memes/app.py --model org/model    # any model saved by recipes/train_peft.py
     HM_HF_MODEL=org/model HM_HF_DETECTOR=path/to/frcnn python spaces/hateful_memes/app.py
 
-Upload an image; the text on it is read with OCR (Tesseract) into the text box, where it can be corrected;
+Upload an image; the text on it is read with OCR (PP-OCR, the model's processor's engine; the page names it)
+into the text box, where it can be corrected;
 "Classify" gives the probability that the meme is hateful and, for region models, the regions the model
 looked at. Uploads are checked (file size, pixel count before decoding, real image) and every failure is
 a short message in the page, never a stack trace. The server binds 127.0.0.1 unless GRADIO_SERVER_NAME /
@@ -50,7 +51,7 @@ CONTENT_WARNING = """\
 
 HOW_IT_WORKS = """\
 ### How it works
-1. **Text.** The text written on the meme is read with OCR (Tesseract) into the text box; correct it if
+1. **Text.** The text written on the meme is read with OCR (the engine named above) into the text box; correct it if
    it is wrong: the model reads exactly what is in the box.
 2. **Image.** Region models look at objects found by a detector (bottom-up-attention Faster R-CNN, or for
    the synthetic demo model, the synthetic world's shape finder); they are drawn on the image. Other models
@@ -112,6 +113,18 @@ def model_line(pipeline: HatefulMemePipeline, model_name: str) -> str:
     if pipeline.settings.trained_on_synthetic_data:
         line = f"{line} — {SYNTHETIC_NOTICE}" if line else SYNTHETIC_NOTICE
     return line
+
+
+def ocr_line(pipeline: HatefulMemePipeline) -> str:
+    """The line that names the OCR engine the model's processor reads meme text with (empty for models that
+    read no text)."""
+    if not pipeline.reads_text:
+        return ""
+    try:
+        info = pipeline.processor.ocr_engine_info()
+    except (OcrUnavailableError, ValueError) as err:
+        return f"OCR: `{pipeline.processor.ocr_engine}` is not available here ({err}); type the meme's text."
+    return f"OCR: `{info['engine']}` ({info['version']}), language `{info['lang']}`"
 
 
 def _fail(message: str, title: str) -> gr.Error:
@@ -218,6 +231,8 @@ def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks
         gr.Markdown(CONTENT_WARNING)
         if model_line(pipeline, model_name):
             gr.Markdown(model_line(pipeline, model_name), elem_id="model")
+        if ocr_line(pipeline):
+            gr.Markdown(ocr_line(pipeline), elem_id="ocr")
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Meme", type="filepath", sources=["upload", "clipboard"], elem_id="meme")
