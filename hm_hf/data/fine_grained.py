@@ -56,8 +56,8 @@ from pathlib import Path
 import datasets
 
 from hm_hf.data.builder_base import MemeBuilder, MemeBuilderConfig
-from hm_hf.data.layouts import has_surrogates, id_problem, locate_hmd, parse_id, read_jsonl
-from hm_hf.data.report import BAD_FIELD, BAD_LABEL, NOT_UTF8, BuildReport
+from hm_hf.data.layouts import id_problem, locate_hmd, parse_id, read_jsonl, text_field
+from hm_hf.data.report import BAD_FIELD, BAD_LABEL, BuildReport
 from hm_hf.metrics.fine_grained import ATTACK_CLASSES, HATE_CLASSES, PC_CLASSES
 
 SPLIT_FILES = {"train": "train.json", "dev_seen": "dev_seen.json", "dev_unseen": "dev_unseen.json",
@@ -168,12 +168,8 @@ class HatefulMemesFineGrained(MemeBuilder):
             report.add(BAD_FIELD, id_problem(obj.get("id")), **where)
             return None
         where["id"] = example_id
-        text = obj.get("text")
-        if not isinstance(text, str):
-            report.add(BAD_FIELD, f"text must be a string, got {text!r}", **where)
-            return None
-        if has_surrogates(text):
-            report.add(NOT_UTF8, "text holds unpaired surrogates (not valid UTF-8)", **where)
+        text = text_field(obj, "text", report, **where)
+        if text is None:
             return None
         gold = {key: obj.get(f"gold_{key}") for key in ("hate", *LABEL_FIELDS)}
         item = {"id": example_id, "text": text, "label": -1, "pc": [], "attack": [],

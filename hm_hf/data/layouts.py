@@ -183,6 +183,18 @@ def has_surrogates(text: str) -> bool:
     return False
 
 
+def text_field(obj: dict, name: str, report: BuildReport, **where) -> str | None:
+    """`obj[name]` when it is a string of valid UTF-8; else None, reported (bad_field / not_utf8) at `where`."""
+    text = obj.get(name)
+    if not isinstance(text, str):
+        report.add(BAD_FIELD, f"{name} must be a string, got {text!r:.60}", **where)
+        return None
+    if has_surrogates(text):
+        report.add(NOT_UTF8, f"{name} holds unpaired surrogates (not valid UTF-8)", **where)
+        return None
+    return text
+
+
 def text_lines(path, report: BuildReport, rel: str, split: str | None = None):
     """Yield (line_number, text) for each non-blank UTF-8 line of a text file; report blank and non-UTF-8
     lines. The newline that ends the last line does not make a blank line."""
@@ -345,12 +357,8 @@ def read_hmd_split(files: HmdFiles, split: str, report: BuildReport) -> list[dic
             report.add(BAD_FIELD, id_problem(obj.get("id")), **where)
             continue
         where["id"] = example_id
-        text = obj.get("text")
-        if not isinstance(text, str):
-            report.add(BAD_FIELD, f"text must be a string, got {text!r:.60}", **where)
-            continue
-        if has_surrogates(text):
-            report.add(NOT_UTF8, "text holds unpaired surrogates (not valid UTF-8)", **where)
+        text = text_field(obj, "text", report, **where)
+        if text is None:
             continue
         label = obj.get("label")
         if label is None:
@@ -485,14 +493,8 @@ def check_entry(tweet_id: str, entry, line: int, report: BuildReport, rel: str, 
             or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 5 for c in codes)):
         report.add(BAD_LABEL, f"labels must be 3 annotator codes in 0..5, got {codes!r:.60}", **where)
         return None
-    tweet_text = entry.get("tweet_text")
-    if not isinstance(tweet_text, str):
-        report.add(BAD_FIELD, f"tweet_text must be a string, got {tweet_text!r:.60}", **where)
-        return None
-    if has_surrogates(tweet_text):
-        report.add(NOT_UTF8, "tweet_text is not valid UTF-8", **where)
-        return None
-    return tweet_text, codes
+    tweet_text = text_field(entry, "tweet_text", report, **where)
+    return None if tweet_text is None else (tweet_text, codes)
 
 
 def read_split_ids(files: MmhsFiles, split: str, report: BuildReport) -> list[tuple[int, str]]:
