@@ -87,6 +87,7 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
     # split -> priority: an id found in several splits is kept in the highest-priority one(s) only.
     SPLIT_PRIORITY: dict[str, int] = {}
     ALLOW_EVAL_OVERLAP = False  # True: ids shared by splits of equal (evaluation) priority are kept
+    CITATION = HOMEPAGE = LICENSE = ""  # the data set's, for its DatasetInfo (and so its card)
 
     def __init__(self, data_dir=None, config_name: str | None = None, feature_cache=None,
                  strict: bool = False, cache_dir=None, num_workers: int | None = None, **kwargs):
@@ -191,7 +192,8 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
                 features["region_features"] = datasets.Array2D(shape=(None, FEATURE_DIM),
                                                                dtype=self.feature_cache.feature_dtype)
         return datasets.DatasetInfo(description=(self.__doc__ or "").strip().split("\n")[0],
-                                    features=datasets.Features(features))
+                                    features=datasets.Features(features), citation=self.CITATION,
+                                    homepage=self.HOMEPAGE, license=self.LICENSE)
 
     def _split_generators(self, dl_manager):
         if self.feature_cache is not None:

@@ -104,6 +104,9 @@ class HatefulMemesFineGrained(MemeBuilder):
                           description="the default columns and region features from a cache"),
     ]
     SPLIT_PRIORITY = {"train": 0}
+    CITATION = _CITATION
+    HOMEPAGE = "https://github.com/facebookresearch/fine_grained_hateful_memes"
+    LICENSE = "annotations: see the repository's licence; images: the Hateful Memes licence agreement"
     ALLOW_EVAL_OVERLAP = True  # dev_seen and dev_unseen share memes, as released
 
     def __init__(self, data_dir=None, annotations_dir=None, **kwargs):
@@ -128,12 +131,6 @@ class HatefulMemesFineGrained(MemeBuilder):
             "attack_annotations": datasets.List(datasets.List(datasets.Value("string"))),
         }
 
-    def _info(self) -> datasets.DatasetInfo:
-        info = super()._info()
-        info.citation = _CITATION
-        info.homepage = "https://github.com/facebookresearch/fine_grained_hateful_memes"
-        info.license = "annotations: see the repository's licence; images: the Hateful Memes licence agreement"
-        return info
 
     def _read_annotations(self, data_dir: Path, report: BuildReport) -> dict[str, list[dict]]:
         files = locate_hmd(data_dir)

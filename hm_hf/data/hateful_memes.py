@@ -49,6 +49,9 @@ class HatefulMemes(MemeBuilder):
                                          description="image, text, label and region features from a cache"),
     ]
     SPLIT_PRIORITY = {"train": 0}  # every other split: 1 (evaluation)
+    CITATION = _CITATION
+    HOMEPAGE = "https://ai.meta.com/tools/hatefulmemes/"
+    LICENSE = "see the Hateful Memes dataset licence agreement; images may not be redistributed"
     ALLOW_EVAL_OVERLAP = True  # dev/test (phase 1) are dev_seen/test_seen; dev_unseen shares memes too
 
     @staticmethod
@@ -66,12 +69,6 @@ class HatefulMemes(MemeBuilder):
             "label": datasets.ClassLabel(names=LABEL_NAMES),
         }
 
-    def _info(self) -> datasets.DatasetInfo:
-        info = super()._info()
-        info.citation = _CITATION
-        info.homepage = "https://ai.meta.com/tools/hatefulmemes/"
-        info.license = "see the Hateful Memes dataset licence agreement; images may not be redistributed"
-        return info
 
     def _read_annotations(self, data_dir: Path, report: BuildReport) -> dict[str, list[dict]]:
         files = locate_hmd(data_dir)

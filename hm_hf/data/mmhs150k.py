@@ -63,6 +63,8 @@ class MMHS150K(MemeBuilder):
                                          description="the default columns and region features from a cache"),
     ]
     SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2}
+    CITATION = _CITATION
+    HOMEPAGE = "https://gombru.github.io/2019/10/09/MMHS/"
 
     @staticmethod
     def _annotation_files(data_dir: Path) -> list[Path]:
@@ -79,11 +81,6 @@ class MMHS150K(MemeBuilder):
             "fine_label": datasets.ClassLabel(names=CLASS_NAMES),
         }
 
-    def _info(self) -> datasets.DatasetInfo:
-        info = super()._info()
-        info.citation = _CITATION
-        info.homepage = "https://gombru.github.io/2019/10/09/MMHS/"
-        return info
 
     def _read_annotations(self, data_dir: Path, report: BuildReport) -> dict[str, list[dict]]:
         return read_mmhs(locate_mmhs(data_dir), report)
