@@ -62,7 +62,7 @@ def test_save_and_load_round_trip(tmp_path):
     path = policy.save_pretrained(tmp_path)
     assert path == tmp_path / POLICY_FILE
     data = json.loads(path.read_text())
-    assert data["rule"] == "recall@0.9" and data["fitted_on"] == "dev_seen" and data["version"] == 1
+    assert data["rule"] == "recall@0.9" and data["fitted_on"] == "dev_seen" and data["version"] == 2 and data["calibrated"] is True
     loaded = DecisionPolicy.from_pretrained(tmp_path)
     assert loaded == policy
     assert DecisionPolicy.from_dict(policy.to_dict()) == policy
