@@ -56,6 +56,7 @@ import torch
 from hm_hf.images import load_image
 from hm_hf.inference.detectors import load_detector
 from hm_hf.inference.model_loading import base_config, load_trained_model
+from hm_hf.metrics import MULTI_LABEL
 from hm_hf.processing import MemeProcessor, model_inputs
 
 __all__ = ["HatefulMemePipeline"]
@@ -80,7 +81,7 @@ class HatefulMemePipeline:
         if set(self.processor.model_inputs) != declared:
             raise ValueError(f"the processor makes {sorted(self.processor.model_inputs)} but the model reads "
                              f"{sorted(declared)}: use the processor saved with this model")
-        multi_label = getattr(self.config, "problem_type", None) == "multi_label_classification"
+        multi_label = getattr(self.config, "problem_type", None) == MULTI_LABEL
         if self.processor.multi_label != multi_label:
             raise ValueError(f"the model's head is {'multi' if multi_label else 'single'}-label but its processor "
                              f"says multi_label={self.processor.multi_label}: use the processor saved with this model")

@@ -19,6 +19,8 @@ from torch.nn import functional as F
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from hm_hf.metrics import MULTI_LABEL
+
 __all__ = [
     "BertClassificationHead",
     "BertPredictionHeadTransform",
@@ -26,10 +28,7 @@ __all__ = [
     "classification_output",
     "multi_label_loss",
     "refuse_output_attentions",
-    "MULTI_LABEL",
 ]
-
-MULTI_LABEL = "multi_label_classification"  # transformers' name of the multi-label problem type
 
 
 class BertPredictionHeadTransform(nn.Module):

@@ -27,10 +27,11 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from hm_hf.metrics import MULTI_LABEL
+
 MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert", "clip")
 PEFT_METHODS = ("none", "head_only", "lora", "ia3", "bottleneck")
 DATASETS = ("hmd", "mmhs", "hmd_fine_grained")
-MULTI_LABEL = "multi_label_classification"  # transformers' problem_type of multi-label heads
 
 
 @dataclass

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from hm_hf.metrics import MULTI_LABEL
+
 logger = logging.getLogger(__name__)
 
 DATASET_IDS = {"hmd": "facebook/hateful_memes", "mmhs": "MMHS150K", "hmd_fine_grained": "facebook/hateful_memes"}
 DATASET_NAMES = {"hmd": "Hateful Memes", "mmhs": "MMHS150K",
                  "hmd_fine_grained": "Hateful Memes with the WOAH 2021 fine-grained labels"}
 FORMAT_NAMES = {"hmd": "Hateful-Memes", "mmhs": "MMHS150K", "hmd_fine_grained": "fine-grained Hateful-Memes"}
-MULTI_LABEL = "multi_label_classification"
 RELIABILITY_PREFIX = "reliability_diagram_"
 SYNTHETIC_TAG = "synthetic-data"  # in the card's tags of every model trained on hm_hf.synthetic
 
