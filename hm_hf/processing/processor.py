@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ from hm_hf.hub import model_file
 from hm_hf.images import DEFAULT_MAX_PIXELS
 from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
 from hm_hf.synthetic.world import DETECTOR_NAME as SYNTHETIC_DETECTOR
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_DETECTOR",
@@ -399,6 +402,9 @@ def _load_policy(path: str, revision: str | None, saved_threshold, given_thresho
     policy = None
     if model_file(path, POLICY_FILE, revision=revision) is not None:
         policy = DecisionPolicy.from_pretrained(path, revision=revision)
+        if saved_threshold not in (None, 0.5, policy.threshold):  # (0.5: the old files' default, always written)
+            logger.warning("%s: the older threshold setting %s is ignored; the threshold is %s's (%s)", path,
+                           saved_threshold, POLICY_FILE, policy.threshold)
     elif saved_threshold is not None and saved_threshold != 0.5 and num_labels() <= 2:
         policy = DecisionPolicy().with_threshold(saved_threshold)  # an older folder's threshold setting
     if given_threshold is not None:
