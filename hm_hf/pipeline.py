@@ -13,6 +13,16 @@ which says what the model reads and how training fed it:
 
 Keyword arguments of `from_pretrained` override the saved settings.
 
+**Decisions.** The probability is calibrated and the label decided by the model's decision policy
+(``decision_policy.json``, `hm_hf.metrics.policy.DecisionPolicy`, part of the processor): training fits a
+temperature on the evaluation split (so "0.8" means about 8 in 10 such memes are hateful there) and
+chooses the threshold by the recipe's `threshold_rule` (max F1, a target false-positive rate, ...). Every
+result says how it was decided: ``threshold``, ``threshold_rule`` and ``calibrated``. A folder without the
+file keeps the model's own probabilities (T = 1) and its processor's threshold (0.5 unless an older folder
+set another); ``threshold=0.7`` overrides the saved threshold. Multi-label models (the fine-grained
+protected-category / attack-type tasks) return ``labels`` (each label's sigmoid score > 0.5) and
+``scores`` instead.
+
 **Detectors.** Region features must come from the detector that made the training features. For real
 data that is the Visual Genome Faster R-CNN (`unc-nlp/frcnn-vg-finetuned`, the default), which must be
 reachable (Hub or a local folder: pass ``detector="path/to/frcnn"``); a randomly initialised detector
@@ -26,7 +36,8 @@ Example:
 >>> from hm_hf.pipeline import HatefulMemePipeline
 >>> pipe = HatefulMemePipeline.from_pretrained("outputs/synthetic-tiny", detector="synthetic")  # doctest: +SKIP
 >>> pipe("data/synthetic_hmd/img/00001.png")  # doctest: +SKIP
-{'probability': 0.91, 'label': 1, 'label_name': 'hateful', 'text': '...', 'text_source': 'ocr', 'ocr_engine': 'ppocr', ...}
+{'probability': 0.91, 'label': 1, 'label_name': 'hateful', 'threshold': 0.62, 'threshold_rule': 'max_f1',
+ 'calibrated': True, 'text': '...', 'text_source': 'ocr', 'ocr_engine': 'ppocr', 'regions': [...]}
 >>> pipe(["a.png", "b.png"], texts=["caption a", None], batch_size=8)  # doctest: +SKIP
 ```
 
@@ -45,13 +56,15 @@ import torch
 from hm_hf.images import load_image
 from hm_hf.inference.detectors import load_detector
 from hm_hf.inference.model_loading import base_config, load_trained_model
+from hm_hf.metrics import MULTI_LABEL
 from hm_hf.processing import MemeProcessor, model_inputs
 
 __all__ = ["HatefulMemePipeline"]
 
 
 class HatefulMemePipeline:
-    """Image (+ optional text) -> {"probability", "label", "label_name", "text", "text_source", "regions"}.
+    """Image (+ optional text) -> {"probability", "label", "label_name", "threshold", "threshold_rule",
+    "calibrated", "text", "text_source", "regions"}.
 
     Build it with `from_pretrained`; the constructor takes ready parts (tests, custom set-ups): the model, its
     `MemeProcessor` (default: the model's defaults, which for a text model lacks the tokenizer it needs) and,
@@ -68,6 +81,10 @@ class HatefulMemePipeline:
         if set(self.processor.model_inputs) != declared:
             raise ValueError(f"the processor makes {sorted(self.processor.model_inputs)} but the model reads "
                              f"{sorted(declared)}: use the processor saved with this model")
+        multi_label = getattr(self.config, "problem_type", None) == MULTI_LABEL
+        if self.processor.multi_label != multi_label:
+            raise ValueError(f"the model's head is {'multi' if multi_label else 'single'}-label but its processor "
+                             f"says multi_label={self.processor.multi_label}: use the processor saved with this model")
         missing = [what for what, part, need in (("a detector", detector, "regions"),
                                                   ("a fastText model", self.processor.fasttext, "text_embedding"))
                    if need in declared and part is None]
@@ -90,6 +107,12 @@ class HatefulMemePipeline:
     def settings(self) -> MemeProcessor:
         """The processor, whose fields are the settings (``max_text_length``, ``ocr_lang``, ``threshold``, ...)."""
         return self.processor
+
+    @property
+    def decision_policy(self):
+        """How probabilities become labels (`DecisionPolicy`: temperature, threshold, rule; None: the model's own
+        decisions), the processor's part."""
+        return self.processor.decision_policy
 
     @property
     def tokenizer(self):
@@ -122,7 +145,8 @@ class HatefulMemePipeline:
         """Load a model folder / Hub repo saved by the training recipe and what it needs to run.
 
         `detector` may be a loaded detector, a folder / Hub id, or "synthetic"; other keyword arguments
-        override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s).
+        override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s;
+        ``threshold=`` replaces the decision policy's threshold).
         """
         from hm_hf.processing.processor import read_settings
 
@@ -147,7 +171,7 @@ class HatefulMemePipeline:
         return cls(model, processor, detector=detector, device=device)
 
     def save_pretrained(self, folder) -> None:
-        """Save the model and its processor (a detector is referred to, not copied)."""
+        """Save the model and its processor with its decision policy (a detector is referred to, not copied)."""
         self.model.save_pretrained(str(folder))
         self.processor.save_pretrained(folder)
 

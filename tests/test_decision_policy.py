@@ -62,7 +62,7 @@ def test_save_and_load_round_trip(tmp_path):
     path = policy.save_pretrained(tmp_path)
     assert path == tmp_path / POLICY_FILE
     data = json.loads(path.read_text())
-    assert data["rule"] == "recall@0.9" and data["fitted_on"] == "dev_seen" and data["version"] == 1
+    assert data["rule"] == "recall@0.9" and data["fitted_on"] == "dev_seen" and data["version"] == 2 and data["calibrated"] is True
     loaded = DecisionPolicy.from_pretrained(tmp_path)
     assert loaded == policy
     assert DecisionPolicy.from_dict(policy.to_dict()) == policy
@@ -95,3 +95,61 @@ def test_bad_policy_files_name_the_file(tmp_path):
         DecisionPolicy(rule="f1")
     with pytest.raises(ValueError, match="numeric threshold"):
         DecisionPolicy(threshold=math.nan)
+
+
+def test_evaluate_reports_calibration_operating_points_and_the_threshold():
+    from hm_hf.metrics.calibration import calibration_report
+    from hm_hf.metrics.thresholds import operating_point_metrics
+
+    logits, labels = _overconfident(n=1000, seed=4)
+    policy = DecisionPolicy.fit(logits[:500], labels[:500], rule="max_f1", fitted_on="dev_seen")
+    report = policy.evaluate(logits[500:], labels[500:])
+    probability = policy.positive_probability(logits[500:])
+    calibration = calibration_report(logits[500:], labels[500:], policy.temperature)
+    assert report["ece_after"] == pytest.approx(calibration["ece_after"]) and report["ece_after"] < report["ece_before"]
+    assert report["brier_before"] == pytest.approx(calibration["brier_before"])
+    for name, value in operating_point_metrics(labels[500:], probability).items():
+        assert report[name] == pytest.approx(value)
+    measured = metrics_at_threshold(labels[500:], probability, policy.threshold)
+    assert report["at_threshold_f1"] == pytest.approx(measured["f1"]) and report["at_threshold_tp"] == measured["tp"]
+    assert "temperature" not in report and policy.metrics["temperature"] == policy.temperature
+    assert {k: v for k, v in policy.metrics.items() if k != "temperature"} == policy.evaluate(logits[:500], labels[:500])
+    with pytest.raises(ValueError, match="for 2 labels but the logits have 3 columns"):
+        policy.evaluate(np.zeros((4, 3)), np.zeros(4, dtype=int))
+
+
+def test_neutral_and_hand_set_thresholds():
+    assert DecisionPolicy.neutral() == DecisionPolicy() and DecisionPolicy.neutral(6).rule == "argmax"
+    logits, labels = _overconfident(n=300, seed=5)
+    policy = DecisionPolicy.fit(logits, labels, rule="fpr@0.05", fitted_on="dev_seen")
+    by_hand = policy.with_threshold(0.7)
+    assert (by_hand.threshold, by_hand.rule, by_hand.temperature) == (0.7, "fixed@0.7", policy.temperature)
+    assert not any(k.startswith("at_threshold_") for k in by_hand.metrics) and "ece_after" in by_hand.metrics
+    assert DecisionPolicy(**{**by_hand.to_dict()}) == by_hand  # its rule parses
+    with pytest.raises(ValueError, match="arg-max"):
+        DecisionPolicy.neutral(6).with_threshold(0.5)
+
+
+def test_version_1_files_and_hub_repos(tmp_path, monkeypatch):
+    """Files written before `calibrated` existed read as not calibrated; a Hub repo's file is found through
+    huggingface_hub (its offline cache here), a repo without one gives the neutral policy."""
+    import huggingface_hub.constants
+
+    (tmp_path / POLICY_FILE).write_text(json.dumps({"temperature": 1.5, "threshold": 0.4, "rule": "max_f1",
+                                                    "version": 1}))
+    old = DecisionPolicy.from_pretrained(tmp_path)
+    assert old.calibrated is False and old.temperature == 1.5
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--org--policy"
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    DecisionPolicy(temperature=2.0, threshold=0.6, rule="recall@0.9", calibrated=True).save_pretrained(
+        repo / "snapshots" / revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert DecisionPolicy.from_pretrained("org/policy").threshold == 0.6
+    (repo / ".no_exist" / revision).mkdir(parents=True)
+    (repo / ".no_exist" / revision / POLICY_FILE).touch()
+    (repo / "snapshots" / revision / POLICY_FILE).unlink()
+    assert DecisionPolicy.from_pretrained("org/policy", num_labels=6) == DecisionPolicy.neutral(6)

@@ -1,5 +1,6 @@
 """`hm-hf multi-seed`: mean and sample std by hand, per-seed folders, resuming without re-running finished
-seeds, a subprocess launcher, and the tiny synthetic recipe trained in-process with 2 seeds."""
+seeds, a subprocess launcher, older seeds' train_train_* keys, and the tiny synthetic recipe trained
+in-process with 2 seeds (every numeric metric aggregated: calibration, operating points, the policy)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,22 @@ def test_launcher_runs_each_seed_once_and_resumes(tmp_path):
     assert len(calls.read_text().splitlines()) == 5
 
 
+def test_older_seeds_train_keys_read_under_the_current_names(tmp_path):
+    """Runs before the fix wrote Trainer's `train_loss` as `train_train_loss`; a mix of old and new seeds
+    aggregates under one name."""
+    from hm_hf.training.multi_seed import finished_results
+
+    old, new = tmp_path / "seed-1", tmp_path / "seed-2"
+    for folder, results in ((old, {"train_train_loss": 0.5, "train_epoch": 1.0, "dev_seen_auroc": 0.6}),
+                            (new, {"train_loss": 0.7, "train_epoch": 1.0, "dev_seen_auroc": 0.8})):
+        folder.mkdir()
+        (folder / "all_results.json").write_text(json.dumps(results))
+    assert finished_results(old) == {"train_loss": 0.5, "train_epoch": 1.0, "dev_seen_auroc": 0.6}
+    summary = aggregate({1: finished_results(old), 2: finished_results(new)})
+    assert summary["train_loss"]["n"] == 2 and summary["train_loss"]["mean"] == pytest.approx(0.6)
+    assert "train_train_loss" not in summary
+
+
 def test_refusals_are_clear(tmp_path, capsys):
     with pytest.raises(RecipeError, match="--seeds N or --seed-list"):
         run_seeds([RECIPE, "--seed", "3"], [1, 2])
@@ -103,15 +120,24 @@ def test_tiny_recipe_with_two_seeds_in_process(tmp_path, capsys):
             "--logging_steps", "1"]
     assert hm_hf_main(argv) == 0
     per_seed = {seed: json.loads((out / f"seed-{seed}" / "all_results.json").read_text()) for seed in (12345, 12346)}
-    loss = next(key for key in per_seed[12345] if key.endswith("train_loss"))
-    assert per_seed[12345][loss] != per_seed[12346][loss]  # the seeds really differ
+    assert per_seed[12345]["train_loss"] != per_seed[12346]["train_loss"]  # the seeds really differ
     summary = json.loads((out / RESULTS_FILE).read_text())
     assert summary["seeds"] == [12345, 12346]
     auroc = summary["metrics"]["dev_unseen_auroc"]
     values = [per_seed[s]["dev_unseen_auroc"] for s in (12345, 12346)]
     assert auroc["n"] == 2 and auroc["mean"] == pytest.approx(np.mean(values))
     assert auroc["std"] == pytest.approx(np.std(values, ddof=1))
-    assert set(per_seed[12345]) == set(summary["metrics"])  # every metric of all_results.json
+    numeric = {key for key, value in per_seed[12345].items() if isinstance(value, (int, float)) and
+               not isinstance(value, bool)}
+    assert numeric == set(summary["metrics"])  # every numeric metric of all_results.json
+    for key in ("dev_unseen_ece_before", "dev_unseen_ece_after", "dev_unseen_brier_after", "dev_unseen_nll_after",
+                "dev_unseen_recall_at_fpr_1pct", "dev_unseen_recall_at_fpr_5pct",
+                "dev_unseen_precision_at_recall_90pct", "dev_unseen_at_threshold_f1", "decision_temperature",
+                "decision_threshold"):
+        values = [per_seed[s][key] for s in (12345, 12346)]
+        assert summary["metrics"][key]["n"] == 2 and summary["metrics"][key]["mean"] == pytest.approx(
+            np.mean(values), nan_ok=True), key
+    assert "decision_rule" not in summary["metrics"]  # a string: reported per seed, not averaged
     printed = capsys.readouterr().out
     assert "dev_unseen_auroc" in printed and "ddof=1" in printed
     # run again: both seeds are finished, nothing is trained, the summary is rewritten the same

@@ -147,6 +147,51 @@ def test_pipeline_gives_the_models_own_probability(world, pipe):
     assert max(seen) - min(seen) > 1e-3  # the inputs matter
 
 
+def test_the_decision_policy_calibrates_and_decides(world, tmp_path):
+    """decision_policy.json beside the model: the probability is softmax(logits / T), the label is at its
+    threshold, and every result says how it was decided; an older folder's own threshold setting is read when
+    there is no policy file, the policy file wins when there is, and threshold= overrides both."""
+    import shutil
+
+    from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
+
+    folder = tmp_path / "model"
+    shutil.copytree(world["root"] / "model", folder)
+    meme = world["dev"][0]
+    path = world["image"](meme)
+    plain = HatefulMemePipeline.from_pretrained(folder, device="cpu")(path, texts=meme.text)
+    assert (plain["threshold"], plain["threshold_rule"], plain["calibrated"]) == (0.5, "fixed@0.5", False)
+    assert plain["label"] == int(plain["probability"] >= 0.5)
+    logit = float(np.log(plain["scores"][1] / plain["scores"][0]))
+    threshold = plain["probability"] + (0.01 if plain["label"] else -0.01)  # on the other side of the meme's score
+    threshold = 1 / (1 + np.exp(-np.log(threshold / (1 - threshold)) / 2.0))  # ... once T = 2 has moved it
+    DecisionPolicy(temperature=2.0, threshold=threshold, rule="max_f1", fitted_on="dev_seen",
+                   calibrated=True).save_pretrained(folder)
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    result = pipe(path, texts=meme.text)
+    assert result["probability"] == pytest.approx(1 / (1 + np.exp(-logit / 2.0)), abs=1e-6)
+    assert result["label"] == 1 - plain["label"] and result["label"] == int(result["probability"] >= threshold)
+    assert (result["threshold"], result["threshold_rule"], result["calibrated"]) == (threshold, "max_f1", True)
+    assert pipe.settings.threshold == threshold and pipe.decision_policy.fitted_on == "dev_seen"
+    # saving the pipeline keeps the policy with the model
+    pipe.save_pretrained(tmp_path / "resaved")
+    assert DecisionPolicy.from_pretrained(tmp_path / "resaved") == pipe.decision_policy
+    # threshold= given by hand: the saved temperature stays, the rule says it was set by hand
+    by_hand = HatefulMemePipeline.from_pretrained(folder, device="cpu", threshold=0.99)(path, texts=meme.text)
+    assert by_hand["threshold"] == 0.99 and by_hand["threshold_rule"] == "fixed@0.99" and by_hand["label"] == 0
+    assert by_hand["probability"] == pytest.approx(result["probability"], abs=1e-9)
+    # an older folder's threshold setting (hm_hf_pipeline.json): used without a policy file, overruled by one
+    settings = json.loads((folder / PIPELINE_CONFIG_NAME).read_text())
+    (folder / PIPELINE_CONFIG_NAME).write_text(json.dumps({**settings, "threshold": 0.97}))
+    assert HatefulMemePipeline.from_pretrained(folder, device="cpu").settings.threshold == threshold
+    (folder / POLICY_FILE).unlink()
+    old = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert old.settings.threshold == 0.97 and old(path, texts=meme.text)["threshold_rule"] == "fixed@0.97"
+    (folder / POLICY_FILE).write_text("{broken")
+    with pytest.raises(ValueError, match="decision_policy.json is not valid JSON"):
+        HatefulMemePipeline.from_pretrained(folder, device="cpu")
+
+
 def test_inputs_path_pil_bytes_and_batches_agree(world, pipe):
     memes = world["dev"][:5]
     paths = [world["image"](m) for m in memes]
@@ -380,6 +425,10 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
     shutil.copytree(world["root"] / "model", repo / "snapshots" / revision, ignore=shutil.ignore_patterns("tokenizer"))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
+    from hm_hf.metrics.policy import DecisionPolicy
+
+    DecisionPolicy(temperature=3.0, threshold=0.4, rule="fpr@0.05", fitted_on="dev_seen",
+                   calibrated=True).save_pretrained(repo / "snapshots" / revision)
     (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
     for name in ("adapter_config.json", "preprocessor_config.json", "processor_config.json"):
         (repo / ".no_exist" / revision / name).touch()
@@ -387,10 +436,13 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     pipe = HatefulMemePipeline.from_pretrained("some-org/tiny-meme-model", device="cpu")
     assert isinstance(pipe.detector, SyntheticShapeDetector)  # hm_hf_pipeline.json came from the repo
+    assert pipe.decision_policy.temperature == 3.0 and pipe.settings.threshold == 0.4  # and decision_policy.json
     meme = world["dev"][0]
     local = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
+    local_result = local(world["image"](meme), texts=meme.text)
+    logit = np.log(local_result["scores"][1] / local_result["scores"][0])
     assert pipe(world["image"](meme), texts=meme.text)["probability"] == pytest.approx(
-        local(world["image"](meme), texts=meme.text)["probability"], abs=1e-6)
+        1 / (1 + np.exp(-logit / 3.0)), abs=1e-6)
 
 
 def test_predict_cli(world, capsys, tmp_path):
@@ -402,6 +454,8 @@ def test_predict_cli(world, capsys, tmp_path):
     assert cli(argv + ["--no-regions"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["image"] for line in lines] == paths and all("regions" not in line for line in lines)
+    assert all(line["threshold"] == 0.5 and line["threshold_rule"] == "fixed@0.5" and line["calibrated"] is False
+               for line in lines)  # how each label was decided
     pipe = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
     assert lines[1]["probability"] == pytest.approx(pipe(paths[1], texts=memes[1].text)["probability"], abs=1e-5)
     broken = tmp_path / "broken.png"

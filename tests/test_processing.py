@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from PIL import Image
@@ -117,3 +119,44 @@ def test_the_fasttext_model_travels_with_the_processor(tmp_path):
     assert json.loads((tmp_path / "model" / "fasttext" / "fasttext.bin.json").read_text()) == {"lowercase": True}
     with pytest.raises(ValueError, match="needs a tokenizer"):
         MemeProcessor(model_inputs=("text", "regions"))
+
+
+def test_the_decision_policy_is_the_processors_part_and_owns_the_threshold(tmp_path):
+    """One owner: decision_policy.json holds the threshold, processor_config.json none; `threshold` reads the
+    policy; an older processor_config.json's threshold setting reads as a fixed policy; AutoProcessor loads it."""
+    from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
+    from hm_hf.models.concat import HmConcatConfig
+
+    config = HmConcatConfig(modalities=["image"])
+    policy = DecisionPolicy(temperature=2.5, threshold=0.3, rule="recall@0.9", fitted_on="dev_seen", calibrated=True)
+    processor = MemeProcessor(model_inputs=("regions",), detector="synthetic", decision_policy=policy)
+    written = processor.save_pretrained(tmp_path / "new")
+    assert str(tmp_path / "new" / POLICY_FILE) in written
+    assert "threshold" not in json.loads((tmp_path / "new" / PROCESSOR_CONFIG_NAME).read_text())
+    loaded = MemeProcessor.from_pretrained(tmp_path / "new", config)
+    assert loaded.decision_policy == policy and loaded.threshold == 0.3
+    auto = AutoProcessor.from_pretrained(tmp_path / "new")
+    assert auto.decision_policy == policy
+    logits = torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    decided = loaded.post_process(logits)
+    assert [d["probability"] for d in decided] == pytest.approx([1 / (1 + np.exp(-0.4)), 1 / (1 + np.exp(0.4))])
+    assert [d["label"] for d in decided] == [1, 1] and decided[0]["threshold_rule"] == "recall@0.9"  # both >= 0.3
+    # processor_config.json as saved before the policy existed, with its own threshold
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"processor_class": "MemeProcessor",
+                                                         "model_inputs": ["regions"], "threshold": 0.8}))
+    legacy = MemeProcessor.from_pretrained(old, config)
+    assert legacy.threshold == 0.8 and legacy.decision_policy.rule == "fixed@0.8" and not legacy.decision_policy.calibrated
+    assert [d["label"] for d in legacy.post_process(logits)] == [0, 0]  # 0.73 and 0.27 are below 0.8
+    (old / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"processor_class": "MemeProcessor",
+                                                         "model_inputs": ["regions"]}))
+    assert MemeProcessor.from_pretrained(old, config).decision_policy is None  # the model's own decisions
+    assert MemeProcessor.from_pretrained(old, config).threshold == 0.5
+    with pytest.raises(TypeError, match="must be a DecisionPolicy"):
+        MemeProcessor(model_inputs=("regions",), decision_policy={"threshold": 0.3})
+    # a multi-class model: arg-max decisions, a threshold by hand is refused
+    six = MemeProcessor(model_inputs=("regions",))
+    assert [d["label"] for d in six.post_process(torch.tensor([[0.0, 3.0, 0.0, 0.0, 0.0, 5.0]]))] == [5]
+    with pytest.raises(ValueError, match="arg-max"):
+        MemeProcessor.from_pretrained(old, HmConcatConfig(modalities=["image"], num_labels=6), threshold=0.4)

@@ -70,3 +70,17 @@ def test_every_recipe_names_the_tokenizer_its_checkpoint_was_trained_with():
     assert checked >= 15
     uniter = [r for r in (ROOT / "recipes" / "uniter").rglob("*.yaml")]
     assert uniter and all("tokenizer_name_or_path: bert-base-cased" in r.read_text() for r in uniter)
+
+
+def test_threshold_rule_is_checked_when_the_recipe_is_read(tmp_path):
+    recipe = _write(tmp_path, "output_dir: out\nthreshold_rule: fpr@0.01\n")
+    assert parse_recipe([recipe])[3].threshold_rule == "fpr@0.01"
+    assert parse_recipe([_write(tmp_path, "output_dir: out\n")])[3].threshold_rule == "max_f1"  # the default
+    with pytest.raises(RecipeError, match="threshold_rule: unknown threshold rule 'f1'"):
+        parse_recipe([recipe, "--threshold_rule", "f1"])
+    with pytest.raises(RecipeError, match="fpr@ target must be in"):
+        parse_recipe([recipe, "--threshold_rule", "fpr@5"])
+    with pytest.raises(RecipeError, match="dataset 'hmd_fine' is not one of hmd, mmhs, hmd_fine_grained"):
+        parse_recipe([recipe, "--dataset", "hmd_fine"])
+    with pytest.raises(RecipeError, match="does not apply to mmhs"):
+        parse_recipe([recipe, "--dataset", "mmhs", "--fine_grained_annotations_dir", "x"])

@@ -196,6 +196,32 @@ def test_classify_matches_the_pipeline(meme_app):
     assert image.size == (320, 240) and boxes and all(len(box) == 4 for box, _ in boxes)
 
 
+def test_the_page_says_how_the_model_decides(app_module, space_model, meme_app, tmp_path):
+    """With a decision policy the answer names the threshold, its rule and split, and that the probability is
+    calibrated; without one, that it is the model's own, uncalibrated probability at 0.5."""
+    import shutil
+
+    from hm_hf.metrics.policy import DecisionPolicy
+
+    example = {"path": str(example_paths()[0])}
+    plain = meme_app.classify(example, "a caption")[2]
+    assert "threshold 0.5" in plain and "not calibrated" in plain
+    folder = tmp_path / "calibrated"
+    shutil.copytree(space_model, folder)
+    DecisionPolicy(temperature=1.7, threshold=0.42, rule="fpr@0.01", fitted_on="dev_seen",
+                   calibrated=True).save_pretrained(folder)
+    pipe = app_module.load_pipeline(str(folder), device="cpu")
+    confidences, _, details = app_module.MemeApp(pipe).classify(example, "a caption")
+    line = app_module.decision_line(pipe)
+    assert line in details and "threshold 0.42, chosen by the rule `fpr@0.01` on dev_seen" in line
+    assert "calibrated probability (temperature scaling, T = 1.7, fitted on dev_seen)" in line
+    expected = pipe(example["path"], texts="a caption")
+    assert confidences["hateful"] == pytest.approx(expected["probability"], abs=1e-6)
+    assert f"({expected['label_name']})" in details
+    demo = app_module.build_demo(pipe, model_name="org/tiny")
+    assert line in [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]  # shown on the page too
+
+
 def _gr_error(call) -> str:
     with pytest.raises(gr.Error) as info:
         call()

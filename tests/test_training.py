@@ -1,5 +1,7 @@
 """The training job end to end: `accelerate launch recipes/train_peft.py` on the tiny recipe, resume after
-SIGKILL, the saved folder reloading, the model card and the push path."""
+SIGKILL, the saved folder reloading, the model card and the push path; the decision policy fitted on
+dev_seen (decision_policy.json, the new all_results.json keys, the reliability diagrams, the card's section),
+the per-category miss rates from fine-grained annotations, and the pipeline deciding by the saved policy."""
 
 import json
 import os
@@ -25,9 +27,12 @@ def data(tmp_path_factory):
     """A small synthetic HMD set with its region features, shared by the runs below."""
     from hm_hf.synthetic import make_hmd, write_region_features
 
+    from hm_hf.synthetic import make_fine_grained
+
     root = tmp_path_factory.mktemp("synthetic")
     splits = {"train": 40, "dev_seen": 12, "dev_unseen": 8, "test_seen": 8}
     write_region_features(make_hmd(root / "data", splits=splits, image_size=(96, 72)), root / "features")
+    make_fine_grained(root / "data", root / "fine_grained")  # the WOAH 2021 files, for the miss rates
     return root
 
 
@@ -57,7 +62,8 @@ def _run(command):
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("run") / "tiny"
-    result = _run(_command(data, output_dir))
+    result = _run(_command(data, output_dir, "--threshold_rule", "fpr@0.25",
+                           "--fine_grained_annotations_dir", str(data / "fine_grained")))
     return output_dir, result
 
 
@@ -67,10 +73,38 @@ def test_tiny_recipe_end_to_end(trained):
     results = json.loads((output_dir / "all_results.json").read_text())
     for split in ("dev_seen", "dev_unseen"):
         assert 0.0 <= results[f"{split}_auroc"] <= 1.0 and f"{split}_f1" in results
+        for name in ("ece", "brier", "nll"):
+            assert results[f"{split}_{name}_before"] >= 0 and results[f"{split}_{name}_after"] >= 0
+        for name in ("recall_at_fpr_1pct", "recall_at_fpr_5pct", "precision_at_recall_90pct",
+                     "at_threshold_precision", "at_threshold_recall", "at_threshold_f1", "at_threshold_fpr"):
+            assert 0.0 <= results[f"{split}_{name}"] <= 1.0, name
+        categories = ("disability", "nationality", "race", "religion", "sex")  # every hateful meme attacks one
+        assert sum(results[f"{split}_memes_{c}"] for c in categories) >= results[f"{split}_at_threshold_tp"] + \
+            results[f"{split}_at_threshold_fn"] > 0
+        assert all(0.0 <= results[f"{split}_miss_rate_{c}"] <= 1.0 or results[f"{split}_memes_{c}"] == 0
+                   for c in categories)
     assert "test_seen_auroc" not in results  # unlabelled: predicted, not scored
-    lines = (output_dir / "predictions_test_seen.csv").read_text().splitlines()
-    assert lines[0] == "id,proba,label" and len(lines) == 9
+    assert "train_loss" in results and "train_epoch" in results and not any(k.startswith("train_train_") for k in results)
+    # The decision policy: fitted on dev_seen (the rule asked for), saved beside the model, reported.
+    policy = json.loads((output_dir / "decision_policy.json").read_text())
+    assert policy["fitted_on"] == "dev_seen" and policy["rule"] == "fpr@0.25" and policy["calibrated"] is True
+    assert results["decision_threshold"] == policy["threshold"] and results["decision_rule"] == "fpr@0.25"
+    assert results["decision_temperature"] == policy["temperature"] > 0
+    assert results["dev_seen_at_threshold_fpr"] <= 0.25  # the rule's target, met on the fitting split
+    assert results["dev_seen_ece_after"] == pytest.approx(policy["metrics"]["ece_after"])
+    for split in ("dev_seen", "dev_unseen"):
+        assert (output_dir / f"reliability_diagram_{split}.png").stat().st_size > 1000
+    # Predictions for every split: the calibrated probability, the label at the chosen threshold.
+    for split, rows in (("test_seen", 8), ("dev_seen", 12), ("dev_unseen", 8)):
+        lines = (output_dir / f"predictions_{split}.csv").read_text().splitlines()
+        assert lines[0] == "id,proba,label" and len(lines) == rows + 1
+        assert all(int(label) == (float(proba) >= policy["threshold"]) or abs(float(proba) - policy["threshold"]) < 1e-6
+                   for _, proba, label in (line.split(",") for line in lines[1:]))
     card = (output_dir / "README.md").read_text()
+    assert "## Decision policy" in card and f"`{policy['rule']}`" in card and f"{policy['threshold']:.4f}" in card
+    assert "dev_seen (fitting split)" in card and "optimistic" in card
+    assert "![reliability diagram dev unseen](reliability_diagram_dev_unseen.png)" in card
+    assert "## Misses by protected category" in card and "| race |" in card
     assert card.startswith("---\n") and "model-index" in card and "library_name: transformers" in card
     assert "![roc curve dev seen](roc_curve_dev_seen.png)" in card
     # The data folder is hm_hf's synthetic set: the card says so, and names no real data set.
@@ -94,12 +128,13 @@ def test_saved_folder_reloads_and_predicts_the_same(trained, data):
     output_dir, _ = trained
     model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
     assert type(model) is type(load_trained_model(str(output_dir)))
+    temperature = json.loads((output_dir / "decision_policy.json").read_text())["temperature"]
     splits = load_hmd(data / "data", cache_dir=data / "cache", config_name="regions", feature_cache=data / "features")
     collator = MemeCollator(tokenizer=AutoTokenizer.from_pretrained(output_dir), use_regions=True, max_length=32,
                             max_regions=16)
     batch = collator([splits["test_seen"][i] for i in range(8)])
     with torch.no_grad():
-        probabilities = torch.softmax(model(**batch).logits, -1)[:, 1].numpy()
+        probabilities = torch.softmax(model(**batch).logits / temperature, -1)[:, 1].numpy()  # calibrated
     rows = [line.split(",") for line in (output_dir / "predictions_test_seen.csv").read_text().splitlines()[1:]]
     assert [int(r[0]) for r in rows] == splits["test_seen"]["id"][:8]
     np.testing.assert_allclose(probabilities, [float(r[1]) for r in rows], atol=1e-5)
@@ -156,3 +191,37 @@ def test_mixed_precision_training_collates_regions_in_float16():
     data_args = DataArguments()
     assert build_processor({"regions"}, data_args, mixed_precision=True).region_dtype == "float16"
     assert build_processor({"regions"}, data_args).region_dtype == "float32"
+
+
+def test_pipeline_decides_by_the_saved_policy(trained, data, tmp_path):
+    """The pipeline reads decision_policy.json with the model: its temperature scales the probability and its
+    threshold decides the label; editing the file flips the label."""
+    import shutil
+
+    from hm_hf.pipeline import HatefulMemePipeline
+
+    output_dir, _ = trained
+    folder = tmp_path / "model"
+    shutil.copytree(output_dir, folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    policy_file = folder / "decision_policy.json"
+    policy = json.loads(policy_file.read_text())
+    meme = {"image": data / "data" / "img" / "00001.png", "text": "a caption"}
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    result = pipe(str(meme["image"]), texts=meme["text"], return_regions=False)
+    assert result["threshold"] == policy["threshold"] and result["threshold_rule"] == "fpr@0.25"
+    assert result["calibrated"] is True and result["label"] == int(result["probability"] >= policy["threshold"])
+    logit = float(np.log(result["scores"][1] / result["scores"][0]))  # z1 - z0, divided by the temperature
+    for threshold, label in ((result["probability"] - 1e-3, 1), (result["probability"] + 1e-3, 0)):
+        policy_file.write_text(json.dumps({**policy, "threshold": threshold}))
+        flipped = HatefulMemePipeline.from_pretrained(folder, device="cpu")(str(meme["image"]), texts=meme["text"],
+                                                                           return_regions=False)
+        assert flipped["label"] == label and flipped["threshold"] == threshold
+    policy_file.write_text(json.dumps({**policy, "temperature": policy["temperature"] * 2}))
+    cooler = HatefulMemePipeline.from_pretrained(folder, device="cpu")(str(meme["image"]), texts=meme["text"],
+                                                                      return_regions=False)
+    assert cooler["probability"] == pytest.approx(1 / (1 + np.exp(-logit / 2)), abs=1e-6)
+    policy_file.unlink()  # a folder without the policy: the model's own probability, threshold 0.5
+    plain = HatefulMemePipeline.from_pretrained(folder, device="cpu")(str(meme["image"]), texts=meme["text"],
+                                                                     return_regions=False)
+    assert plain["threshold"] == 0.5 and plain["calibrated"] is False
+    assert plain["probability"] == pytest.approx(1 / (1 + np.exp(-logit * policy["temperature"])), abs=1e-6)

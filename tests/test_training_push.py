@@ -62,7 +62,8 @@ def test_lora_run_pushes_a_self_contained_folder(data, tmp_path, monkeypatch, ca
     (_, _, files, _), = [c for c in calls if c[0] == "upload_folder"]
     for name in ("README.md", "adapter_config.json", "adapter_model.safetensors", "base_model/config.json",
                  "base_model/model.safetensors", "all_results.json", "roc_curve_dev_seen.png",
-                 "confusion_matrix_dev_seen.png", "predictions_test_seen.csv"):
+                 "confusion_matrix_dev_seen.png", "predictions_test_seen.csv", "decision_policy.json",
+                 "reliability_diagram_dev_seen.png", "processor_config.json"):
         assert name in files, name
     captured = capsys.readouterr()
     assert SECRET not in caplog.text + captured.out + captured.err
@@ -82,10 +83,13 @@ def test_lora_run_pushes_a_self_contained_folder(data, tmp_path, monkeypatch, ca
                      feature_cache=data / "features")["test_seen"]
     collator = MemeCollator(tokenizer=AutoTokenizer.from_pretrained(output_dir), use_regions=True,
                             max_length=32, max_regions=16)
+    from hm_hf.metrics.policy import DecisionPolicy
+
     with torch.no_grad():
-        probabilities = torch.softmax(model(**collator([split[i] for i in range(6)])).logits, -1)[:, 1]
+        logits = model(**collator([split[i] for i in range(6)])).logits
+    probabilities = DecisionPolicy.from_pretrained(output_dir).positive_probability(logits.numpy())  # calibrated
     rows = [line.split(",") for line in (output_dir / "predictions_test_seen.csv").read_text().splitlines()[1:]]
-    np.testing.assert_allclose(probabilities.numpy(), [float(r[1]) for r in rows], atol=1e-5)
+    np.testing.assert_allclose(probabilities, [float(r[1]) for r in rows], atol=1e-5)
 
 
 def test_offline_push_fails_once_clearly_after_saving(data, tmp_path, caplog):

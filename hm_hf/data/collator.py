@@ -9,7 +9,9 @@ Batch keys (each model takes the ones it needs, see each model's `forward`):
 - ``text_embedding`` (B, D) float32: a precomputed sentence vector (fastText);
 - ``pixel_values``: what ``image_processor`` makes of the images;
 - ``labels`` (B,) long, -100 where a row has no label (left out when no row of the batch has one, so an
-  unlabelled test split is predicted without a loss).
+  unlabelled test split is predicted without a loss); with ``multi_label_classes=C`` (the fine-grained
+  tasks, whose label column is a list of class ids per meme) (B, C) float32 multi-hot vectors, a row of
+  -100 where the list is empty (the unlabelled split), for the multi-label loss of `hm_hf.models.heads`.
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ class MemeCollator:
     image_column: str = "image"
     label_column: str = "label"
     region_dtype: str = "float32"
+    multi_label_classes: int | None = None  # C: the label column holds lists of class ids -> multi-hot (B, C)
 
     def __post_init__(self):
         if self.region_dtype not in ("float32", "float16"):
             raise ValueError(f"MemeCollator: region_dtype must be 'float32' or 'float16', got {self.region_dtype!r}")
+        if self.multi_label_classes is not None and self.multi_label_classes < 1:
+            raise ValueError(f"MemeCollator: multi_label_classes must be >= 1, got {self.multi_label_classes}")
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if not rows:
@@ -73,12 +78,31 @@ class MemeCollator:
         if self.image_processor is not None:
             images = [row[self.image_column].convert("RGB") for row in rows]
             batch["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        if self.label_column in rows[0]:
+        if self.label_column in rows[0] and self.multi_label_classes is not None:
+            labels = self._multi_hot(rows)
+            if (labels[:, 0] != IGNORE_INDEX).any():
+                batch["labels"] = labels
+        elif self.label_column in rows[0]:
             labels = [int(row[self.label_column]) for row in rows]
             labels = [label if label >= 0 else IGNORE_INDEX for label in labels]
             if any(label != IGNORE_INDEX for label in labels):
                 batch["labels"] = torch.tensor(labels, dtype=torch.long)
         return batch
+
+    def _multi_hot(self, rows: list[dict]) -> torch.Tensor:
+        """(B, C) float32: 1 where a row's list holds the class id; all -100 for an empty list (no labels)."""
+        labels = torch.zeros(len(rows), self.multi_label_classes, dtype=torch.float32)
+        for i, row in enumerate(rows):
+            ids = row[self.label_column] or []
+            if not ids:
+                labels[i] = IGNORE_INDEX
+                continue
+            for class_id in ids:
+                if not 0 <= int(class_id) < self.multi_label_classes:
+                    raise ValueError(f"row {row.get('id', i)}: {self.label_column} class id {class_id} is outside "
+                                     f"the {self.multi_label_classes} classes of the task")
+                labels[i, int(class_id)] = 1.0
+        return labels
 
     def _text(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         texts = [row[self.text_column] or "" for row in rows]

@@ -1,9 +1,10 @@
 """The decision policy saved beside a trained model: a temperature and a threshold, and where they came from.
 
-Training fits it on the evaluation split (`DecisionPolicy.fit`) and saves `decision_policy.json` next to
-the weights (`save_pretrained`); the pipeline reads it (`from_pretrained`) and turns logits into a
-calibrated probability and a flag. A model folder without the file gets the neutral policy (T = 1,
-"fixed@0.5"), which is what hm_hf did before policies existed.
+Training fits it on the evaluation split (`DecisionPolicy.fit`), reports what it does on every labelled
+split (`evaluate`) and saves `decision_policy.json` next to the weights (through the model's
+`MemeProcessor`, whose threshold is this policy's); the pipeline reads it (`from_pretrained`, a folder or
+a Hub repo) and turns logits into a calibrated probability and a flag. A model folder without the file
+gets the neutral policy (T = 1, "fixed@0.5"), which is what hm_hf did before policies existed.
 
 The threshold applies to the calibrated probability of class 1 (hateful), after dividing the logits by
 the temperature; temperature scaling is monotone, so fitting the temperature first changes the threshold's
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ __all__ = ["POLICY_FILE", "DEFAULT_RULE", "DecisionPolicy"]
 
 POLICY_FILE = "decision_policy.json"
 DEFAULT_RULE = "max_f1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `calibrated` (version 1 files read as calibrated=False)
 logger = logging.getLogger(__name__)
 
 
@@ -44,8 +45,9 @@ class DecisionPolicy:
     """How logits become a decision: divide by `temperature`, flag P(class 1) >= `threshold`.
 
     `rule` says how the threshold was chosen ("max_f1", "fpr@0.01", "recall@0.9", "fixed@0.5"; "argmax" for
-    multi-class), `fitted_on` on which split, and `metrics` holds what was measured there: the calibration
-    report (NLL / ECE / Brier before and after) and the metrics at the threshold.
+    multi-class), `fitted_on` on which split, `calibrated` whether the temperature was fitted there (False:
+    T = 1, the model's own probabilities), and `metrics` holds what was measured on that split
+    (`evaluate`: the calibration report, the operating points and the metrics at the threshold).
     """
 
     temperature: float = 1.0
@@ -53,11 +55,14 @@ class DecisionPolicy:
     rule: str = "fixed@0.5"
     fitted_on: str | None = None
     num_labels: int = 2
+    calibrated: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
     version: int = FORMAT_VERSION
 
     def __post_init__(self):
         calibration._check_temperature(self.temperature)
+        if not isinstance(self.calibrated, bool):
+            raise ValueError(f"calibrated must be true or false, got {self.calibrated!r}")
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
         if self.binary:
@@ -71,29 +76,73 @@ class DecisionPolicy:
     def binary(self) -> bool:
         return self.num_labels <= 2
 
+    @classmethod
+    def neutral(cls, num_labels: int = 2) -> "DecisionPolicy":
+        """T = 1 and the fixed 0.5 threshold (binary) or arg-max (more classes): the model's own decisions."""
+        if num_labels <= 2:
+            return cls()
+        return cls(threshold=None, rule="argmax", num_labels=num_labels)
+
+    def with_threshold(self, threshold: float) -> "DecisionPolicy":
+        """This policy with a threshold chosen by hand (rule "fixed@<t>"); the temperature stays. The metrics
+        measured at the old threshold no longer apply and are dropped."""
+        if not self.binary:
+            raise ValueError(f"a threshold applies to binary models; this policy decides {self.num_labels} classes "
+                             "by arg-max")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        metrics = {k: v for k, v in self.metrics.items() if not k.startswith("at_threshold_")}
+        return replace(self, threshold=float(threshold), rule=f"fixed@{float(threshold)!r}", metrics=metrics)
+
     # -- fitting ---------------------------------------------------------------------------------
     @classmethod
     def fit(cls, logits, labels, *, rule: str = DEFAULT_RULE, fitted_on: str | None = None,
             calibrate: bool = True, n_bins: int = calibration.DEFAULT_BINS) -> "DecisionPolicy":
         """Fit the temperature (unless `calibrate=False`), then choose the threshold by `rule` on the
-        calibrated probabilities of the same labelled rows; `metrics` records both."""
+        calibrated probabilities of the same labelled rows; `metrics` records `evaluate` on those rows."""
         class_logits = calibration.as_class_logits(logits)
         num_labels = class_logits.shape[1]  # a single binary logit column is already [0, z] here
         temperature = calibration.fit_temperature(class_logits, labels) if calibrate else 1.0
-        metrics = calibration.calibration_report(class_logits, labels, temperature, n_bins)
         if num_labels > 2:
-            return cls(temperature=temperature, threshold=None, rule="argmax", fitted_on=fitted_on,
-                       num_labels=num_labels, metrics=metrics)
-        probability = calibration.scaled_probabilities(class_logits, temperature)[:, 1]
-        choice = thresholds.choose_threshold(labels, probability, rule)
-        metrics.update({f"at_threshold_{k}": v for k, v in choice.metrics.items() if k != "threshold"})
-        return cls(temperature=temperature, threshold=choice.threshold, rule=choice.rule, fitted_on=fitted_on,
-                   num_labels=num_labels, metrics=metrics)
+            policy = cls(temperature=temperature, threshold=None, rule="argmax", fitted_on=fitted_on,
+                         num_labels=num_labels, calibrated=calibrate)
+        else:
+            probability = calibration.scaled_probabilities(class_logits, temperature)[:, 1]
+            choice = thresholds.choose_threshold(labels, probability, rule)
+            policy = cls(temperature=temperature, threshold=choice.threshold, rule=choice.rule, fitted_on=fitted_on,
+                         num_labels=num_labels, calibrated=calibrate)
+        policy.metrics = {"temperature": temperature, **policy.evaluate(class_logits, labels, n_bins)}
+        return policy
+
+    def evaluate(self, logits, labels, n_bins: int = calibration.DEFAULT_BINS) -> dict[str, float]:
+        """What this policy does on a labelled split, as flat keys for `all_results.json`.
+
+        nll / ece / brier `_before` (T = 1) and `_after` (this temperature); binary policies also the
+        operating points of the calibrated probability (recall_at_fpr_1pct, recall_at_fpr_5pct,
+        precision_at_recall_90pct: `thresholds.operating_point_metrics`) and `at_threshold_<metric>` at this
+        policy's threshold (precision, recall, f1, fpr, accuracy, flag_rate and the tp / fp / tn / fn counts).
+        """
+        class_logits = self._checked(logits)
+        report = calibration.calibration_report(class_logits, labels, self.temperature, n_bins)
+        del report["temperature"]
+        if self.binary:
+            probability = self.positive_probability(class_logits)
+            report.update(thresholds.operating_point_metrics(labels, probability))
+            at_threshold = thresholds.metrics_at_threshold(labels, probability, self.threshold)
+            report.update({f"at_threshold_{k}": v for k, v in at_threshold.items() if k != "threshold"})
+        return report
+
+    def _checked(self, logits) -> np.ndarray:
+        class_logits = calibration.as_class_logits(logits)
+        if class_logits.shape[1] != max(self.num_labels, 2):
+            raise ValueError(f"this decision policy is for {self.num_labels} labels but the logits have "
+                             f"{class_logits.shape[1]} columns: it belongs to another model")
+        return class_logits
 
     # -- applying --------------------------------------------------------------------------------
     def probabilities(self, logits) -> np.ndarray:
         """(N, C) calibrated class probabilities (a 1-column binary logit gives [1 - p, p])."""
-        return calibration.scaled_probabilities(logits, self.temperature)
+        return calibration.scaled_probabilities(self._checked(logits), self.temperature)
 
     def positive_probability(self, logits) -> np.ndarray:
         """(N,) calibrated P(class 1) of a binary model."""
@@ -141,12 +190,15 @@ class DecisionPolicy:
         return path
 
     @classmethod
-    def from_pretrained(cls, folder) -> "DecisionPolicy":
-        """The policy saved in `folder`, or the neutral one (T = 1, fixed@0.5) when there is none."""
-        path = Path(folder) / POLICY_FILE
-        if not path.is_file():
-            logger.info("%s has no %s: using temperature 1 and threshold 0.5", folder, POLICY_FILE)
-            return cls()
+    def from_pretrained(cls, path, revision: str | None = None, num_labels: int = 2) -> "DecisionPolicy":
+        """The policy saved in a model folder or Hub repo (`hm_hf.hub.model_file`), or the neutral one for
+        `num_labels` (T = 1, fixed@0.5 or arg-max) when there is none."""
+        from hm_hf.hub import model_file
+
+        path = model_file(str(path), POLICY_FILE, revision=revision)
+        if path is None:
+            logger.info("no %s with the model: temperature 1, the model's own decisions", POLICY_FILE)
+            return cls.neutral(num_labels)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -47,7 +47,8 @@ class PipelineSettings:
     fasttext_lowercase: lowercase before embedding (None: as recorded with the fastText model).
     image_processor: image processor (folder / Hub id) of a vision-backbone model, when the model folder
         has no ``preprocessor_config.json``.
-    threshold: probability from which the label is "hateful".
+    threshold: probability from which the label is "hateful" (read as a hand-chosen decision policy, T = 1,
+        when the folder has no ``decision_policy.json``; see `hm_hf.processing.processor`).
     ocr_lang: Tesseract language(s), e.g. "eng" or "eng+deu".
     max_pixels: images with more pixels are refused before they are decoded.
     label_names: names of the classes, class 1 being hateful for binary models.

@@ -3,8 +3,16 @@
 The transformers processor idiom: training builds one (`hm_hf.training.data.build_processor`) and hands it to
 the Trainer as its data collator; `save_pretrained` writes it beside the model as ``processor_config.json``
 (the file transformers' processors use; ``AutoProcessor.from_pretrained(folder)`` returns it) with the
-tokenizer's and the image processor's own files and the fastText model; `HatefulMemePipeline` loads it with
-`from_pretrained`, so inference feeds the model exactly as training did.
+tokenizer's and the image processor's own files, the fastText model and the model's decision policy
+(``decision_policy.json``: the temperature and the threshold fitted on the evaluation split,
+`hm_hf.metrics.policy.DecisionPolicy`); `HatefulMemePipeline` loads it with `from_pretrained`, so
+inference feeds the model exactly as training did and decides as training chose.
+
+The threshold has one owner, the decision policy: ``processor.threshold`` reads it, and
+``processor_config.json`` no longer holds one. Older folders' ``threshold`` setting (in
+``processor_config.json`` or ``hm_hf_pipeline.json``) is read as a hand-chosen policy ("fixed@<t>", T = 1)
+when the folder has no ``decision_policy.json``; with one, the policy file wins. A ``threshold=`` given to
+`from_pretrained` replaces the saved policy's threshold (rule "fixed@<t>") and keeps its temperature.
 
 What a model reads is declared by its config class (``model_inputs``, one of `INPUT_KINDS` each), so a new
 model only declares it. Folders saved before this file existed have ``hm_hf_pipeline.json`` instead; they
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +44,10 @@ import numpy as np
 from hm_hf.fileio import atomic_path, atomic_write_text
 from hm_hf.hub import model_file
 from hm_hf.images import DEFAULT_MAX_PIXELS
+from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
 from hm_hf.synthetic.world import DETECTOR_NAME as SYNTHETIC_DETECTOR
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_DETECTOR",
@@ -49,6 +61,8 @@ __all__ = [
 ]
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
+MULTI_LABEL_THRESHOLD = 0.5  # a label of a multi-label head is predicted when its sigmoid is > 0.5 (WOAH 2021)
+LEGACY_SETTINGS = frozenset({"threshold"})  # read from older files, not saved (see the module docstring)
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
 FASTTEXT_MODEL = "fasttext/fasttext.bin"  # where a model folder keeps its fastText model
 
@@ -95,7 +109,8 @@ class MemeProcessor:
 
     Parts (saved with their own ``save_pretrained``): ``tokenizer`` (for "text" / "clip_text" models),
     ``image_processor`` ("pixels"), ``fasttext`` (the loaded fastText model of "text_embedding" models, needed
-    at inference only: training rows carry the vectors).
+    at inference only: training rows carry the vectors), ``decision_policy`` (a `DecisionPolicy`, saved as
+    ``decision_policy.json``; None: the model's own decisions, T = 1 and 0.5 or arg-max).
 
     Settings (``processor_config.json``):
         model_inputs: what the model reads (its config's ``model_inputs``).
@@ -115,8 +130,12 @@ class MemeProcessor:
             "auto" (ppocr when installed, else Tesseract). Saved as set, so a folder says which engine its
             model's text comes from.
         max_pixels: larger images are refused before they are decoded.
-        threshold / label_names: the probability from which a binary model's label is "hateful", and the
-            classes' names.
+        label_names: the classes' names (a multi-label model's label vocabulary, e.g. the protected
+            categories). The threshold from which a binary model's label is "hateful" is the decision policy's
+            (``threshold`` reads it).
+        multi_label: the model has a multi-label head (``problem_type="multi_label_classification"``): labels
+            are lists of class ids, collated as multi-hot vectors, and each label is predicted when its sigmoid
+            score is > 0.5 (the fine-grained shared task's rule).
         trained_on_synthetic_data: the model was trained on `hm_hf.synthetic` data (coloured shapes and made-up
             words), so its output on real memes means nothing; the Space says so next to the model name.
     """
@@ -125,6 +144,7 @@ class MemeProcessor:
     tokenizer: Any = None
     image_processor: Any = None
     fasttext: Any = None
+    decision_policy: Any = None
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -142,12 +162,12 @@ class MemeProcessor:
     ocr_engine: str = "ppocr"
     ocr_lang: str = "eng"
     max_pixels: int = DEFAULT_MAX_PIXELS
-    threshold: float = 0.5
     label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
+    multi_label: bool = False
     trained_on_synthetic_data: bool = False
 
     #: the attributes saved by their own save_pretrained, not in processor_config.json
-    PARTS = ("tokenizer", "image_processor", "fasttext")
+    PARTS = ("tokenizer", "image_processor", "fasttext", "decision_policy")
 
     def __post_init__(self):
         self.model_inputs = tuple(self.model_inputs)
@@ -162,11 +182,24 @@ class MemeProcessor:
                    if part is None and kinds & set(self.model_inputs)]
         if missing:
             raise ValueError(f"this model reads {sorted(self.model_inputs)} and needs {', '.join(missing)}")
+        if self.decision_policy is not None and not isinstance(self.decision_policy, DecisionPolicy):
+            raise TypeError(f"decision_policy must be a DecisionPolicy, got {type(self.decision_policy).__name__}")
+        if self.multi_label and self.decision_policy is not None:
+            raise ValueError("a multi-label model predicts each label when its score is > 0.5 (the shared task's "
+                             "rule); a DecisionPolicy is for single-label models")
 
     @classmethod
     def for_model(cls, config, **kwargs) -> "MemeProcessor":
         """The processor of a model with this config (`model_inputs` from its declaration)."""
         return cls(model_inputs=model_inputs(config), **kwargs)
+
+    @property
+    def threshold(self) -> float | None:
+        """The probability from which a binary model's label is "hateful": the decision policy's (0.5 without
+        one); None for arg-max decisions; the per-label 0.5 of a multi-label model."""
+        if self.multi_label:
+            return MULTI_LABEL_THRESHOLD
+        return self.decision_policy.threshold if self.decision_policy is not None else 0.5
 
     @property
     def reads_text(self) -> bool:
@@ -196,6 +229,7 @@ class MemeProcessor:
             image_column=self.image_column,
             label_column=self.label_column,
             region_dtype=self.region_dtype,
+            multi_label_classes=len(self.label_names) if self.multi_label else None,
         )
 
     def __call__(self, rows: list[dict]) -> dict:
@@ -239,19 +273,42 @@ class MemeProcessor:
         }
 
     def post_process(self, logits) -> list[dict]:
-        """Logits (B, num_labels) -> per meme: probability of "hateful", label, label_name, scores.
+        """Logits (B, num_labels) -> per meme: probability of "hateful", label, label_name, scores, and how it
+        was decided: threshold, threshold_rule, calibrated.
 
-        Binary models: class 1 is hateful, the label is ``probability >= threshold``. More classes (MMHS150K's
-        fine labels): class 0 is "not hate", the probability is 1 - p(class 0) and the label the arg-max."""
-        import torch
-
-        probabilities = torch.softmax(torch.as_tensor(logits).float(), dim=-1).cpu().numpy()
+        The decision policy divides the logits by its temperature (``calibrated``: one fitted on an evaluation
+        split) and decides. Binary models: class 1 is hateful, the label is ``probability >= threshold``. More
+        classes (MMHS150K's fine labels): class 0 is "not hate", the probability is 1 - p(class 0) and the
+        label the arg-max. Multi-label models: `post_process_multi_label`."""
+        logits = _numpy(logits)
+        if self.multi_label:
+            return self.post_process_multi_label(logits)
+        policy = self.decision_policy if self.decision_policy is not None else DecisionPolicy.neutral(logits.shape[-1])
+        probabilities, labels = policy.probabilities(logits), policy.decide(logits)
+        decided = {"threshold": policy.threshold, "threshold_rule": policy.rule, "calibrated": policy.calibrated}
         out = []
-        for p in probabilities:
+        for p, label in zip(probabilities, labels.tolist()):
             hateful = float(p[1]) if len(p) == 2 else float(1.0 - p[0])
-            label = int(hateful >= self.threshold) if len(p) == 2 else int(p.argmax())
             name = self.label_names[label] if label < len(self.label_names) else str(label)
-            out.append({"probability": hateful, "label": label, "label_name": name, "scores": [float(x) for x in p]})
+            out.append({"probability": hateful, "label": label, "label_name": name, "scores": [float(x) for x in p],
+                        **decided})
+        return out
+
+    def post_process_multi_label(self, logits) -> list[dict]:
+        """Logits (B, C) of a multi-label head -> per meme: the predicted labels (sigmoid > 0.5, the shared
+        task's rule), their ids and every label's score."""
+        from hm_hf.metrics import sigmoid
+
+        scores = sigmoid(_numpy(logits))
+        if scores.shape[-1] != len(self.label_names):
+            raise ValueError(f"the model gives {scores.shape[-1]} labels but the processor names "
+                             f"{len(self.label_names)}: use the processor saved with this model")
+        out = []
+        for row in scores:
+            ids = [i for i, p in enumerate(row) if p > MULTI_LABEL_THRESHOLD]
+            out.append({"labels": [self.label_names[i] for i in ids], "label_ids": ids,
+                        "scores": {name: float(p) for name, p in zip(self.label_names, row)},
+                        "threshold": MULTI_LABEL_THRESHOLD})
         return out
 
     # ------------------------------------------------------------------ saving and loading
@@ -263,8 +320,9 @@ class MemeProcessor:
         return {"processor_class": type(self).__name__, **values}
 
     def save_pretrained(self, folder, **_) -> list[str]:
-        """Write ``processor_config.json`` (atomically), the tokenizer's and image processor's files and, for
-        fastText models, the fastText model (copied into ``fasttext/``) into `folder`; returns the files."""
+        """Write ``processor_config.json`` (atomically), the tokenizer's and image processor's files, the
+        decision policy (``decision_policy.json``) and, for fastText models, the fastText model (copied into
+        ``fasttext/``) into `folder`; returns the files written here."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for part in (self.tokenizer, self.image_processor):
@@ -273,8 +331,11 @@ class MemeProcessor:
         values = self.to_dict()
         if "text_embedding" in self.model_inputs:
             values["fasttext_model"] = self._save_fasttext(folder)
+        written = []
+        if self.decision_policy is not None:
+            written.append(str(self.decision_policy.save_pretrained(folder)))
         atomic_write_text(folder / PROCESSOR_CONFIG_NAME, json.dumps(values, indent=2) + "\n")
-        return [str(folder / PROCESSOR_CONFIG_NAME)]
+        return [str(folder / PROCESSOR_CONFIG_NAME), *written]
 
     def _save_fasttext(self, folder: Path) -> str:
         source, target = Path(self.fasttext_model), folder / FASTTEXT_MODEL
@@ -290,12 +351,15 @@ class MemeProcessor:
 
     @classmethod
     def from_pretrained(cls, path, config=None, *, tokenizer=None, image_processor=None, fasttext=None,
-                        revision: str | None = None, **settings) -> "MemeProcessor":
+                        decision_policy: DecisionPolicy | None = None, revision: str | None = None,
+                        **settings) -> "MemeProcessor":
         """The processor saved in a model folder or Hub repo: ``processor_config.json``, else an older folder's
-        ``hm_hf_pipeline.json``, else the defaults; `settings` override it (its names, or the old file's).
+        ``hm_hf_pipeline.json``, else the defaults; `settings` override it (its names, or the old file's;
+        ``threshold=`` sets the decision policy's threshold, see the module docstring).
 
         `config` (the model's config) says what the model reads when the folder does not (older folders); the
-        parts not given are loaded from the folder. ``AutoProcessor.from_pretrained(folder)`` lands here.
+        parts not given are loaded from the folder, the decision policy from ``decision_policy.json``.
+        ``AutoProcessor.from_pretrained(folder)`` lands here.
         """
         from hm_hf.processing import legacy
 
@@ -303,7 +367,9 @@ class MemeProcessor:
         for auto_only in ("_from_auto", "trust_remote_code"):  # what AutoProcessor passes along
             settings.pop(auto_only, None)
         values = read_settings(path, revision)
+        saved_threshold = values.pop("threshold", None)
         overrides = legacy.translate(settings, source="the settings given")
+        given_threshold = overrides.pop("threshold", None)
         if "detector_settings" in overrides:  # one detector setting given: the others stay as saved
             overrides["detector_settings"] = {**values.get("detector_settings", {}), **overrides["detector_settings"]}
         values.update(overrides)
@@ -314,15 +380,46 @@ class MemeProcessor:
             tokenizer = _load_tokenizer(path)
         if "pixels" in inputs and image_processor is None:
             image_processor = _load_image_processor(path, values.get("image_processor_name_or_path"))
+        if decision_policy is None and not values.get("multi_label"):
+            decision_policy = _load_policy(path, revision, saved_threshold, given_threshold,
+                                           lambda: (config if config is not None else _model_config(path)).num_labels)
         if "text_embedding" in inputs and fasttext is None:
             fasttext, values["fasttext_model"], recorded = _load_fasttext(path, values.get("fasttext_model",
                                                                                          FASTTEXT_MODEL))
             if values.get("fasttext_lowercase") is None:
                 values["fasttext_lowercase"] = recorded
-        return cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext, **values)
+        return cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext,
+                   decision_policy=decision_policy, **values)
 
 
 _SETTINGS = frozenset(f.name for f in dataclasses.fields(MemeProcessor)) - set(MemeProcessor.PARTS)
+
+
+def _numpy(logits) -> np.ndarray:
+    """Logits as a float64 array (a torch tensor is moved to the CPU first)."""
+    if hasattr(logits, "detach"):
+        logits = logits.detach().float().cpu().numpy()
+    return np.asarray(logits, dtype=np.float64)
+
+
+def _load_policy(path: str, revision: str | None, saved_threshold, given_threshold, num_labels) -> DecisionPolicy | None:
+    """The folder's decision policy (``decision_policy.json``; an older folder's ``threshold`` setting when it
+    has none), with a threshold given by hand applied; None: the model's own decisions. `num_labels()` gives
+    the model's label count (read only when needed)."""
+    policy = None
+    if model_file(path, POLICY_FILE, revision=revision) is not None:
+        policy = DecisionPolicy.from_pretrained(path, revision=revision)
+        if saved_threshold not in (None, 0.5, policy.threshold):  # (0.5: the old files' default, always written)
+            logger.warning("%s: the older threshold setting %s is ignored; the threshold is %s's (%s)", path,
+                           saved_threshold, POLICY_FILE, policy.threshold)
+    elif saved_threshold is not None and saved_threshold != 0.5 and num_labels() <= 2:
+        policy = DecisionPolicy().with_threshold(saved_threshold)  # an older folder's threshold setting
+    if given_threshold is not None:
+        if policy is None and num_labels() > 2:
+            raise ValueError(f"threshold={given_threshold!r}: this model decides {num_labels()} classes by arg-max; "
+                             "a threshold applies to binary models")
+        policy = (policy or DecisionPolicy()).with_threshold(given_threshold)
+    return policy
 
 
 def read_settings(path: str, revision: str | None = None) -> dict:
@@ -338,7 +435,7 @@ def read_settings(path: str, revision: str | None = None) -> dict:
     kind = values.pop("processor_class", MemeProcessor.__name__)
     if kind != MemeProcessor.__name__:
         raise ValueError(f"{file} describes a {kind}, not an hm_hf MemeProcessor")
-    unknown = sorted(set(values) - _SETTINGS)
+    unknown = sorted(set(values) - _SETTINGS - LEGACY_SETTINGS)
     if unknown:
         raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
     return values

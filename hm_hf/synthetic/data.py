@@ -10,6 +10,9 @@ splits each caption is paired with both kinds of image and both kinds of caption
 text-only or image-only model stays at chance there and only a model that looks at both can do well. The
 training split also holds memes outside such pairs (as HMD's does), which gives learning a foothold.
 
+`make_fine_grained` writes the WOAH 2021 fine-grained annotation files (protected categories and attack
+types, `world.keyword_targets`) for a synthetic Hateful Memes folder, in the shared task's format.
+
 `write_region_features` writes what a detector would give for these images (the drawn objects' boxes
 and one 2048-d vector per region that encodes the object's kind, plus noise) into a real feature cache,
 so region models can be trained end to end without running a detector. These features are synthetic
@@ -35,6 +38,7 @@ from hm_hf.synthetic.world import (
     KEYWORDS,
     OBJECT_COLORS,
     WHOLE_IMAGE,
+    keyword_targets,
     region_prototypes,
 )
 
@@ -197,6 +201,51 @@ def make_hmd(
     return memes
 
 
+FINE_GRAINED_FILES = {"train": "train.json", "dev_seen": "dev_seen.json", "dev_unseen": "dev_unseen.json"}
+
+
+def make_fine_grained(hmd_dir, annotations_dir, seed: int = 0) -> dict[str, int]:
+    """Write fine-grained annotation files for the synthetic Hateful Memes folder `hmd_dir`, as
+    facebookresearch/fine_grained_hateful_memes distributes them, into `annotations_dir`; returns the memes
+    written per file.
+
+    `train.json`, `dev_seen.json`, `dev_unseen.json` (JSON lines despite the name): id, img, text, set_name,
+    gold_hate, gold_pc, gold_attack (`world.keyword_targets` for hateful memes, `["pc_empty"]` /
+    `["attack_empty"]` otherwise) and each of three annotators' lists in pc / attack (one of them sometimes
+    naming a single label of a multi-label set; the string "None" on not-hateful memes), in the released key
+    order; `test.jsonl` (id, img, text, the slash escaped, no final newline) from test_seen, as released.
+    """
+    from hm_hf.data.layouts import locate_hmd
+
+    rng = random.Random(seed + 2)
+    files = locate_hmd(hmd_dir)
+    annotations_dir = Path(annotations_dir)
+    annotations_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, name in FINE_GRAINED_FILES.items():
+        path = files.split_path(split)
+        if not path.is_file():
+            continue
+        lines = []
+        for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
+            hateful = row["label"] == 1
+            pc, attack = keyword_targets(row["text"]) if hateful else (["pc_empty"], ["attack_empty"])
+            annotators = (lambda gold: [gold, gold, rng.sample(gold, 1)]) if hateful else (lambda gold: "None")
+            lines.append({"img": row["img"], "text": row["text"], "set_name": split, "pc": annotators(pc),
+                          "attack": annotators(attack), "gold_pc": pc, "gold_attack": attack, "id": row["id"],
+                          "gold_hate": ["hateful" if hateful else "not_hateful"]})
+        _write_lines(annotations_dir / name, lines)
+        written[name] = len(lines)
+    test = files.split_path("test_seen")
+    if test.is_file():  # the phase-1 test set, unlabelled
+        rows = [json.loads(line) for line in test.read_text(encoding="utf-8").splitlines()]
+        text = "\n".join(json.dumps({"id": r["id"], "img": r["img"], "text": r["text"]}).replace("/", "\\/")
+                         for r in rows)
+        (annotations_dir / "test.jsonl").write_text(text, encoding="utf-8")
+        written["test.jsonl"] = len(rows)
+    return written
+
+
 def make_mmhs(
     out_dir,
     splits: dict[str, int] | None = None,
@@ -310,11 +359,19 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder to write the data set into")
     parser.add_argument("--features", help="also write a synthetic region-feature cache into this folder")
     parser.add_argument("--layout", choices=["official", "mmf"], default="official", help="HMD only")
+    parser.add_argument("--fine-grained", default=None, metavar="DIR",
+                        help="HMD only: also write the fine-grained (WOAH 2021) annotation files into DIR")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every split's default size")
     args = parser.parse_args(argv)
+    if args.fine_grained and args.dataset != "hmd":
+        parser.error("--fine-grained labels Hateful Memes: use it with --dataset hmd")
     memes = make_dataset(args.dataset, args.output, scale=args.scale, seed=args.seed, layout=args.layout,
                          features_dir=args.features)
     print(f"wrote a synthetic {args.dataset} data set to {args.output}")
     print(summarize(memes))
+    if args.fine_grained:
+        written = make_fine_grained(args.output, args.fine_grained, seed=args.seed)
+        print(f"wrote the fine-grained annotations to {args.fine_grained}: "
+              + ", ".join(f"{name} ({n} memes)" for name, n in written.items()))
     return 0

@@ -5,6 +5,9 @@ Space's examples (`hm_hf.synthetic.examples`) and the tiny CLIP's default vocabu
 A meme shows one object of kind 0 (a red square) or 1 (a blue disc) among distractor boxes, and its caption
 carries one keyword of kind 0 or 1; it is hateful when the two kinds differ (an XOR, like HMD's confounders).
 A region's feature is a fixed random prototype of its kind (`region_prototypes`) plus noise, rectified.
+The fine-grained labels (`keyword_targets`): a hateful meme attacks the protected categories, with the
+attack types, that its keyword stands for (one or two of each), a not-hateful one none ("pc_empty",
+"attack_empty"), so they too need both the image and the text.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["DETECTOR_NAME", "DISTRACTOR_COLORS", "FEATURE_NOISE_STD", "KEYWORDS", "OBJECT_COLORS", "REGION_KINDS",
-           "RegionKind", "WHOLE_IMAGE", "expected_region_features", "keyword_texts", "region_prototypes"]
+           "RegionKind", "WHOLE_IMAGE", "expected_region_features", "keyword_targets", "keyword_texts",
+           "region_prototypes"]
 
 #: the name of the features' source in the feature cache, and of the matching "detector" in a processor
 DETECTOR_NAME = "synthetic"
@@ -73,3 +77,24 @@ def expected_region_features(prototypes: np.ndarray, noise_std: float = FEATURE_
 def keyword_texts(repeat: int = 4) -> list[str]:
     """Texts holding every keyword (the default corpus of the tiny CLIP's tokenizer)."""
     return [" ".join(group) for group in KEYWORDS] * repeat
+
+
+def keyword_targets(text: str) -> tuple[list[str], list[str]]:
+    """(protected categories, attack types) a hateful meme with this caption's keyword carries: the i-th
+    keyword of kind k stands for category (i + k) mod 5 and attack type (i + 3k) mod 7 of the shared task's
+    vocabularies; keywords 3 and 6 add a second category, 2 and 5 a second attack type (multi-label)."""
+    from hm_hf.metrics.fine_grained import ATTACK_CLASSES, PROTECTED_CATEGORIES
+
+    attacks = ATTACK_CLASSES[1:]
+    words = set(text.split())
+    for kind, group in enumerate(KEYWORDS):
+        for i, keyword in enumerate(group):
+            if keyword in words:
+                categories = {PROTECTED_CATEGORIES[(i + kind) % 5]}
+                if i in (3, 6):
+                    categories.add(PROTECTED_CATEGORIES[(i + kind + 2) % 5])
+                types = {attacks[(i + 3 * kind) % 7]}
+                if i in (2, 5):
+                    types.add(attacks[(i + 3 * kind + 3) % 7])
+                return sorted(categories), sorted(types)
+    raise ValueError(f"caption {text!r} holds no keyword of the synthetic world")

@@ -6,6 +6,11 @@ line override them (typed by argparse, as `HfArgumentParser` types them), and a 
 an error that names it. So is a value of the wrong type (`learning_rate: [1, 2]`, `max_regions: 1.5`):
 each YAML value must fit its field's annotation, strings are typed as the command line types them, and
 our own fields check their ranges (`max_regions: -1`); an `output_dir` that is a file is refused too.
+
+The data set and its label column say what the model learns: `dataset: hmd_fine_grained` with
+`label_column: pc` or `attack` is one WOAH 2021 fine-grained task (multi-label: the parser sets the
+model's `problem_type`, `num_labels` and label names from the task's vocabulary); `label_column: label`
+there is the binary task on the fine-grained data.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from hm_hf.metrics import MULTI_LABEL
+
 MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert", "clip")
 PEFT_METHODS = ("none", "head_only", "lora", "ia3", "bottleneck")
+DATASETS = ("hmd", "mmhs", "hmd_fine_grained")
 
 
 @dataclass
@@ -49,7 +57,12 @@ class ModelArguments:
         default=None,
         metadata={"help": "comma-separated key=value pairs applied to the model config, e.g. hidden_size=64"},
     )
-    num_labels: int = field(default=2, metadata={"help": "2 for hateful / not; 6 for MMHS's fine classes"})
+    num_labels: int = field(
+        default=2, metadata={"help": "2 for hateful / not; 6 for MMHS's fine classes; the fine-grained tasks: set "
+                                     "from their vocabulary (pc 6, attack 8)"})
+    # Set by the parser from the data arguments (not recipe keys): the fine-grained tasks' multi-label head.
+    problem_type: str | None = field(default=None, init=False)
+    label_names: list[str] | None = field(default=None, init=False)
 
     def __post_init__(self):
         _at_least(self, num_labels=2)
@@ -57,8 +70,15 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset: str = field(default="hmd", metadata={"help": "hmd or mmhs"})
+    dataset: str = field(
+        default="hmd", metadata={"help": "hmd, mmhs, or hmd_fine_grained (Hateful Memes with the WOAH 2021 "
+                                         "fine-grained labels; label_column pc or attack)"})
     data_dir: str | None = field(default=None, metadata={"help": "the data set's folder, as distributed"})
+    fine_grained_annotations_dir: str | None = field(
+        default=None,
+        metadata={"help": "the fine-grained annotation files (facebookresearch/fine_grained_hateful_memes or its "
+                          "data/annotations): needed by hmd_fine_grained; with hmd, the binary model's miss rate per "
+                          "protected category is reported on dev_seen / dev_unseen"})
     feature_cache: str | None = field(
         default=None, metadata={"help": "region-feature cache folder (region models and region concat)"}
     )
@@ -72,7 +92,9 @@ class DataArguments:
     eval_split: str = field(
         default="dev_seen", metadata={"help": "the split for model selection (MMHS: val)"}
     )
-    label_column: str = field(default="label", metadata={"help": "label (binary) or fine_label (MMHS 6-way)"})
+    label_column: str = field(
+        default="label", metadata={"help": "label (binary), fine_label (MMHS 6-way), or for hmd_fine_grained pc / "
+                                           "attack (a fine-grained task, multi-label)"})
     text_pair_column: str | None = field(
         default=None, metadata={"help": "a second text column paired with the first (MMHS: img_text)"}
     )
@@ -122,10 +144,21 @@ class ExtraArguments:
         default=True, metadata={"help": "resume from the last complete checkpoint in output_dir when there is one"}
     )
     card_title: str | None = field(default=None, metadata={"help": "title of the model card"})
+    threshold_rule: str = field(
+        default="max_f1",
+        metadata={"help": "how the decision threshold is chosen on eval_split (after temperature scaling, saved as "
+                          "decision_policy.json): max_f1, fpr@<x> (highest recall at a false-positive rate <= x, "
+                          "e.g. fpr@0.01), recall@<r> (highest precision at recall >= r), fixed@<t>"})
     recipe: str | None = field(default=None, metadata={"help": "set by the parser: the recipe file used"})
 
     def __post_init__(self):
         _at_least(self, early_stopping_patience=1)
+        from hm_hf.metrics.thresholds import parse_rule
+
+        try:
+            parse_rule(self.threshold_rule)
+        except ValueError as err:
+            raise RecipeError(f"threshold_rule: {err}") from None
 
 
 RECIPE_DATACLASSES = (ModelArguments, DataArguments, PeftArguments, ExtraArguments, TrainingArguments)
@@ -276,8 +309,46 @@ def parse_recipe(argv: list[str] | None = None):
         raise RecipeError(f"model_type {model_args.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     if peft_args.peft_method not in PEFT_METHODS:
         raise RecipeError(f"peft_method {peft_args.peft_method!r} is not one of {', '.join(PEFT_METHODS)}")
+    _apply_task(model_args, data_args, recipe_path or "command line")
     _check_output_dir(training_args.output_dir)
     return model_args, data_args, peft_args, extra_args, training_args
+
+
+def fine_grained_tasks() -> dict[str, tuple[str, ...]]:
+    """The fine-grained label columns (the shared task's tasks) and their vocabularies."""
+    from hm_hf.metrics.fine_grained import ATTACK_CLASSES, PC_CLASSES
+
+    return {"pc": PC_CLASSES, "attack": ATTACK_CLASSES}
+
+
+def _apply_task(model_args: ModelArguments, data_args: DataArguments, where) -> None:
+    """Check the data set and label column, and set the model's head for a fine-grained task: multi-label over
+    the task's vocabulary (one task per run, as the organisers' baselines train them)."""
+    tasks = fine_grained_tasks()
+    if data_args.dataset not in DATASETS:
+        raise RecipeError(f"{where}: dataset {data_args.dataset!r} is not one of {', '.join(DATASETS)}")
+    if data_args.dataset == "mmhs" and data_args.fine_grained_annotations_dir:
+        raise RecipeError(f"{where}: fine_grained_annotations_dir labels Hateful Memes; it does not apply to mmhs")
+    if data_args.dataset != "hmd_fine_grained":
+        if data_args.label_column in tasks:
+            raise RecipeError(f"{where}: label_column {data_args.label_column!r} is a fine-grained task: set "
+                              "dataset: hmd_fine_grained and fine_grained_annotations_dir")
+        return
+    if not data_args.fine_grained_annotations_dir:
+        raise RecipeError(f"{where}: dataset hmd_fine_grained needs fine_grained_annotations_dir (the "
+                          "facebookresearch/fine_grained_hateful_memes repository or its data/annotations folder)")
+    if data_args.label_column == "label":
+        return  # the binary task, on the fine-grained data (its per-category miss rates come with it)
+    if data_args.label_column not in tasks:
+        raise RecipeError(f"{where}: label_column for hmd_fine_grained is pc or attack (a fine-grained task, "
+                          f"multi-label) or label (binary), got {data_args.label_column!r}")
+    classes = tasks[data_args.label_column]
+    if model_args.num_labels not in (2, len(classes)):  # 2: the default, not given
+        raise RecipeError(f"{where}: num_labels {model_args.num_labels} does not fit the {data_args.label_column} "
+                          f"task's {len(classes)} labels {list(classes)}; leave num_labels out")
+    model_args.num_labels = len(classes)
+    model_args.problem_type = MULTI_LABEL
+    model_args.label_names = list(classes)
 
 
 def parse_overrides(text: str | None) -> dict:
@@ -304,6 +375,7 @@ __all__ = [
     "PeftArguments",
     "ExtraArguments",
     "RecipeError",
+    "fine_grained_tasks",
     "parse_recipe",
     "parse_overrides",
 ]

@@ -1,7 +1,11 @@
-"""The model card written at the end of training: YAML header, results, figures, intended use.
+"""The model card written at the end of training: YAML header, results, decision policy, figures, intended use.
 
-Figures (ROC curve, confusion matrix) are PNGs next to the card, because people would rather see them
-than read them; the card links them with relative paths so they render on the Hub and locally.
+Figures (ROC curve, confusion matrix at the chosen threshold, reliability diagram) are PNGs next to the
+card, because people would rather see them than read them; the card links them with relative paths so
+they render on the Hub and locally. The decision-policy section says how the pipeline decides (the
+temperature, the threshold and the rule that chose it, on which split), what calibration changed and the
+operating points on every labelled split; the protected-category section gives the miss (and, for a
+fine-grained model, false-alarm) rate per category when fine-grained labels were available.
 """
 
 from __future__ import annotations
@@ -11,11 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from hm_hf.metrics import MULTI_LABEL
+
 logger = logging.getLogger(__name__)
 
-DATASET_IDS = {"hmd": "facebook/hateful_memes", "mmhs": "MMHS150K"}
-DATASET_NAMES = {"hmd": "Hateful Memes", "mmhs": "MMHS150K"}
-FORMAT_NAMES = {"hmd": "Hateful-Memes", "mmhs": "MMHS150K"}
+DATASET_IDS = {"hmd": "facebook/hateful_memes", "mmhs": "MMHS150K", "hmd_fine_grained": "facebook/hateful_memes"}
+DATASET_NAMES = {"hmd": "Hateful Memes", "mmhs": "MMHS150K",
+                 "hmd_fine_grained": "Hateful Memes with the WOAH 2021 fine-grained labels"}
+FORMAT_NAMES = {"hmd": "Hateful-Memes", "mmhs": "MMHS150K", "hmd_fine_grained": "fine-grained Hateful-Memes"}
+RELIABILITY_PREFIX = "reliability_diagram_"
 SYNTHETIC_TAG = "synthetic-data"  # in the card's tags of every model trained on hm_hf.synthetic
 
 CONTENT_WARNING = (
@@ -36,8 +44,10 @@ def dataset_name(dataset: str, synthetic: bool = False) -> str:
     return DATASET_NAMES.get(dataset, dataset)
 
 
-def save_figures(probabilities: np.ndarray, labels: np.ndarray, output_dir, split: str) -> list[str]:
-    """ROC curve and confusion matrix PNGs for a binary split; returns the file names written."""
+def save_figures(probabilities: np.ndarray, labels: np.ndarray, output_dir, split: str, threshold: float = 0.5,
+                 rule: str | None = None) -> list[str]:
+    """ROC curve and confusion matrix (flagging probability >= `threshold`, chosen by `rule`) PNGs for a binary
+    split; returns the file names written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,9 +67,11 @@ def save_figures(probabilities: np.ndarray, labels: np.ndarray, output_dir, spli
         written.append(f"roc_curve_{split}.png")
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ConfusionMatrixDisplay.from_predictions(
-        labels, (probabilities >= 0.5).astype(int), display_labels=["not hateful", "hateful"], ax=ax, colorbar=False
+        labels, (probabilities >= threshold).astype(int), labels=[0, 1], display_labels=["not hateful", "hateful"],
+        ax=ax, colorbar=False
     )
-    ax.set_title(f"Confusion matrix ({split})")
+    chosen = f", {rule}" if rule else ""
+    ax.set_title(f"Confusion matrix ({split})\nthreshold {threshold:.3g}{chosen}")
     fig.tight_layout()
     fig.savefig(output_dir / f"confusion_matrix_{split}.png", dpi=100)
     plt.close(fig)
@@ -82,13 +94,24 @@ def write_model_card(
     recipe_text: str | None,
     command: str,
     synthetic: bool = False,
+    policy=None,
+    problem_type: str | None = None,
+    task: str | None = None,
 ) -> Path:
     """Write README.md (the model card) into `output_dir` and return its path.
 
-    `synthetic`: the training data came from `hm_hf.synthetic` (its folder holds the marker): the card
-    names it, links no Hub data set, is tagged `synthetic-data` and says its output on real memes means nothing.
+    `results`: the metrics of every labelled split (`hm_hf.training.evaluation`); `policy`: the
+    `DecisionPolicy` saved with the model (its section; None for multi-label models); `problem_type`
+    "multi_label_classification" with `task` (pc / attack): a fine-grained model, scored by micro ROC-AUC
+    and micro-F1. `synthetic`: the training data came from `hm_hf.synthetic` (its folder holds the marker):
+    the card names it, links no Hub data set, is tagged `synthetic-data` and says its output on real memes
+    means nothing.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    multi_label = problem_type == MULTI_LABEL
+    headline = {"roc_auc_micro": "micro ROC-AUC", "f1_micro": "micro-F1"} if multi_label else \
+        {"auroc": "AUROC", "accuracy": "accuracy", "f1": "F1"}
 
     eval_results = [
         EvalResult(
@@ -98,12 +121,12 @@ def write_model_card(
             dataset_name=dataset_name(dataset, synthetic),
             dataset_split=split,
             metric_type=metric,
-            metric_name=metric.upper() if metric == "auroc" else metric.capitalize(),
+            metric_name=headline[metric] if multi_label or metric == "auroc" else metric.capitalize(),
             metric_value=float(value),
         )
         for split, metrics in results.items()
         for metric, value in metrics.items()
-        if metric in ("auroc", "accuracy", "f1") and np.isfinite(value)
+        if metric in headline and np.isfinite(value)
     ]
     tags = ["hm_hf", "hateful-memes", "multimodal", model_type] + ([peft_method] if peft_method != "none" else [])
     tags += [SYNTHETIC_TAG] if synthetic else []
@@ -114,16 +137,22 @@ def write_model_card(
         base_model=base_model,
         datasets=None if synthetic else [DATASET_IDS.get(dataset, dataset)],
         tags=tags,
-        metrics=["roc_auc", "accuracy", "f1"],
+        metrics=["roc_auc", "f1"] if multi_label else ["roc_auc", "accuracy", "f1"],
         model_name=model_name,
         eval_results=eval_results or None,
     )
-    header = ["| split | " + " | ".join(["AUROC", "accuracy", "F1"]) + " |", "| --- | --- | --- | --- |"]
-    rows = [
-        f"| {split} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in ("auroc", "accuracy", "f1")) + " |"
-        for split, m in results.items()
-    ]
-    figure_lines = [f"![{name[:-4].replace('_', ' ')}]({name})" for name in figures]
+    fitted_on = policy.fitted_on if policy is not None else None
+    rows = [[_split_name(split, fitted_on), *(_number(m.get(key)) for key in headline)] for split, m in results.items()]
+    table = _table(["split", *headline.values()], rows)
+    figure_lines = [_figure(name) for name in figures if not name.startswith(RELIABILITY_PREFIX)]
+    scored = (f"Scored as the WOAH 2021 shared task scores its {task} task (micro-averaged over the "
+              "labels, a label predicted when its score is > 0.5; `hm_hf.metrics.fine_grained`).\n\n"
+              if multi_label else "")
+    decisions = _policy_section(policy, results, figures) if policy is not None else ""
+    categories = _category_section(results, multi_label, fitted_on, task)
+    returns = ("Each result holds the predicted `labels` (score > 0.5) and every label's `scores`." if multi_label else
+               "Each result holds the calibrated `probability` of hateful, the `label` at the saved threshold and how "
+               "it was decided (`threshold`, `threshold_rule`, `calibrated`).")
     warning = SYNTHETIC_WARNING.format(format=FORMAT_NAMES.get(dataset, dataset)) if synthetic else CONTENT_WARNING
     limitations = (
         "Testing hm_hf itself: training, saving, loading, the pipeline and the demo. Not for use on real memes: "
@@ -145,10 +174,10 @@ A {model_type} hateful-meme classifier trained with hm_hf on {dataset_name(datas
 
 ## Results
 
-{chr(10).join(header + rows) if rows else "No labelled evaluation split."}
+{scored}{table if rows else "No labelled evaluation split."}
 
 {chr(10).join(figure_lines)}
-
+{decisions}{categories}
 ## How to use
 
 ```python
@@ -157,6 +186,8 @@ from hm_hf.pipeline import HatefulMemePipeline
 pipe = HatefulMemePipeline.from_pretrained("{model_name}")  # the model, its processor and its detector
 pipe("meme.png")  # or pipe("meme.png", texts="the text on it")
 ```
+
+{returns}
 
 ## Training
 
@@ -176,3 +207,101 @@ Recipe:
     path = Path(output_dir) / "README.md"
     card.save(path)
     return path
+
+
+def _number(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    return "–" if not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def _split_name(split: str, fitted_on: str | None) -> str:
+    return f"{split} (fitting split)" if split == fitted_on else split
+
+
+def _figure(name: str) -> str:
+    return f"![{name[:-4].replace('_', ' ')}]({name})"
+
+
+def _policy_section(policy, results: dict, figures: list[str]) -> str:
+    """How the pipeline decides, what calibration changed, and the operating points per labelled split."""
+    fitted = policy.fitted_on or "no split"
+    if policy.threshold is None:
+        threshold = "none: the most probable class"
+    else:
+        threshold = f"{policy.threshold:.4f} (a meme is flagged when its calibrated probability is >= this)"
+    rows = [["temperature", f"{policy.temperature:.4f}" + (" (temperature scaling: the NLL minimised on "
+                                                          f"{fitted})" if policy.calibrated else " (not fitted)")],
+            ["threshold rule", f"`{policy.rule}`"], ["threshold", threshold], ["fitted on", fitted]]
+    calibration = [[_split_name(split, policy.fitted_on), *(_number(m.get(f"{name}_{when}"))
+                                                            for name in ("ece", "brier", "nll")
+                                                            for when in ("before", "after"))]
+                   for split, m in results.items()]
+    lines = [
+        "", "## Decision policy", "",
+        "The pipeline (`HatefulMemePipeline`, the Space, `hm-hf predict`) divides the model's logits by the "
+        "temperature and flags a meme at the threshold; both are saved beside the model in "
+        "`decision_policy.json`.", "",
+        _table(["setting", "value"], rows), "",
+        f"> The numbers of {fitted}, the split the temperature and the threshold were fitted on, are optimistic; "
+        "the other splits show what to expect on new memes.", "",
+        "### Calibration", "",
+        "Expected calibration error (15 equal-width confidence bins), Brier score and negative log-likelihood, "
+        "before and after temperature scaling (AUROC and the ranking do not change):", "",
+        _table(["split", "ECE before", "ECE after", "Brier before", "Brier after", "NLL before", "NLL after"],
+               calibration), "",
+    ]
+    lines += [_figure(name) for name in figures if name.startswith(RELIABILITY_PREFIX)]
+    if policy.binary:
+        points = [[_split_name(split, policy.fitted_on),
+                   *(_number(m.get(key)) for key in ("recall_at_fpr_1pct", "recall_at_fpr_5pct",
+                                                     "precision_at_recall_90pct", "at_threshold_precision",
+                                                     "at_threshold_recall", "at_threshold_f1", "at_threshold_fpr",
+                                                     "at_threshold_flag_rate"))]
+                  for split, m in results.items()]
+        lines += ["", "### Operating points", "",
+                  "Recall at a false-positive rate of at most 1% / 5%, precision at a recall of at least 90% (real "
+                  "thresholds on each split, no interpolation), and what the chosen threshold does:", "",
+                  _table(["split", "recall @ 1% FPR", "recall @ 5% FPR", "precision @ 90% recall",
+                          "precision", "recall", "F1", "FPR", "flagged"], points), "",
+                  "The confusion matrices above are at the chosen threshold."]
+    return "\n".join(lines) + "\n"
+
+
+TASK_LABELS = {"pc": "protected category", "attack": "attack type"}
+
+
+def _category_section(results: dict, multi_label: bool, fitted_on: str | None, task: str | None = None) -> str:
+    """Miss rate (and false-alarm rate) per protected category / label, per split, when measured."""
+    measured = {split: m for split, m in results.items() if any(key.startswith("miss_rate_") for key in m)}
+    if not measured:
+        return ""
+    names = list(dict.fromkeys(key[len("miss_rate_"):] for m in measured.values() for key in m
+                               if key.startswith("miss_rate_")))
+    rows = []
+    for name in names:
+        row = [name]
+        for m in measured.values():
+            cell = f"{_number(m.get(f'miss_rate_{name}'), 3)}"
+            if multi_label:
+                cell += f" / {_number(m.get(f'false_alarm_rate_{name}'), 3)}"
+            row.append(f"{cell} ({int(m.get(f'memes_{name}', 0))})")
+        rows.append(row)
+    if multi_label:
+        label = TASK_LABELS.get(task, "label")
+        title, text = f"## Errors per {label}", (
+            f"Per {label}, among the memes that carry it, the share whose score is not above 0.5 (miss rate), and "
+            "among the others the share whose score is (false-alarm rate); in brackets the memes that carry it:")
+        header = [label, *(f"{_split_name(s, fitted_on)} miss / false alarm" for s in measured)]
+    else:
+        title, text = "## Misses by protected category", (
+            "Per protected category (WOAH 2021 fine-grained labels), the share of the hateful memes attacking it "
+            "that the model does not flag at the chosen threshold; in brackets the memes it is over. False alarms "
+            "cannot be split by category: not-hateful memes attack none.")
+        header = ["category", *(f"{_split_name(s, fitted_on)} miss rate" for s in measured)]
+    return "\n".join(["", title, "", text, "", _table(header, rows), ""])

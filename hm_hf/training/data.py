@@ -1,6 +1,9 @@
 """Data for a training run: the splits (from the builders), the tokenizer and the processor (the collator).
 
 What a model reads is declared by its config (`model_inputs`), so a recipe only names the data set.
+`hmd_fine_grained` is Hateful Memes joined with the WOAH 2021 fine-grained labels
+(`hm_hf.data.fine_grained.load_fine_grained`); its `pc` / `attack` columns (lists of class ids) are
+collated as multi-hot label vectors.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from pathlib import Path
 from accelerate import PartialState
 
 from hm_hf.processing.processor import FASTTEXT_MODEL, MemeProcessor, detector_for_features
-from hm_hf.training.arguments import DataArguments, ModelArguments, RecipeError
+from hm_hf.training.arguments import DataArguments, ModelArguments, RecipeError, fine_grained_tasks
 
 logger = logging.getLogger(__name__)
 
-TEXT_COLUMNS = {"hmd": "text", "mmhs": "tweet_text"}
+TEXT_COLUMNS = {"hmd": "text", "mmhs": "tweet_text", "hmd_fine_grained": "text"}
+SYNTHETIC_FORMATS = {"hmd": "hmd", "mmhs": "mmhs", "hmd_fine_grained": "hmd"}  # what the synthetic writer writes
 
 
 def default_feature_cache(data_args: DataArguments) -> str:
@@ -23,19 +27,28 @@ def default_feature_cache(data_args: DataArguments) -> str:
 
 
 def ensure_synthetic_data(data_args: DataArguments) -> None:
-    """Write the synthetic data set (and its region features) when asked to and it is not there yet."""
+    """Write the synthetic data set (and its region features, and for hmd_fine_grained its fine-grained
+    annotations) when asked to and it is not there yet."""
     data_dir = Path(data_args.data_dir)
-    marker = data_dir / ("train.jsonl" if data_args.dataset == "hmd" else "MMHS150K_GT.json")
-    if marker.is_file() or not data_args.synthetic_if_missing:
+    dataset = SYNTHETIC_FORMATS[data_args.dataset]
+    marker = data_dir / ("train.jsonl" if dataset == "hmd" else "MMHS150K_GT.json")
+    fine_grained_missing = data_args.dataset == "hmd_fine_grained" and not any(
+        (Path(data_args.fine_grained_annotations_dir) / folder / "train.json").is_file()
+        for folder in (".", "data/annotations"))
+    if not data_args.synthetic_if_missing or (marker.is_file() and not fine_grained_missing):
         return
     from hm_hf import synthetic
 
     state = PartialState()
     with state.main_process_first():
         if state.is_main_process and not marker.is_file():
-            logger.info("writing the synthetic %s data set to %s", data_args.dataset, data_dir)
-            synthetic.make_dataset(data_args.dataset, data_dir, scale=data_args.synthetic_scale,
+            logger.info("writing the synthetic %s data set to %s", dataset, data_dir)
+            synthetic.make_dataset(dataset, data_dir, scale=data_args.synthetic_scale,
                                    features_dir=default_feature_cache(data_args))
+        if state.is_main_process and fine_grained_missing and synthetic.is_synthetic(data_dir):
+            logger.info("writing the synthetic fine-grained annotations of %s to %s", data_dir,
+                        data_args.fine_grained_annotations_dir)
+            synthetic.make_fine_grained(data_dir, data_args.fine_grained_annotations_dir)
 
 
 def load_splits(data_args: DataArguments, needs: set[str]):
@@ -56,9 +69,11 @@ def load_splits(data_args: DataArguments, needs: set[str]):
                 f"--data-dir {data_args.data_dir} --output {cache}` (or set feature_cache)"
             )
         options = {"config_name": "regions", "feature_cache": cache}
-    loader = {"hmd": load_hmd, "mmhs": load_mmhs}.get(data_args.dataset)
+    if data_args.dataset == "hmd_fine_grained":
+        options["annotations_dir"] = data_args.fine_grained_annotations_dir
+    loader = {"hmd": load_hmd, "mmhs": load_mmhs, "hmd_fine_grained": _load_fine_grained}.get(data_args.dataset)
     if loader is None:
-        raise RecipeError(f"dataset {data_args.dataset!r} is not one of hmd, mmhs")
+        raise RecipeError(f"dataset {data_args.dataset!r} is not one of hmd, mmhs, hmd_fine_grained")
     splits = loader(data_args.data_dir, cache_dir=data_args.dataset_cache_dir, **options)
     for name in (data_args.train_split, data_args.eval_split):
         if name not in splits:
@@ -69,6 +84,36 @@ def load_splits(data_args: DataArguments, needs: set[str]):
         train = splits[data_args.train_split]
         splits[data_args.train_split] = train.select(range(min(len(train), data_args.max_train_samples)))
     return splits
+
+
+def _load_fine_grained(data_dir, cache_dir=None, annotations_dir=None, **options):
+    from hm_hf.data.fine_grained import load_fine_grained
+
+    return load_fine_grained(data_dir, annotations_dir, cache_dir=cache_dir, **options)
+
+
+def protected_categories(splits, data_args: DataArguments, names) -> dict[str, dict[int, list[str]]]:
+    """{split: {meme id: its gold protected categories}} of the evaluated splits, for the per-category miss
+    rates of a binary model: from the splits' own `pc` column (hmd_fine_grained), else from the fine-grained
+    annotations joined by id (hmd with fine_grained_annotations_dir; their dev_seen / dev_unseen are Hateful
+    Memes' own splits, by the same name). Memes without fine-grained labels are left out; {} without them."""
+    from hm_hf.metrics.fine_grained import PC_CLASSES
+
+    if data_args.dataset == "hmd_fine_grained":
+        source = {name: splits[name] for name in names}
+    elif data_args.dataset == "hmd" and data_args.fine_grained_annotations_dir:
+        fine = _load_fine_grained(data_args.data_dir, data_args.dataset_cache_dir,
+                                  data_args.fine_grained_annotations_dir)
+        source = {name: fine[name] for name in names if name in fine}
+    else:
+        return {}
+    categories = {}
+    for name, split in source.items():
+        rows = split.select_columns(["id", "pc"])
+        labelled = {meme: [PC_CLASSES[i] for i in pc] for meme, pc in zip(rows["id"], rows["pc"]) if pc}
+        if labelled:
+            categories[name] = labelled
+    return categories
 
 
 def load_tokenizer(model_args: ModelArguments, splits, data_args: DataArguments, output_dir: str):
@@ -130,6 +175,8 @@ def build_processor(needs, data_args: DataArguments, tokenizer=None, image_proce
     With `mixed_precision` (fp16/bf16 training) region features stay float16 until the model's autocast uses
     them (see `MemeCollator.region_dtype`); `settings` are further processor fields (the detector, the
     fastText model)."""
+    if data_args.label_column in fine_grained_tasks():  # a fine-grained task: a multi-label head
+        settings.update(multi_label=True, label_names=list(fine_grained_tasks()[data_args.label_column]))
     return MemeProcessor(
         model_inputs=tuple(needs),
         tokenizer=tokenizer,

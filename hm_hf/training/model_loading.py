@@ -31,6 +31,11 @@ def model_class(model_type: str):
 def _overrides(model_args: ModelArguments, vocab_size: int | None = None) -> dict:
     overrides = parse_overrides(model_args.config_overrides)
     overrides["num_labels"] = model_args.num_labels
+    if model_args.problem_type:  # a fine-grained task: a multi-label head named by the task's vocabulary
+        overrides["problem_type"] = model_args.problem_type
+    if model_args.label_names:
+        overrides["id2label"] = dict(enumerate(model_args.label_names))
+        overrides["label2id"] = {name: i for i, name in enumerate(model_args.label_names)}
     if vocab_size is not None and model_args.model_type != "concat" and not model_args.model_name_or_path:
         overrides.setdefault("vocab_size", vocab_size)  # a tokenizer trained here: size the embeddings to it
     return overrides

@@ -11,6 +11,12 @@ of the seeds' `all_results.json`, and prints them as a table.
     hm-hf multi-seed <recipe> --seeds 5 --launcher "accelerate launch --config_file \
         recipes/accelerate_configs/multi_gpu.yaml recipes/train_peft.py"
 
+Every metric training reports is aggregated: AUROC / accuracy / F1, calibration (ECE, Brier, NLL before and
+after temperature scaling), the operating points and the metrics at the chosen threshold, the fitted
+temperature and threshold themselves (`decision_temperature`, `decision_threshold`), per-category miss
+rates and the fine-grained micro scores. Seeds trained before the training metrics lost their doubled
+prefix (`train_train_loss`) are read under the current names (`train_loss`).
+
 Resumable: a seed whose `all_results.json` exists (training writes it once every split is evaluated) is
 not run again, and an unfinished seed resumes from its last complete checkpoint, as any training run
 does. By default each seed runs in this process (`hm_hf.training.run.main`); `--launcher` runs each as
@@ -38,6 +44,7 @@ __all__ = ["RESULTS_FILE", "seed_output_dir", "finished_results", "aggregate", "
 
 RESULTS_FILE = "multi_seed_results.json"
 SEED_RESULTS_FILE = "all_results.json"
+LEGACY_TRAIN_PREFIX = "train_train_"  # how all_results.json named Trainer's train_* metrics before
 STD_DEFINITION = "sample standard deviation (ddof=1) over seeds; NaN with fewer than 2 values"
 logger = logging.getLogger(__name__)
 
@@ -47,7 +54,8 @@ def seed_output_dir(output_dir, seed: int) -> Path:
 
 
 def finished_results(seed_dir) -> dict | None:
-    """The seed's `all_results.json` when the run finished (the file exists and is a JSON object), else None."""
+    """The seed's `all_results.json` when the run finished (the file exists and is a JSON object), else None;
+    older runs' `train_train_<x>` keys read as `train_<x>`."""
     path = Path(seed_dir) / SEED_RESULTS_FILE
     if not path.is_file():
         return None
@@ -56,7 +64,10 @@ def finished_results(seed_dir) -> dict | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         logger.warning("%s is not valid JSON (a run killed while writing it?): running that seed again", path)
         return None
-    return results if isinstance(results, dict) else None
+    if not isinstance(results, dict):
+        return None
+    return {f"train_{key[len(LEGACY_TRAIN_PREFIX):]}" if key.startswith(LEGACY_TRAIN_PREFIX) else key: value
+            for key, value in results.items()}
 
 
 def _is_number(value) -> bool:

@@ -2,14 +2,17 @@
 
 One function, `main(argv)`, so the whole job is testable in-process: parse the recipe, build data,
 model and PEFT method, train with `transformers.Trainer` (resuming from the last complete checkpoint by
-itself), evaluate every split, then save the model or adapters with a model card and figures, and push
-them to the Hub from the main process when asked.
+itself), evaluate every split and fit the decision policy on the evaluation split (`evaluation`), then
+save the model or adapters with its processor and policy, `all_results.json`, a model card and figures,
+and push them to the Hub from the main process when asked.
+
+`all_results.json`: the training metrics as `train_<name>` (`train_loss`, `train_runtime`, `train_epoch`,
+...; runs before this layout wrote `train_train_loss` and the like, which `multi_seed` still reads), every
+labelled split's metrics as `<split>_<metric>` and the decision policy as `decision_<field>`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import shlex
@@ -44,23 +47,16 @@ def _predict_logits(trainer: Trainer, dataset) -> np.ndarray:
     return output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
 
 
-def _write_predictions(path: Path, ids, probabilities: np.ndarray) -> None:
-    """DrivenData's submission format: id,proba,label."""
-    rows = io.StringIO()
-    writer = csv.writer(rows, lineterminator="\n")
-    writer.writerow(["id", "proba", "label"])
-    for example_id, proba in zip(ids, probabilities[:, 1]):
-        writer.writerow([example_id, f"{proba:.6f}", int(proba >= 0.5)])
-    atomic_write_text(path, rows.getvalue())
+def train_metrics(metrics: dict) -> dict:
+    """Trainer's training metrics under one `train_` prefix (`train_loss`, `train_epoch`, not `train_train_loss`)."""
+    return {key if key.startswith("train_") else f"train_{key}": value for key, value in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
-    from transformers import EvalPrediction
-
-    from hm_hf.metrics import make_compute_metrics, softmax
-    from hm_hf.training import card, data, model_loading
+    from hm_hf.metrics import make_compute_metrics
+    from hm_hf.training import card, data, evaluation, model_loading
 
     model_args, data_args, peft_args, extra_args, training_args = parse_recipe(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -119,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     def rows(split):  # fast batched access (region features as zero-copy numpy views)
         return RegionRowsDataset(splits[split], decode_images=decode_images)
 
-    compute_metrics = make_compute_metrics(model_args.num_labels)  # loads the metric module once
+    compute_metrics = make_compute_metrics(model_args.num_labels, problem_type=model_args.problem_type)
     callbacks = []
     if extra_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=extra_args.early_stopping_patience))
@@ -142,26 +138,23 @@ def main(argv: list[str] | None = None) -> int:
         processor.save_pretrained(output_dir)
     trainer.log_metrics("train", train_result.metrics)
 
-    # Evaluate every split: metrics where labelled, a predictions.csv where not.
-    results, figures = {}, []
-    all_results = {f"train_{k}": v for k, v in train_result.metrics.items()}
-    for split_name, split in splits.items():
-        if split_name == data_args.train_split:
-            continue
-        logits = _predict_logits(trainer, rows(split_name))
-        probabilities = softmax(logits)
-        labels = np.asarray(split[data_args.label_column])
-        labelled = labels >= 0
-        if labelled.any():
-            metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=labels))
-            results[split_name] = metrics
-            all_results.update({f"{split_name}_{k}": v for k, v in metrics.items()})
-            if state.is_main_process and model_args.num_labels == 2:
-                figures += card.save_figures(probabilities[labelled, 1], labels[labelled], output_dir, split_name)
-        if not labelled.all() and state.is_main_process and model_args.num_labels == 2:
-            _write_predictions(output_dir / f"predictions_{split_name}.csv", split["id"], probabilities)
+    # Every split predicted, the decision policy fitted on the evaluation split, the labelled splits scored.
+    binary = model_args.num_labels == 2 and model_args.problem_type is None
+    categories = data.protected_categories(splits, data_args, [n for n in splits if n != data_args.train_split]) \
+        if binary else None  # for the per-category miss rates
+    evaluated = evaluation.evaluate_splits(
+        lambda name: _predict_logits(trainer, rows(name)), splits, train_split=data_args.train_split,
+        eval_split=data_args.eval_split, label_column=data_args.label_column, compute_metrics=compute_metrics,
+        threshold_rule=extra_args.threshold_rule, problem_type=model_args.problem_type,
+        label_names=model_args.label_names, categories=categories, output_dir=output_dir,
+        main_process=state.is_main_process)
+    processor.decision_policy = evaluated.policy
+    results = evaluated.results
+    all_results = {**train_metrics(train_result.metrics), **evaluated.flat()}
     if state.is_main_process:
-        (output_dir / "all_results.json").write_text(json.dumps(all_results, indent=2, default=float))
+        if evaluated.policy is not None:  # the processor's part: its threshold is the policy's
+            evaluated.policy.save_pretrained(output_dir)
+        atomic_write_text(output_dir / "all_results.json", json.dumps(all_results, indent=2, default=float) + "\n")
         recipe_text = Path(extra_args.recipe).read_text() if extra_args.recipe else None
         card.write_model_card(
             output_dir,
@@ -171,12 +164,15 @@ def main(argv: list[str] | None = None) -> int:
             dataset=data_args.dataset,
             peft_method=peft_args.peft_method,
             results=results,
-            figures=figures,
+            figures=evaluated.figures,
             trainable=trainable,
             total=total,
             recipe_text=recipe_text,
             command="accelerate launch recipes/train_peft.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
             synthetic=synthetic,
+            policy=evaluated.policy,
+            problem_type=model_args.problem_type,
+            task=data_args.label_column,
         )
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()

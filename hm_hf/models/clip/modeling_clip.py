@@ -222,7 +222,8 @@ class HmClipModel(HmClipPreTrainedModel):
 
 
 class HmClipForHatefulMemes(HmClipPreTrainedModel):
-    """Hate-CLIPper: :class:`HmClipModel` + ``Linear(num_labels)``; cross-entropy on logits, -100 ignored.
+    """Hate-CLIPper: :class:`HmClipModel` + ``Linear(num_labels)``; cross-entropy on logits, -100 ignored
+    (or the multi-label loss of `hm_hf.models.heads`, by ``problem_type``).
 
     Build it from a CLIP checkpoint with :meth:`from_clip_pretrained`; a saved model loads with
     ``AutoModelForSequenceClassification.from_pretrained(folder)`` (the frozen CLIP comes from its reference).
@@ -282,4 +283,5 @@ class HmClipForHatefulMemes(HmClipPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pooled = self.hm_clip(input_ids, attention_mask, pixel_values, image_embeds, text_embeds, token_type_ids,
                               inputs_embeds).pooler_output
-        return classification_output(self.classifier(pooled), labels, self.num_labels, return_dict)
+        return classification_output(self.classifier(pooled), labels, self.num_labels, return_dict,
+                                     problem_type=self.config.problem_type)

@@ -165,7 +165,8 @@ class HmConcatModel(HmConcatPreTrainedModel):
 
 
 class HmConcatForHatefulMemes(HmConcatPreTrainedModel):
-    """Concat baseline + ``Linear(num_labels)`` head; cross-entropy on logits, labels of -100 ignored.
+    """Concat baseline + ``Linear(num_labels)`` head; cross-entropy on logits, labels of -100 ignored (or the
+    multi-label loss of `hm_hf.models.heads`, by ``problem_type``).
 
     Example:
         >>> import torch
@@ -242,4 +243,5 @@ class HmConcatForHatefulMemes(HmConcatPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         fused = self.concat(input_ids, attention_mask, token_type_ids, text_embedding, pixel_values, visual_embeds,
                             visual_attention_mask, visual_boxes, inputs_embeds).pooler_output
-        return classification_output(self.classifier(fused), labels, self.num_labels, return_dict)
+        return classification_output(self.classifier(fused), labels, self.num_labels, return_dict,
+                                     problem_type=self.config.problem_type)

@@ -182,7 +182,8 @@ class HmUniterForHatefulMemes(HmUniterPreTrainedModel):
 
     The text input is the meme text, optionally paired with the detected object names or the image's text
     (the collator's ``text_pair_column``), all of it token type 0 as UNITER was trained. Its vocabulary is
-    bert-base-cased's (28,996 tokens). Loss: cross-entropy on the logits, ignoring labels of -100.
+    bert-base-cased's (28,996 tokens). Loss: cross-entropy on the logits, ignoring labels of -100 (or the
+    multi-label loss of `hm_hf.models.heads`, by ``problem_type``).
 
     Example:
         >>> import torch
@@ -238,4 +239,5 @@ class HmUniterForHatefulMemes(HmUniterPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        return classification_output(logits, labels, self.num_labels, return_dict, outputs.hidden_states)
+        return classification_output(logits, labels, self.num_labels, return_dict, outputs.hidden_states,
+                                     problem_type=self.config.problem_type)

@@ -382,7 +382,8 @@ class HmVilbertModel(HmVilbertPreTrainedModel):
 
 
 class HmVilbertForHatefulMemes(HmVilbertPreTrainedModel):
-    """ViLBERT with MMF's classification head on the fused pooled vector; cross-entropy on the logits.
+    """ViLBERT with MMF's classification head on the fused pooled vector; cross-entropy on the logits
+    (or the multi-label loss of `hm_hf.models.heads`, by ``problem_type``).
 
     `classifier` = Sequential(dense -> GELU -> LayerNorm, Linear(bi_hidden_size, num_labels)), the head
     whose 1,053,698 parameters the PE paper trains in its head-only setting. Labels of -100 are ignored.
@@ -437,7 +438,7 @@ class HmVilbertForHatefulMemes(HmVilbertPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        loss = classification_loss(logits, labels, self.num_labels)
+        loss = classification_loss(logits, labels, self.num_labels, self.config.problem_type)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 

@@ -188,7 +188,8 @@ class HmVisualBertForHatefulMemes(HmVisualBertPreTrainedModel):
     """VisualBERT + classifier on the pooled output (MMF's head: dropout, dense+act+LayerNorm, Linear).
 
     Binary by default; ``num_labels=6`` for MMHS150K's fine-grained classes. The loss is cross-entropy on
-    the logits, ignoring labels of -100.
+    the logits, ignoring labels of -100 (BCE with logits on multi-hot labels with
+    ``problem_type="multi_label_classification"``, see `hm_hf.models.heads`).
 
     Example:
         >>> import torch
@@ -244,4 +245,5 @@ class HmVisualBertForHatefulMemes(HmVisualBertPreTrainedModel):
             return_dict=True,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))
-        return classification_output(logits, labels, self.num_labels, return_dict, outputs.hidden_states)
+        return classification_output(logits, labels, self.num_labels, return_dict, outputs.hidden_states,
+                                     problem_type=self.config.problem_type)
