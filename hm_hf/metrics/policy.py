@@ -199,9 +199,8 @@ class DecisionPolicy:
         if path is None:
             logger.info("no %s with the model: temperature 1, the model's own decisions", POLICY_FILE)
             return cls.neutral(num_labels)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); delete it to fall back to threshold 0.5, or "
-                             "re-run training to write it again") from err
+        from hm_hf.fileio import read_json_object
+
+        data = read_json_object(path, "decision-policy settings", "delete it to fall back to threshold 0.5, or "
+                                "re-run training to write it again")
         return cls.from_dict(data, source=str(path))

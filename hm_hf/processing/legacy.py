@@ -13,10 +13,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from hm_hf.fileio import atomic_write_text
+from hm_hf.fileio import atomic_write_text, read_json_object
 from hm_hf.hub import model_file
 from hm_hf.images import DEFAULT_MAX_PIXELS
-from hm_hf.processing.processor import DEFAULT_DETECTOR, MemeProcessor, read_json_object
+from hm_hf.processing.processor import DEFAULT_DETECTOR, MemeProcessor
 
 __all__ = ["PIPELINE_CONFIG_NAME", "PipelineSettings", "load_pipeline_config", "save_pipeline_config", "translate"]
 

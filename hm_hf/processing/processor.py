@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hm_hf.fileio import atomic_path, atomic_write_text
+from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
 from hm_hf.hub import model_file
 from hm_hf.images import DEFAULT_MAX_PIXELS
 from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
@@ -438,17 +438,6 @@ def read_settings(path: str, revision: str | None = None) -> dict:
     unknown = sorted(set(values) - _SETTINGS - LEGACY_SETTINGS)
     if unknown:
         raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
-    return values
-
-
-def read_json_object(file: Path, what: str, fix: str) -> dict:
-    """The JSON object in `file` (holding `what`), or a ValueError naming the file and saying how to `fix` it."""
-    try:
-        values = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err.msg}); {fix}") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"{file}: expected a JSON object of {what}")
     return values
 
 
