@@ -85,6 +85,7 @@ class HatefulMemePipeline:
         if self.processor.multi_label != multi_label:
             raise ValueError(f"the model's head is {'multi' if multi_label else 'single'}-label but its processor "
                              f"says multi_label={self.processor.multi_label}: use the processor saved with this model")
+        self.processor.check_fits(self.config)
         missing = [what for what, part, need in (("a detector", detector, "regions"),
                                                   ("a fastText model", self.processor.fasttext, "text_embedding"))
                    if need in declared and part is None]

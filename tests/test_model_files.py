@@ -69,3 +69,92 @@ def test_a_damaged_json_file_is_a_named_error(tmp_path, name, how):
     message = str(info.value)
     assert str(tmp_path / name) in message and REASONS[how] in message, message
     assert any(what in message for what in ("delete it", "save", "again", "fix it")), message  # what to do
+
+
+POLICY_VALUES = [  # decision_policy.json value -> what the error says
+    ("threshold", float("nan"), "threshold"),
+    ("threshold", float("-inf"), "between 0 and 1"),
+    ("threshold", 1.5, "between 0 and 1"),
+    ("threshold", -0.1, "between 0 and 1"),
+    ("threshold", True, "threshold"),
+    ("threshold", "0.5", "threshold"),
+    ("temperature", 0.0, "temperature must be"),
+    ("temperature", -1.0, "temperature must be"),
+    ("temperature", float("inf"), "temperature must be"),
+    ("temperature", float("nan"), "temperature must be"),
+    ("rule", 5, "rule"),
+    ("fitted_on", ["dev_seen"], "fitted_on"),
+    ("num_labels", "2", "num_labels"),
+    ("metrics", [1, 2], "metrics"),
+    ("metrics", {"f1": "high"}, "metrics"),
+]
+
+
+@pytest.mark.parametrize("key,value,says", POLICY_VALUES, ids=[f"{k}={v!r}" for k, v, _ in POLICY_VALUES])
+def test_decision_policy_values_are_checked_when_loaded(tmp_path, key, value, says):
+    data = {**DecisionPolicy(threshold=0.3, rule="max_f1").to_dict(), key: value}
+    (tmp_path / POLICY_FILE).write_text(json.dumps(data))  # (json writes NaN / Infinity, as Python's json reads)
+    with pytest.raises(ValueError, match=says) as info:
+        DecisionPolicy.from_pretrained(tmp_path)
+    assert str(tmp_path / POLICY_FILE) in str(info.value)
+
+
+def test_a_threshold_of_infinity_flags_nothing(tmp_path):
+    """What training writes when a rule is met only by flagging nothing (choose_threshold warns then)."""
+    DecisionPolicy(threshold=float("inf"), rule="fpr@0.01").save_pretrained(tmp_path)
+    assert DecisionPolicy.from_pretrained(tmp_path).decide([[0.0, 50.0]]).tolist() == [0]
+
+
+PROCESSOR_VALUES = [  # processor_config.json value -> what the error says
+    ("max_text_length", -1, "max_text_length"),
+    ("max_text_length", 0, "max_text_length"),
+    ("max_text_length", "128", "max_text_length"),
+    ("max_regions", -5, "max_regions"),
+    ("max_regions", 2.5, "max_regions"),
+    ("max_pixels", 0, "max_pixels"),
+    ("ocr_engine", "easyocr", "unknown OCR engine 'easyocr'"),
+    ("ocr_lang", "", "ocr_lang"),
+    ("ocr_lang", 7, "ocr_lang"),
+    ("label_names", "hateful", "label_names"),
+    ("label_names", ["hateful", 1], "label_names"),
+    ("label_names", ["hateful", "hateful"], "label_names"),
+    ("text_column", None, "text_column"),
+    ("text_pair_column", 3, "text_pair_column"),
+    ("detector_settings", [1], "detector_settings"),
+    ("multi_label", "no", "multi_label"),
+    ("trained_on_synthetic_data", 1, "trained_on_synthetic_data"),
+    ("fasttext_lowercase", "yes", "fasttext_lowercase"),
+    ("model_inputs", "regions", "model_inputs"),
+]
+
+
+@pytest.mark.parametrize("key,value,says", PROCESSOR_VALUES, ids=[f"{k}={v!r}" for k, v, _ in PROCESSOR_VALUES])
+def test_processor_values_are_checked_when_loaded(tmp_path, key, value, says):
+    data = {**MemeProcessor(model_inputs=("regions",), detector="synthetic").to_dict(), key: value}
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=says) as info:
+        _load_processor(tmp_path)
+    assert str(tmp_path / PROCESSOR_CONFIG_NAME) in str(info.value)
+
+
+def test_label_names_and_policy_must_fit_the_model(tmp_path):
+    """label_names of the wrong length for the model's head, or a decision policy of another model's label
+    count, are refused when the model is loaded (not a wrong label name or a failure at the first meme)."""
+    from hm_hf.models.concat import HmConcatConfig
+
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text(json.dumps(
+        {**MemeProcessor(model_inputs=("regions",), detector="synthetic").to_dict(), "label_names": ["a", "b", "c"]}))
+    with pytest.raises(ValueError, match=r"3 label_names .* 2 labels") as info:
+        _load_processor(tmp_path)
+    assert str(tmp_path / PROCESSOR_CONFIG_NAME) in str(info.value)
+    multi = HmConcatConfig(modalities=["image"], num_labels=4, problem_type="multi_label_classification")
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text(json.dumps(
+        {**MemeProcessor(model_inputs=("regions",), detector="synthetic", multi_label=True,
+                         label_names=["a", "b", "c"]).to_dict()}))
+    with pytest.raises(ValueError, match=r"3 label_names .* 4 labels"):
+        MemeProcessor.from_pretrained(tmp_path, multi)
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text(json.dumps(
+        MemeProcessor(model_inputs=("regions",), detector="synthetic").to_dict()))
+    DecisionPolicy.neutral(6).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"decision_policy.json.* 6 labels .* 2") as info:
+        _load_processor(tmp_path)

@@ -170,13 +170,8 @@ class MemeProcessor:
     PARTS = ("tokenizer", "image_processor", "fasttext", "decision_policy")
 
     def __post_init__(self):
+        check_settings({name: getattr(self, name) for name in _SETTINGS})
         self.model_inputs = tuple(self.model_inputs)
-        unknown = sorted(set(self.model_inputs) - set(INPUT_KINDS))
-        if unknown or not self.model_inputs:
-            raise ValueError(f"model_inputs must be some of {sorted(INPUT_KINDS)}, got {list(self.model_inputs)}")
-        for name in ("region_dtype", "feature_dtype"):
-            if getattr(self, name) not in ("float32", "float16"):
-                raise ValueError(f"{name} must be 'float32' or 'float16', got {getattr(self, name)!r}")
         missing = [what for what, part, kinds in (("a tokenizer", self.tokenizer, TOKEN_INPUTS),
                                                    ("an image processor", self.image_processor, {"pixels"}))
                    if part is None and kinds & set(self.model_inputs)]
@@ -388,11 +383,87 @@ class MemeProcessor:
                                                                                          FASTTEXT_MODEL))
             if values.get("fasttext_lowercase") is None:
                 values["fasttext_lowercase"] = recorded
-        return cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext,
-                   decision_policy=decision_policy, **values)
+        processor = cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext,
+                        decision_policy=decision_policy, **values)
+        if config is None:
+            try:
+                config = _model_config(path)
+            except OSError:  # (a processor folder without its model: nothing to check against)
+                return processor
+        files = [model_file(path, name, revision=revision) for name in (PROCESSOR_CONFIG_NAME, legacy.PIPELINE_CONFIG_NAME)]
+        processor.check_fits(config, next((str(f) for f in files if f is not None), "the processor settings"),
+                             model_file(path, POLICY_FILE, revision=revision))
+        return processor
+
+    def check_fits(self, config, source: str = "the processor", policy_source=None) -> None:
+        """Refuse label names or a decision policy made for another model's head (`config`: its label count),
+        naming `source` (the settings file) or `policy_source` (``decision_policy.json``)."""
+        num_labels = int(getattr(config, "num_labels", 2))
+        named = len(self.label_names)
+        if self.multi_label or num_labels <= 2:
+            expected = max(num_labels, 2) if not self.multi_label else num_labels
+            fits = named == expected
+        else:  # more classes: their names, or the two default names older folders saved (class ids shown)
+            expected, fits = num_labels, named in (num_labels, 2)
+        if not fits:
+            raise ValueError(f"{source}: {named} label_names {self.label_names} but the model has {expected} labels; "
+                             "fix label_names there (or pass label_names=[...], one name per class)")
+        policy = self.decision_policy
+        if policy is not None and policy.num_labels != max(num_labels, 2):
+            raise ValueError(f"{policy_source or 'the decision policy'}: the decision policy is for {policy.num_labels} "
+                             f"labels but the model has {max(num_labels, 2)}: it belongs to another model; delete it "
+                             "(threshold 0.5) or re-run training to write it again")
 
 
 _SETTINGS = frozenset(f.name for f in dataclasses.fields(MemeProcessor)) - set(MemeProcessor.PARTS)
+_TEXTS = ("text_column", "label_column", "image_column", "text_embedding_column", "fasttext_model", "ocr_lang")
+_OPTIONAL_TEXTS = ("text_pair_column", "detector", "image_processor_name_or_path")
+_COUNTS = ("max_text_length", "max_regions", "max_pixels")
+_FLAGS = ("multi_label", "trained_on_synthetic_data")
+
+
+def check_settings(values: dict) -> None:
+    """Check the processor settings in `values` (any subset of `MemeProcessor`'s): a value of the wrong type or
+    out of range is a ValueError naming the setting, so a damaged or hand-edited ``processor_config.json`` is
+    refused when loaded instead of feeding the model garbage."""
+    def fail(name, expected):
+        raise ValueError(f"{name} must be {expected}, got {values[name]!r}")
+
+    for name in _TEXTS:
+        if name in values and (not isinstance(values[name], str) or not values[name]):
+            fail(name, "a non-empty string")
+    for name in _OPTIONAL_TEXTS:
+        if values.get(name) is not None and (not isinstance(values[name], str) or not values[name]):
+            fail(name, "a non-empty string or null")
+    for name in _COUNTS:
+        if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 1):
+            fail(name, "an integer >= 1")
+    for name in _FLAGS:
+        if name in values and not isinstance(values[name], bool):
+            fail(name, "true or false")
+    if values.get("fasttext_lowercase") is not None and not isinstance(values["fasttext_lowercase"], bool):
+        fail("fasttext_lowercase", "true, false or null (as recorded with the fastText model)")
+    for name in ("region_dtype", "feature_dtype"):
+        if name in values and values[name] not in ("float32", "float16"):
+            fail(name, "'float32' or 'float16'")
+    if "detector_settings" in values and not isinstance(values["detector_settings"], dict):
+        fail("detector_settings", "an object of detector config fields")
+    if "model_inputs" in values:
+        inputs = values["model_inputs"]
+        if (not isinstance(inputs, (list, tuple)) or not inputs
+                or not all(isinstance(kind, str) and kind in INPUT_KINDS for kind in inputs)):
+            fail("model_inputs", f"a list of some of {sorted(INPUT_KINDS)}")
+    if "label_names" in values:
+        names = values["label_names"]
+        if (not isinstance(names, (list, tuple)) or not names or len(set(names)) != len(names)
+                or not all(isinstance(n, str) and n for n in names)):
+            fail("label_names", "a list of distinct non-empty strings, one per class")
+    if "ocr_engine" in values:
+        from hm_hf.ocr import ENGINES
+
+        if values["ocr_engine"] not in ("auto", *ENGINES):
+            raise ValueError(f"unknown OCR engine {values['ocr_engine']!r} (ocr_engine); choose one of "
+                             f"{', '.join(['auto', *ENGINES])}")
 
 
 def _numpy(logits) -> np.ndarray:
@@ -430,14 +501,23 @@ def read_settings(path: str, revision: str | None = None) -> dict:
     file = model_file(path, PROCESSOR_CONFIG_NAME, revision=revision)
     if file is None:
         old = legacy.load_pipeline_config(path)
-        return legacy.translate(old, source=f"{path}/{legacy.PIPELINE_CONFIG_NAME}")
-    values = read_json_object(file, "processor settings", "fix it, or save the processor again")
-    kind = values.pop("processor_class", MemeProcessor.__name__)
-    if kind != MemeProcessor.__name__:
-        raise ValueError(f"{file} describes a {kind}, not an hm_hf MemeProcessor")
-    unknown = sorted(set(values) - _SETTINGS - LEGACY_SETTINGS)
-    if unknown:
-        raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
+        source = model_file(path, legacy.PIPELINE_CONFIG_NAME) or f"{path}/{legacy.PIPELINE_CONFIG_NAME}"
+        values, fix = legacy.translate(old, source=str(source)), "fix it or delete it to use the defaults"
+    else:
+        values, source = read_json_object(file, "processor settings", "fix it, or save the processor again"), file
+        fix = "fix it, or save the processor again"
+        kind = values.pop("processor_class", MemeProcessor.__name__)
+        if kind != MemeProcessor.__name__:
+            raise ValueError(f"{file} describes a {kind}, not an hm_hf MemeProcessor")
+        unknown = sorted(set(values) - _SETTINGS - LEGACY_SETTINGS)
+        if unknown:
+            raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
+    try:
+        check_settings(values)
+        if "threshold" in values:  # an older file's threshold: becomes a hand-set decision policy
+            DecisionPolicy().with_threshold(values["threshold"])
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}; {fix}") from None
     return values
 
 
