@@ -159,8 +159,9 @@ class HatefulMemePipeline:
                 "made by the README's main job) or a Hub id like org/name"
             )
         settings = {k: v for k, v in settings.items() if v is not None}
-        if isinstance(detector, (str, os.PathLike)):
-            settings["detector"] = str(detector)
+        if isinstance(detector, (str, os.PathLike)):  # a folder given here is the caller's (cwd-relative)
+            given = Path(detector).expanduser()
+            settings["detector"] = str(given.resolve()) if given.is_dir() else str(detector)
         read_settings(path)  # a broken settings file is reported before the model is loaded
         model = load_trained_model(path)
         config = base_config(model)

@@ -158,3 +158,36 @@ def test_label_names_and_policy_must_fit_the_model(tmp_path):
     DecisionPolicy.neutral(6).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"decision_policy.json.* 6 labels .* 2") as info:
         _load_processor(tmp_path)
+
+
+def test_the_fasttext_record_comes_with_the_model_from_a_hub_repo(tmp_path, monkeypatch):
+    """hf_hub_download fetches one file at a time: the fastText model's record (fasttext.bin.json: trained on
+    lowercased text) must be fetched too, else a Hub model embeds its text with the wrong casing."""
+    import shutil
+
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from hm_hf.text import fasttext_embeddings
+
+    remote, cache = tmp_path / "remote", tmp_path / "cache"
+    (remote / "fasttext").mkdir(parents=True)
+    (remote / "fasttext" / "fasttext.bin").write_bytes(b"fastText model bytes")
+    (remote / "fasttext" / "fasttext.bin.json").write_text(json.dumps({"lowercase": True}))
+    (remote / PROCESSOR_CONFIG_NAME).write_text(json.dumps(
+        {"processor_class": "MemeProcessor", "model_inputs": ["text_embedding", "regions"], "detector": "synthetic"}))
+
+    def hf_hub_download(repo_id, filename, revision=None, **_):  # one file, as the Hub client does
+        if repo_id != "org/fasttext-model" or not (remote / filename).is_file():
+            raise EntryNotFoundError(f"{filename} not in {repo_id}")
+        (cache / filename).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(remote / filename, cache / filename)
+        return str(cache / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(fasttext_embeddings, "load_fasttext", lambda path: f"fastText from {path}")
+    from hm_hf.models.concat import HmConcatConfig
+
+    processor = MemeProcessor.from_pretrained("org/fasttext-model", HmConcatConfig())
+    assert processor.fasttext == f"fastText from {cache / 'fasttext' / 'fasttext.bin'}"
+    assert processor.fasttext_lowercase is True

@@ -474,3 +474,66 @@ def test_predict_cli_reads_the_text_with_the_meme_ocr(world, capsys):
     (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert line["text_source"] == "ocr" and line["ocr_engine"] == "ppocr"
     assert line["text"].split() == meme.text.split()
+
+
+def _offline_hub_repo(tmp_path, monkeypatch, folder: Path, repo_id: str, absent=()) -> None:
+    """`folder` as the cached snapshot of Hub repo `repo_id` (huggingface_hub's offline cache: no network)."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
+    for name in absent:
+        (repo / ".no_exist" / revision / name).touch()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_saved_relative_paths_are_read_in_the_model_folder_or_hub_repo_not_the_cwd(world, tmp_path, monkeypatch):
+    """processor settings that name a part of the model folder (detector="detector": the Faster R-CNN saved
+    in the folder's detector/, an image processor's folder) are read there, from any working directory and from
+    the model's Hub repo; a part missing from the folder is an error naming it, never a same-named folder in
+    the working directory."""
+    from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
+    from hm_hf.processing.processor import _load_image_processor
+    from transformers import ViTImageProcessor
+
+    detector = tiny_frcnn(max_boxes=7)
+    folder = tmp_path / "model"
+    texts = [m.text for m in world["memes"]["train"]]
+    build_tiny_model(folder, texts, visual_dim=detector.config.region_feature_dim, detector="detector",
+                     detector_max_boxes=5)
+    detector.save_pretrained(str(folder / "detector"))
+    ViTImageProcessor(size={"height": 40, "width": 56}).save_pretrained(str(folder / "vision"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    local = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert isinstance(local.detector, FrcnnForRegionFeatures) and local.detector.config.max_boxes == 5
+    assert _load_image_processor(str(folder), "vision").size == {"height": 40, "width": 56}
+    # the same folder as a Hub repo: its detector/ comes from the repo's snapshot
+    _offline_hub_repo(tmp_path, monkeypatch, folder, "some-org/region-model",
+                      absent=("adapter_config.json", "preprocessor_config.json", "processor_config.json",
+                              "decision_policy.json"))
+    hub = HatefulMemePipeline.from_pretrained("some-org/region-model", device="cpu")
+    assert isinstance(hub.detector, FrcnnForRegionFeatures) and hub.detector.config.max_boxes == 5
+    assert Path(hub.detector.name_or_path).parts[-1] == "detector" and "hub" in Path(hub.detector.name_or_path).parts
+    meme = world["dev"][0]
+    assert hub(world["image"](meme), texts=meme.text)["probability"] == pytest.approx(
+        local(world["image"](meme), texts=meme.text)["probability"], abs=1e-6)
+    # a folder that lost its detector/: an error naming it, not the working directory's detector/
+    import shutil
+
+    lost = tmp_path / "lost"
+    shutil.copytree(folder, lost, ignore=shutil.ignore_patterns("detector"))
+    tiny_frcnn(max_boxes=3).save_pretrained(str(elsewhere / "detector"))
+    with pytest.raises(OSError, match=rf"detector 'detector' is not in the model folder {lost}"):
+        HatefulMemePipeline.from_pretrained(lost, device="cpu")
+    # a detector given by the user is theirs: relative to the working directory
+    given = HatefulMemePipeline.from_pretrained(lost, device="cpu", detector="detector")
+    assert Path(given.detector.name_or_path).resolve() == (elsewhere / "detector").resolve()

@@ -35,7 +35,7 @@ class PipelineSettings:
     """The settings of ``hm_hf_pipeline.json``, as model folders saved before ``processor_config.json`` hold them.
 
     detector: detector folder / Hub id for region models, or ``"synthetic"`` (see the module docstring);
-        a relative path is read inside the model folder first.
+        a relative path is read inside the model folder (or Hub repo).
     detector_min_boxes / detector_max_boxes / detector_score_threshold / detector_nms_thresholds /
         detector_min_size / detector_max_size: the detector's region selection and resize, as used for the
         training features (None: the detector's own config).

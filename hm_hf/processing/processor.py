@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
-from hm_hf.hub import model_file
+from hm_hf.hub import model_file, model_path
 from hm_hf.images import DEFAULT_MAX_PIXELS
 from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
 from hm_hf.synthetic.world import DETECTOR_NAME as SYNTHETIC_DETECTOR
@@ -120,11 +120,13 @@ class MemeProcessor:
         feature_dtype: how the training features were stored ("float16" or "float32", the feature cache's
             dtype); detected features are rounded to it, so the model reads them as it read its training data.
         detector / detector_settings: the detector that made the training features (folder, Hub id, or
-            "synthetic"; a relative path is read inside the model folder first) and the fields of its config
+            "synthetic"; a relative path other than a Hub id is a part of the model, read inside its folder or
+            Hub repo, never the working directory) and the fields of its config
             to set before running it (box selection, NMS, resize), as recorded with the features.
-        fasttext_model / fasttext_lowercase: the fastText model (relative to the model folder once saved)
-            and whether to lowercase (None: as recorded with the model).
-        image_processor_name_or_path: where the image processor is, when the model folder has none.
+        fasttext_model / fasttext_lowercase: the fastText model (relative to the model folder or Hub repo once
+            saved; its ``.json`` record comes with it) and whether to lowercase (None: as recorded with the model).
+        image_processor_name_or_path: where the image processor is, when the model folder has none (a folder
+            of the model's first, else a path or Hub id).
         ocr_engine / ocr_lang: how the pipeline reads a meme's text when none is given (`hm_hf.ocr`): "ppocr"
             (PP-OCR, the default: it reads meme captions), "tesseract" (the fallback, and other languages) or
             "auto" (ppocr when installed, else Tesseract). Saved as set, so a folder says which engine its
@@ -555,8 +557,9 @@ def _load_image_processor(path: str, name_or_path: str | None):
 
     if model_file(path, "preprocessor_config.json") is not None:
         return AutoImageProcessor.from_pretrained(path)
-    if name_or_path:
-        return AutoImageProcessor.from_pretrained(name_or_path)
+    if name_or_path:  # a folder of the model's first (a relative setting is the model's, not the cwd's)
+        inside = None if Path(name_or_path).is_absolute() else model_path(path, name_or_path)
+        return AutoImageProcessor.from_pretrained(str(inside) if inside is not None else name_or_path)
     raise OSError(
         f"{path} has no preprocessor_config.json and no image_processor setting: this model reads pixels, so pass "
         "image_processor=<the vision backbone's folder or Hub id> (the recipe's vision_model_name_or_path)"
@@ -568,6 +571,8 @@ def _load_fasttext(path: str, name: str):
     from hm_hf.text.fasttext_embeddings import _read_metadata, load_fasttext
 
     file = Path(name) if Path(name).is_absolute() else model_file(path, name)
+    if file is not None and not Path(name).is_absolute():
+        model_file(path, f"{name}.json")  # its record (lowercase, ...) beside it, also from a Hub repo
     if file is None or not file.is_file():
         raise FileNotFoundError(
             f"{path}: this model reads fastText sentence vectors but {name} is not there; "
