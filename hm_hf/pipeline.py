@@ -20,8 +20,8 @@ chooses the threshold by the recipe's `threshold_rule` (max F1, a target false-p
 result says how it was decided: ``threshold``, ``threshold_rule`` and ``calibrated``. A folder without the
 file keeps the model's own probabilities (T = 1) and its processor's threshold (0.5 unless an older folder
 set another); ``threshold=0.7`` overrides the saved threshold. Multi-label models (the fine-grained
-protected-category / attack-type tasks) return ``labels`` (each label's sigmoid score > 0.5) and
-``scores`` instead.
+protected-category / attack-type tasks) return ``labels`` (each label's sigmoid score > 0.5, or > the
+``threshold=`` given: one number, or one per label) with ``scores`` and ``thresholds`` per label instead.
 
 **Detectors.** Region features must come from the detector that made the training features. For real
 data that is the Visual Genome Faster R-CNN (`unc-nlp/frcnn-vg-finetuned`, the default), which must be
@@ -147,7 +147,8 @@ class HatefulMemePipeline:
 
         `detector` may be a loaded detector, a folder / Hub id, or "synthetic"; other keyword arguments
         override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s;
-        ``threshold=`` replaces the decision policy's threshold).
+        ``threshold=`` replaces the decision policy's threshold; for a multi-label model it sets every label's
+        threshold, or each label's given a list).
         """
         from hm_hf.processing.processor import read_settings
 

@@ -160,3 +160,34 @@ def test_the_decision_policy_is_the_processors_part_and_owns_the_threshold(tmp_p
     assert [d["label"] for d in six.post_process(torch.tensor([[0.0, 3.0, 0.0, 0.0, 0.0, 5.0]]))] == [5]
     with pytest.raises(ValueError, match="arg-max"):
         MemeProcessor.from_pretrained(old, HmConcatConfig(modalities=["image"], num_labels=6), threshold=0.4)
+
+
+def test_a_threshold_given_to_a_multi_label_model_is_applied(tmp_path):
+    """threshold= for a fine-grained (multi-label) model sets each label's threshold (one number for all, or
+    one per label), is saved with the processor and shown in every result; without it, the shared task's 0.5."""
+    from hm_hf.models.concat import HmConcatConfig
+
+    config = HmConcatConfig(modalities=["image"], num_labels=3, problem_type="multi_label_classification")
+    names = ["pc_empty", "race", "religion"]
+    MemeProcessor(model_inputs=("regions",), detector="synthetic", multi_label=True,
+                  label_names=names).save_pretrained(tmp_path / "fine")
+    logits = torch.tensor([[-3.0, 0.8, 2.0]])  # sigmoid: 0.047, 0.69, 0.88
+    default = MemeProcessor.from_pretrained(tmp_path / "fine", config)
+    (plain,) = default.post_process(logits)
+    assert plain["labels"] == ["race", "religion"] and plain["threshold"] == 0.5 and default.threshold == 0.5
+    strict = MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=0.8)
+    (result,) = strict.post_process(logits)
+    assert result["labels"] == ["religion"] and result["label_ids"] == [2]
+    assert result["threshold"] == 0.8 and result["thresholds"] == dict.fromkeys(names, 0.8)
+    assert strict.threshold == 0.8
+    per_label = MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=[0.01, 0.9, 0.9])
+    (result,) = per_label.post_process(logits)
+    assert result["labels"] == ["pc_empty"] and result["thresholds"] == {"pc_empty": 0.01, "race": 0.9,
+                                                                         "religion": 0.9}
+    assert result["threshold"] is None and per_label.threshold is None  # (no one threshold)
+    per_label.save_pretrained(tmp_path / "resaved")
+    assert MemeProcessor.from_pretrained(tmp_path / "resaved", config).post_process(logits)[0]["labels"] == ["pc_empty"]
+    with pytest.raises(ValueError, match="3 labels"):
+        MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=[0.5, 0.5])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=1.5)

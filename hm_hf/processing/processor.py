@@ -12,7 +12,9 @@ The threshold has one owner, the decision policy: ``processor.threshold`` reads 
 ``processor_config.json`` no longer holds one. Older folders' ``threshold`` setting (in
 ``processor_config.json`` or ``hm_hf_pipeline.json``) is read as a hand-chosen policy ("fixed@<t>", T = 1)
 when the folder has no ``decision_policy.json``; with one, the policy file wins. A ``threshold=`` given to
-`from_pretrained` replaces the saved policy's threshold (rule "fixed@<t>") and keeps its temperature.
+`from_pretrained` replaces the saved policy's threshold (rule "fixed@<t>") and keeps its temperature. A
+multi-label model has no decision policy: its labels' thresholds (``label_thresholds``, 0.5 each unless
+``threshold=`` set them) are a processor setting.
 
 What a model reads is declared by its config class (``model_inputs``, one of `INPUT_KINDS` each), so a new
 model only declares it. Folders saved before this file existed have ``hm_hf_pipeline.json`` instead; they
@@ -137,7 +139,9 @@ class MemeProcessor:
             (``threshold`` reads it).
         multi_label: the model has a multi-label head (``problem_type="multi_label_classification"``): labels
             are lists of class ids, collated as multi-hot vectors, and each label is predicted when its sigmoid
-            score is > 0.5 (the fine-grained shared task's rule).
+            score is > 0.5 (the fine-grained shared task's rule), or > its ``label_thresholds`` entry.
+        label_thresholds: a multi-label model's threshold per label (None: 0.5 each); ``threshold=`` given to
+            `from_pretrained` sets it (one number for every label, or a list with one per label).
         trained_on_synthetic_data: the model was trained on `hm_hf.synthetic` data (coloured shapes and made-up
             words), so its output on real memes means nothing; the Space says so next to the model name.
     """
@@ -166,6 +170,7 @@ class MemeProcessor:
     max_pixels: int = DEFAULT_MAX_PIXELS
     label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
     multi_label: bool = False
+    label_thresholds: list[float] | None = None
     trained_on_synthetic_data: bool = False
 
     #: the attributes saved by their own save_pretrained, not in processor_config.json
@@ -181,6 +186,10 @@ class MemeProcessor:
             raise ValueError(f"this model reads {sorted(self.model_inputs)} and needs {', '.join(missing)}")
         if self.decision_policy is not None and not isinstance(self.decision_policy, DecisionPolicy):
             raise TypeError(f"decision_policy must be a DecisionPolicy, got {type(self.decision_policy).__name__}")
+        if self.label_thresholds is not None and (not self.multi_label or len(self.label_thresholds) != len(
+                self.label_names)):
+            raise ValueError(f"label_thresholds {self.label_thresholds} must be one threshold per label of a multi-label "
+                             f"model, which has {len(self.label_names)} labels ({', '.join(self.label_names)})")
         if self.multi_label and self.decision_policy is not None:
             raise ValueError("a multi-label model predicts each label when its score is > 0.5 (the shared task's "
                              "rule); a DecisionPolicy is for single-label models")
@@ -193,10 +202,19 @@ class MemeProcessor:
     @property
     def threshold(self) -> float | None:
         """The probability from which a binary model's label is "hateful": the decision policy's (0.5 without
-        one); None for arg-max decisions; the per-label 0.5 of a multi-label model."""
+        one); None for arg-max decisions; a multi-label model's threshold when all its labels share one
+        (0.5 by default), else None (see `thresholds_per_label`)."""
         if self.multi_label:
-            return MULTI_LABEL_THRESHOLD
+            common = set(self.thresholds_per_label)
+            return common.pop() if len(common) == 1 else None
         return self.decision_policy.threshold if self.decision_policy is not None else 0.5
+
+    @property
+    def thresholds_per_label(self) -> list[float]:
+        """A multi-label model's threshold for each label (`label_thresholds`, else 0.5 each)."""
+        if self.label_thresholds is not None:
+            return [float(t) for t in self.label_thresholds]
+        return [MULTI_LABEL_THRESHOLD] * len(self.label_names)
 
     @property
     def reads_text(self) -> bool:
@@ -292,20 +310,22 @@ class MemeProcessor:
         return out
 
     def post_process_multi_label(self, logits) -> list[dict]:
-        """Logits (B, C) of a multi-label head -> per meme: the predicted labels (sigmoid > 0.5, the shared
-        task's rule), their ids and every label's score."""
+        """Logits (B, C) of a multi-label head -> per meme: the predicted labels (sigmoid > the label's threshold:
+        0.5, the shared task's rule, unless `label_thresholds` says otherwise), their ids, every label's score
+        and threshold."""
         from hm_hf.metrics import sigmoid
 
         scores = sigmoid(_numpy(logits))
         if scores.shape[-1] != len(self.label_names):
             raise ValueError(f"the model gives {scores.shape[-1]} labels but the processor names "
                              f"{len(self.label_names)}: use the processor saved with this model")
+        thresholds = self.thresholds_per_label
         out = []
         for row in scores:
-            ids = [i for i, p in enumerate(row) if p > MULTI_LABEL_THRESHOLD]
+            ids = [i for i, (p, t) in enumerate(zip(row, thresholds)) if p > t]
             out.append({"labels": [self.label_names[i] for i in ids], "label_ids": ids,
                         "scores": {name: float(p) for name, p in zip(self.label_names, row)},
-                        "threshold": MULTI_LABEL_THRESHOLD})
+                        "threshold": self.threshold, "thresholds": dict(zip(self.label_names, thresholds))})
         return out
 
     # ------------------------------------------------------------------ saving and loading
@@ -370,6 +390,14 @@ class MemeProcessor:
         if "detector_settings" in overrides:  # one detector setting given: the others stay as saved
             overrides["detector_settings"] = {**values.get("detector_settings", {}), **overrides["detector_settings"]}
         values.update(overrides)
+        if values.get("multi_label") and given_threshold is not None:  # each label's threshold
+            names = values.get("label_names") or []
+            given = given_threshold if isinstance(given_threshold, (list, tuple)) else [given_threshold] * len(names)
+            if len(given) != len(names):
+                raise ValueError(f"threshold={given_threshold!r}: this multi-label model has {len(names)} labels "
+                                 f"({', '.join(names)}); give one threshold, or one per label")
+            values["label_thresholds"] = list(given)
+            given_threshold = None
         if not values.get("model_inputs"):
             values["model_inputs"] = model_inputs(config if config is not None else _model_config(path))
         inputs = set(values["model_inputs"])
@@ -460,6 +488,11 @@ def check_settings(values: dict) -> None:
         if (not isinstance(names, (list, tuple)) or not names or len(set(names)) != len(names)
                 or not all(isinstance(n, str) and n for n in names)):
             fail("label_names", "a list of distinct non-empty strings, one per class")
+    if values.get("label_thresholds") is not None:
+        given = values["label_thresholds"]
+        if not isinstance(given, (list, tuple)) or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in given):
+            fail("label_thresholds", "a list of thresholds between 0 and 1, one per label (or null: 0.5 each)")
     if "ocr_engine" in values:
         from hm_hf.ocr import ENGINES
 

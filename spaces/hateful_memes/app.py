@@ -137,8 +137,11 @@ def decision_line(pipeline: HatefulMemePipeline) -> str:
     calibrated (the model's decision policy, decision_policy.json)."""
     processor = pipeline.processor
     if processor.multi_label:
-        return (f"Decision: each label whose score is above {processor.threshold:g} (the fine-grained shared "
-                "task's rule).")
+        if processor.threshold is None:
+            each = ", ".join(f"{name} {t:g}" for name, t in zip(processor.label_names, processor.thresholds_per_label))
+            return f"Decision: each label whose score is above its threshold ({each})."
+        rule = " (the fine-grained shared task's rule)" if processor.threshold == 0.5 else " (set by hand)"
+        return f"Decision: each label whose score is above {processor.threshold:g}{rule}."
     policy = processor.decision_policy
     if policy is None:
         return ("Decision: threshold 0.5 on the model's own probability (no decision policy was saved with the "
