@@ -214,7 +214,9 @@ class MemeApp:
             return ""
 
     def classify(self, upload, text):
-        """(label confidences, annotated image, details markdown) for one meme."""
+        """(the model's decision at its threshold, the label confidences, annotated image, details markdown)
+        for one meme. The decision is its own output: a `gr.Label` of confidences would head them with the most
+        probable class, which is not what a model with a threshold other than 0.5 decides."""
         image = self._read_upload(upload)
         text = (text or "").strip()
         if self.pipe.reads_text and not text:
@@ -240,12 +242,13 @@ class MemeApp:
         ]
         annotated = gr.update(value=(image, annotations), visible=self.pipe.uses_regions)
         if self.pipe.processor.multi_label:  # a fine-grained model: protected categories or attack types
+            decision = ", ".join(result["labels"]) or "none"  # each label at its threshold
             confidences = result["scores"]
-            predicted = ", ".join(result["labels"]) or "none"
-            details = f"**Predicted labels: {predicted}**"
+            details = f"**Predicted labels: {decision}**"
         else:
             probability = result["probability"]
             names = self.pipe.settings.label_names
+            decision = result["label_name"]  # at the model's threshold, which need not be 0.5
             confidences = {names[1]: probability, names[0]: 1.0 - probability}
             details = f"**Hateful probability: {probability:.3f}** ({result['label_name']})"
         details += f"\n\n{decision_line(self.pipe)}"
@@ -255,7 +258,7 @@ class MemeApp:
             details += f"\n\nText read by the model: “{result['text']}”"
         if self.pipe.uses_regions:
             details += f"\n\nRegions read by the model: {len(result.get('regions', []))} (the whole image included)"
-        return confidences, annotated, details
+        return decision, confidences, annotated, details
 
 
 def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks:
@@ -282,8 +285,10 @@ def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks
                 )
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
             with gr.Column():
-                label = gr.Label(label="Prediction", num_top_classes=len(pipeline.settings.label_names),
-                                 elem_id="prediction")
+                label = gr.Label(label="Prediction (at the model's threshold)", elem_id="prediction")
+                scores = gr.Label(label="Scores" if pipeline.processor.multi_label else "Probabilities",
+                                  num_top_classes=len(pipeline.settings.label_names), show_heading=False,
+                                  elem_id="scores")
                 details = gr.Markdown(elem_id="details")
                 regions = gr.AnnotatedImage(label="Detected regions", visible=pipeline.uses_regions,
                                             elem_id="regions")
@@ -292,7 +297,7 @@ def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks
         gr.Markdown(HOW_IT_WORKS.format(max_mb=MAX_FILE_SIZE // 2**20, max_mp=MAX_PIXELS // 1_000_000))
         image.change(app.read_text, inputs=image, outputs=text, preprocess=False, api_name="read_text",
                      concurrency_limit=CONCURRENCY)
-        button.click(app.classify, inputs=[image, text], outputs=[label, regions, details], preprocess=False,
+        button.click(app.classify, inputs=[image, text], outputs=[label, scores, regions, details], preprocess=False,
                      api_name="classify", concurrency_limit=CONCURRENCY)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
