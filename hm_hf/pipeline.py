@@ -185,13 +185,15 @@ class HatefulMemePipeline:
         images,
         texts: str | Sequence[str | None] | None = None,
         batch_size: int = 8,
-        text_pairs: Sequence[str | None] | None = None,
+        text_pairs: str | Sequence[str | None] | None = None,
         return_regions: bool = True,
     ):
         """Classify one meme (returns a dict) or a list of memes (returns a list of dicts).
 
         images: path, bytes, PIL image or array, or a list of them. texts: the memes' text; None (or a
-        None / "" entry) means: read it from the image with OCR.
+        None / "" entry) means: read it from the image with OCR. text_pairs: for a model trained on a text
+        pair (``processor.text_pair_column``; MMHS150K: `texts` is the tweet's text, the pair the image's own
+        text, its `img_txt/` OCR), the second text; None (or a None / "" entry): read by OCR.
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
@@ -200,7 +202,12 @@ class HatefulMemePipeline:
         texts = list(texts)
         if len(texts) != len(images):
             raise ValueError(f"got {len(images)} images but {len(texts)} texts")
-        pairs = list(text_pairs) if text_pairs is not None else [None] * len(images)
+        if text_pairs is None or isinstance(text_pairs, str):
+            text_pairs = [text_pairs] * len(images)
+        pairs = list(text_pairs)
+        if any(pairs) and self.processor.text_pair_column is None:
+            raise ValueError("this model reads no text pair (it was trained on one text per meme): leave "
+                             "text_pairs out, or put all of the meme's text in texts")
         if len(pairs) != len(images):
             raise ValueError(f"got {len(images)} images but {len(pairs)} text pairs")
         if batch_size < 1:

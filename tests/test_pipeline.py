@@ -537,3 +537,41 @@ def test_saved_relative_paths_are_read_in_the_model_folder_or_hub_repo_not_the_c
     # a detector given by the user is theirs: relative to the working directory
     given = HatefulMemePipeline.from_pretrained(lost, device="cpu", detector="detector")
     assert Path(given.detector.name_or_path).resolve() == (elsewhere / "detector").resolve()
+
+
+def test_a_text_pair_model_reads_both_texts(world, tmp_path, capsys):
+    """A model trained on a text pair (MMHS150K: the tweet's text + the image's OCR text, img_txt/): the pipeline
+    takes the pair (text_pairs=, a string for one meme) and says what it read; `hm-hf predict --text-pair`
+    passes it; a pair given to a model that reads none is refused, not dropped."""
+    from hm_hf.inference.cli import cli
+
+    folder = tmp_path / "pair-model"
+    model, tokenizer = build_tiny_model(folder, [m.text for m in world["memes"]["train"]], text_pair=True)
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert pipe.processor.text_pair_column == "text_pair"
+    meme = world["dev"][0]
+    path = world["image"](meme)
+    result = pipe(path, texts="the tweet says this", text_pairs=meme.text)
+    assert result["text"] == "the tweet says this" and result["text_pair"] == meme.text
+    assert result["text_source"] == "given"
+    regions = SyntheticShapeDetector().extract([Image.open(path)])[0]
+    encoded = tokenizer(["the tweet says this"], [meme.text], truncation=True, max_length=32, return_tensors="pt",
+                        return_token_type_ids=True)
+    features = regions.features.half().float()[None]
+    with torch.no_grad():
+        logits = model(**encoded, visual_embeds=features,
+                       visual_attention_mask=torch.ones(features.shape[:2], dtype=torch.long)).logits
+    assert result["probability"] == pytest.approx(float(torch.softmax(logits, -1)[0, 1]), abs=1e-5)
+    alone = pipe(path, texts="the tweet says this", text_pairs="something else entirely")["probability"]
+    assert abs(alone - result["probability"]) > 1e-6  # the pair is read
+    batch = pipe([path, path], texts=["the tweet says this"] * 2, text_pairs=[meme.text, meme.text])
+    assert [r["probability"] for r in batch] == pytest.approx([result["probability"]] * 2, abs=1e-5)
+    assert cli(["--model", str(folder), str(path), "--text", "the tweet says this", "--text-pair", meme.text,
+                "--no-regions"]) == 0
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert line["text_pair"] == meme.text and line["probability"] == pytest.approx(result["probability"], abs=1e-5)
+    single = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
+    with pytest.raises(ValueError, match="reads no text pair"):
+        single(path, texts=meme.text, text_pairs="image text")
+    assert cli(["--model", str(world["root"] / "model"), str(path), "--text", "x", "--text-pair", "y"]) == 2
+    assert "reads no text pair" in capsys.readouterr().err

@@ -341,7 +341,7 @@ def test_memory_stays_flat_over_200_requests(served):
         uploaded = http.post(f"{url}gradio_api/upload", files={"files": (example.name, example.read_bytes())}).json()
         image = {"path": uploaded[0], "orig_name": example.name, "meta": {"_type": "gradio.FileData"}}
         for i in range(200):
-            event = http.post(f"{url}gradio_api/call/classify", json={"data": [image, f"caption {i % 7}"]}).json()
+            event = http.post(f"{url}gradio_api/call/classify", json={"data": [image, f"caption {i % 7}", ""]}).json()
             reply = http.get(f"{url}gradio_api/call/classify/{event['event_id']}").text
             assert "event: complete" in reply and "Hateful probability" in reply, reply[:300]
             if i in (39, 199):
@@ -498,3 +498,34 @@ def test_a_multi_label_models_label_shows_each_label_at_its_threshold(app_module
     assert bars == pytest.approx(scores, abs=1e-6)
     result, (heading, _) = shown_for([1.0, 1.0, 1.0])
     assert result["labels"] == [] and heading == "none"
+
+
+def test_a_text_pair_model_gets_a_second_box(app_module, space_model, meme_app, tmp_path):
+    """A model trained on a text pair (MMHS150K: the tweet + the image's own text): the page shows a box for
+    each, OCR fills the image-text box, and the model reads both; a one-text model shows one box."""
+    import json
+    import shutil
+
+    from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
+
+    def boxes(demo):
+        return {b.elem_id: b for b in demo.blocks.values() if isinstance(b, gr.Textbox)}
+
+    single = boxes(app_module.build_demo(meme_app.pipe))
+    assert single["meme-text"].visible and not single["meme-text-pair"].visible
+    folder = tmp_path / "pair-model"
+    shutil.copytree(space_model, folder)
+    settings = json.loads((folder / PIPELINE_CONFIG_NAME).read_text())
+    (folder / PIPELINE_CONFIG_NAME).write_text(json.dumps({**settings, "text_pair": True}))
+    pipe = app_module.load_pipeline(str(folder), device="cpu")
+    demo = app_module.build_demo(pipe)
+    shown = boxes(demo)
+    assert shown["meme-text"].visible and shown["meme-text-pair"].visible
+    assert "OCR" in shown["meme-text-pair"].label and "OCR" not in shown["meme-text"].label
+    (upload,) = [d for d in demo.fns.values() if d.api_name == "read_text"]
+    assert [o._id for o in upload.outputs] == [shown["meme-text-pair"]._id]  # OCR fills the image-text box
+    example = {"path": str(example_paths()[0])}
+    _, confidences, _, details = app_module.MemeApp(pipe).classify(example, "the tweet", "words on the image")
+    expected = pipe(example["path"], texts="the tweet", text_pairs="words on the image")
+    assert confidences["hateful"] == pytest.approx(expected["probability"], abs=1e-6)
+    assert "“the tweet”" in details and "“words on the image”" in details
