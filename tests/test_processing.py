@@ -191,3 +191,35 @@ def test_a_threshold_given_to_a_multi_label_model_is_applied(tmp_path):
         MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=[0.5, 0.5])
     with pytest.raises(ValueError, match="between 0 and 1"):
         MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=1.5)
+
+
+def test_older_folders_read_text_with_ppocr_and_tesseract_can_be_chosen(old_folder, tmp_path, capsys):
+    """A folder saved before processors named their OCR engine (hm_hf_pipeline.json, or a processor_config.json
+    without ocr_engine) reads meme text with PP-OCR, the default; ocr_engine= (or the setting in the folder's
+    file, or `hm-hf predict --ocr-engine`) chooses Tesseract."""
+    from hm_hf.inference.cli import cli
+    from hm_hf.ocr import OcrUnavailableError, tesseract_available
+
+    assert "ocr_engine" not in json.loads((old_folder / "model" / PIPELINE_CONFIG_NAME).read_text())
+    old = HatefulMemePipeline.from_pretrained(old_folder / "model", device="cpu")
+    assert old.processor.ocr_engine == "ppocr"
+    chosen = HatefulMemePipeline.from_pretrained(old_folder / "model", device="cpu", ocr_engine="tesseract")
+    assert chosen.processor.ocr_engine == "tesseract"
+    config = chosen.config
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"processor_class": "MemeProcessor",
+                                                          "model_inputs": ["regions"], "detector": "synthetic"}))
+    assert MemeProcessor.from_pretrained(bare, config).ocr_engine == "ppocr"
+    (bare / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"processor_class": "MemeProcessor", "model_inputs": [
+        "regions"], "detector": "synthetic", "ocr_engine": "tesseract"}))
+    assert MemeProcessor.from_pretrained(bare, config).ocr_engine == "tesseract"
+    image = str(old_folder / "data" / "img" / "00013.png")
+    code = cli(["--model", str(old_folder / "model"), image, "--no-regions", "--ocr-engine", "tesseract"])
+    out = capsys.readouterr()
+    if tesseract_available():
+        assert code == 0 and json.loads(out.out)["ocr_engine"] == "tesseract"
+    else:
+        assert code == 2 and "tesseract" in out.err.lower()
+        with pytest.raises(OcrUnavailableError):
+            chosen.processor.ocr_engine_info()

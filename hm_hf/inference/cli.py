@@ -20,6 +20,9 @@ def cli(argv: list[str] | None = None) -> int:
                         help="for models trained on a text pair (MMHS150K: --text is the tweet, this the image's own "
                         "text): the second text, once per image in order (default: read by OCR)")
     parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
+    parser.add_argument("--ocr-engine", choices=["ppocr", "tesseract", "auto"], default=None,
+                        help="how text not given is read (default: the model's processor's ocr_engine; ppocr for "
+                        "folders that name none)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-regions", action="store_true", help="leave the detected regions out of the output")
@@ -31,7 +34,8 @@ def cli(argv: list[str] | None = None) -> int:
     from hm_hf.pipeline import HatefulMemePipeline  # (after parsing: `--help` needs no torch)
 
     try:
-        pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device)
+        pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device,
+                                                   ocr_engine=args.ocr_engine)
         results = pipe(list(args.images), texts=args.text, text_pairs=args.text_pair, batch_size=args.batch_size,
                        return_regions=not args.no_regions)
     except (OSError, ValueError, RuntimeError) as err:  # bad image, missing model / detector / tesseract
