@@ -226,7 +226,10 @@ class HatefulMemePipeline:
         for image, text, pair in zip(images, texts, pairs):
             row, out = {}, {}
             if processor.reads_text:
-                ocr_needed = (not text or not text.strip()) or (pair_column is not None and not pair)
+                if pair_column is not None:  # OCR reads the image's own text: the pair (the first text is the post's)
+                    ocr_needed = not pair
+                else:
+                    ocr_needed = not text or not text.strip()
                 ocr = processor.read_text(image) if ocr_needed else None
                 if pair_column is not None:
                     row[text_column], row[pair_column] = text or "", pair if pair else ocr
