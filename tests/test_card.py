@@ -34,3 +34,15 @@ def test_the_generators_mark_their_folders(tmp_path):
     make_mmhs(tmp_path / "mmhs", splits={"train": 2})
     assert is_synthetic(tmp_path / "hmd") and is_synthetic(tmp_path / "mmhs")
     assert (tmp_path / "hmd" / SYNTHETIC_MARKER).is_file() and not is_synthetic(tmp_path / "hmd" / "img")
+
+
+def test_a_text_pair_models_card_shows_how_to_give_both_texts(tmp_path):
+    """An MMHS150K model trained on the tweet's text + the image's text: the card's example passes both (the
+    first text is the tweet's, not the text on the image)."""
+    path = write_model_card(tmp_path, model_name="org/m", model_type="visual_bert", base_model=None, dataset="mmhs",
+                            peft_method="none", results={"val": {"auroc": 0.7, "accuracy": 0.6, "f1": 0.5}},
+                            figures=[], trainable=10, total=100, recipe_text=None, command="x", text_pair=True)
+    usage = path.read_text(encoding="utf-8").split("## How to use")[1].split("## Training")[0]
+    assert "text_pairs=" in usage and "tweet" in usage and "--text-pair" in usage
+    _, single = _card(tmp_path / "single", "hmd", synthetic=False)
+    assert "text_pairs=" not in single.split("## How to use")[1].split("## Training")[0]

@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             policy=evaluated.policy,
             problem_type=model_args.problem_type,
             task=data_args.label_column,
+            text_pair=bool(data_args.text_pair_column),
         )
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()
