@@ -103,6 +103,9 @@ def test_a_threshold_of_infinity_flags_nothing(tmp_path):
     """What training writes when a rule is met only by flagging nothing (choose_threshold warns then)."""
     DecisionPolicy(threshold=float("inf"), rule="fpr@0.01").save_pretrained(tmp_path)
     assert DecisionPolicy.from_pretrained(tmp_path).decide([[0.0, 50.0]]).tolist() == [0]
+    for by_hand in (float("inf"), float("nan"), 1.5, -0.2, "0.3", True):  # a threshold set by hand is a probability
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            DecisionPolicy().with_threshold(by_hand)
 
 
 PROCESSOR_VALUES = [  # processor_config.json value -> what the error says

@@ -109,7 +109,8 @@ class DecisionPolicy:
         if not self.binary:
             raise ValueError(f"a threshold applies to binary models; this policy decides {self.num_labels} classes "
                              "by arg-max")
-        _check_threshold(threshold)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
         metrics = {k: v for k, v in self.metrics.items() if not k.startswith("at_threshold_")}
         return replace(self, threshold=float(threshold), rule=f"fixed@{float(threshold)!r}", metrics=metrics)
 
