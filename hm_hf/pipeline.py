@@ -58,6 +58,7 @@ from hm_hf.inference.detectors import load_detector
 from hm_hf.inference.model_loading import base_config, load_trained_model
 from hm_hf.metrics import MULTI_LABEL
 from hm_hf.processing import MemeProcessor, model_inputs
+from hm_hf.processing.processor import SYNTHETIC_DETECTOR
 
 __all__ = ["HatefulMemePipeline"]
 
@@ -162,7 +163,8 @@ class HatefulMemePipeline:
         settings = {k: v for k, v in settings.items() if v is not None}
         if isinstance(detector, (str, os.PathLike)):  # a folder given here is the caller's (cwd-relative)
             given = Path(detector).expanduser()
-            settings["detector"] = str(given.resolve()) if given.is_dir() else str(detector)
+            named = str(detector) == SYNTHETIC_DETECTOR  # the synthetic world's shape finder, not a folder
+            settings["detector"] = str(given.resolve()) if given.is_dir() and not named else str(detector)
         read_settings(path)  # a broken settings file is reported before the model is loaded
         model = load_trained_model(path)
         config = base_config(model)

@@ -537,6 +537,9 @@ def test_saved_relative_paths_are_read_in_the_model_folder_or_hub_repo_not_the_c
     # a detector given by the user is theirs: relative to the working directory
     given = HatefulMemePipeline.from_pretrained(lost, device="cpu", detector="detector")
     assert Path(given.detector.name_or_path).resolve() == (elsewhere / "detector").resolve()
+    (elsewhere / "synthetic").mkdir()  # "synthetic" names the synthetic world's shape finder, not a folder here
+    named = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu", detector="synthetic")
+    assert isinstance(named.detector, SyntheticShapeDetector)
 
 
 def test_a_text_pair_model_reads_both_texts(world, tmp_path, capsys):
