@@ -529,3 +529,14 @@ def test_a_text_pair_model_gets_a_second_box(app_module, space_model, meme_app, 
     expected = pipe(example["path"], texts="the tweet", text_pairs="words on the image")
     assert confidences["hateful"] == pytest.approx(expected["probability"], abs=1e-6)
     assert "“the tweet”" in details and "“words on the image”" in details
+
+
+def test_push_space_finds_the_space_folder_from_any_directory(tmp_path, monkeypatch, capsys):
+    """`hm-hf push-space` without --space-dir, run from another directory than the repository's root: the
+    Space folder of this hm_hf checkout is used (it was looked for in the working directory)."""
+    from hm_hf.space import cli
+
+    hub = FakeHub(tmp_path / "hub").install(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model"]) == 0, capsys.readouterr().err
+    assert (hub.root / "my-org/meme-demo" / "app.py").read_bytes() == (SPACE / "app.py").read_bytes()
