@@ -46,3 +46,15 @@ def test_a_text_pair_models_card_shows_how_to_give_both_texts(tmp_path):
     assert "text_pairs=" in usage and "tweet" in usage and "--text-pair" in usage
     _, single = _card(tmp_path / "single", "hmd", synthetic=False)
     assert "text_pairs=" not in single.split("## How to use")[1].split("## Training")[0]
+
+
+def test_the_cards_example_loads_the_model_from_where_it_is(tmp_path):
+    """A run without a Hub id: the card's example names the output folder (outputs/synthetic-tiny), which
+    from_pretrained finds, not its bare name, which it does not; with a Hub id, the Hub id."""
+    common = dict(model_type="concat", base_model=None, dataset="hmd", peft_method="none", results={}, figures=[],
+                  trainable=1, total=1, recipe_text=None, command="x")
+    local = write_model_card(tmp_path / "a", model_name="synthetic-tiny", load_name="outputs/synthetic-tiny",
+                             **common).read_text(encoding="utf-8")
+    assert 'from_pretrained("outputs/synthetic-tiny")' in local and "# synthetic-tiny" in local
+    hub = write_model_card(tmp_path / "b", model_name="org/m", **common).read_text(encoding="utf-8")
+    assert 'from_pretrained("org/m")' in hub

@@ -98,6 +98,7 @@ def write_model_card(
     problem_type: str | None = None,
     task: str | None = None,
     text_pair: bool = False,
+    load_name: str | None = None,
 ) -> Path:
     """Write README.md (the model card) into `output_dir` and return its path.
 
@@ -107,7 +108,8 @@ def write_model_card(
     and micro-F1. `synthetic`: the training data came from `hm_hf.synthetic` (its folder holds the marker):
     the card names it, links no Hub data set, is tagged `synthetic-data` and says its output on real memes
     means nothing. `text_pair`: the model reads a text pair (MMHS150K: the tweet's text + the image's text),
-    which the card's example passes.
+    which the card's example passes. `load_name`: what the example loads (the Hub id, or the output folder of a
+    run that pushes nothing; default `model_name`).
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -191,7 +193,7 @@ A {model_type} hateful-meme classifier trained with hm_hf on {dataset_name(datas
 ```python
 from hm_hf.pipeline import HatefulMemePipeline
 
-pipe = HatefulMemePipeline.from_pretrained("{model_name}")  # the model, its processor and its detector
+pipe = HatefulMemePipeline.from_pretrained("{load_name or model_name}")  # the model, its processor and its detector
 {usage}
 ```
 
