@@ -22,7 +22,8 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def load_detector(name: str | None, settings: dict | None = None, folder: str | None = None, feature_dim: int = 2048):
     """The detector `name`, with `settings` set on its config. A relative `name` is read inside the model
-    `folder` first; "synthetic" is the synthetic world's shape finder (giving `feature_dim`-d features)."""
+    `folder` (or its Hub repo), never the working directory: one missing there is an error unless it is a Hub
+    id; "synthetic" is the synthetic world's shape finder (giving `feature_dim`-d features)."""
     if not name:
         raise ValueError("this model reads region features: give a detector (folder, Hub id or 'synthetic')")
     if name == SYNTHETIC_DETECTOR:
