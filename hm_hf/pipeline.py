@@ -195,7 +195,8 @@ class HatefulMemePipeline:
         images: path, bytes, PIL image or array, or a list of them. texts: the memes' text; None (or a
         None / "" entry) means: read it from the image with OCR. text_pairs: for a model trained on a text
         pair (``processor.text_pair_column``; MMHS150K: `texts` is the tweet's text, the pair the image's own
-        text, its `img_txt/` OCR), the second text; None (or a None / "" entry): read by OCR.
+        text, its `img_txt/` OCR), the second text; None (or a None entry): read by OCR; "": the image has no
+        text (as most of MMHS150K's, which have no `img_txt/` file).
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
@@ -229,14 +230,14 @@ class HatefulMemePipeline:
             row, out = {}, {}
             if processor.reads_text:
                 if pair_column is not None:  # OCR reads the image's own text: the pair (the first text is the post's)
-                    ocr_needed = not pair
+                    ocr_needed = pair is None  # ("": an image without text, as most of MMHS150K's)
                 else:
                     ocr_needed = not text or not text.strip()
                 ocr = processor.read_text(image) if ocr_needed else None
                 if pair_column is not None:
-                    row[text_column], row[pair_column] = text or "", pair if pair else ocr
+                    row[text_column], row[pair_column] = text or "", pair if pair is not None else ocr
                     out["text_pair"] = row[pair_column]
-                    out["text_source"] = "given" if pair else "ocr"
+                    out["text_source"] = "given" if pair is not None else "ocr"
                 else:
                     given = bool(text and text.strip())
                     row[text_column] = text.strip() if given else ocr

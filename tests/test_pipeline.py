@@ -596,3 +596,6 @@ def test_a_text_pair_model_runs_ocr_only_for_a_missing_pair(world, tmp_path, mon
     result = pipe(path, texts="a tweet")
     assert calls == [1] and result["text_pair"] == "ocr text" and result["text_source"] == "ocr"
     assert result["text"] == "a tweet"
+    # "" is an image without text (most of MMHS150K's: no img_txt/ file), not a request for OCR
+    empty = pipe(path, texts="a tweet", text_pairs="")
+    assert calls == [1] and empty["text_pair"] == "" and empty["text_source"] == "given"

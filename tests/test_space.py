@@ -529,6 +529,19 @@ def test_a_text_pair_model_gets_a_second_box(app_module, space_model, meme_app, 
     expected = pipe(example["path"], texts="the tweet", text_pairs="words on the image")
     assert confidences["hateful"] == pytest.approx(expected["probability"], abs=1e-6)
     assert "“the tweet”" in details and "“words on the image”" in details
+    # no OCR engine here and no text on the image: the post's text alone is classified, not "the model failed"
+    from hm_hf.ocr import OcrUnavailableError
+
+    def no_ocr(image):
+        raise OcrUnavailableError("no OCR engine installed")
+
+    pipe.processor.read_text = no_ocr
+    try:
+        _, confidences, _, details = app_module.MemeApp(pipe).classify(example, "the tweet", "")
+    finally:
+        del pipe.processor.read_text
+    expected = pipe(example["path"], texts="the tweet", text_pairs="")
+    assert confidences["hateful"] == pytest.approx(expected["probability"], abs=1e-6)
 
 
 def test_push_space_finds_the_space_folder_from_any_directory(tmp_path, monkeypatch, capsys):

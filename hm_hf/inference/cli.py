@@ -18,7 +18,7 @@ def cli(argv: list[str] | None = None) -> int:
                         help="the meme's text, once per image in order (default: read by OCR)")
     parser.add_argument("--text-pair", action="append", default=None,
                         help="for models trained on a text pair (MMHS150K: --text is the tweet, this the image's own "
-                        "text): the second text, once per image in order (default: read by OCR)")
+                        "text): the second text, once per image in order ('' for an image without text; default: read by OCR)")
     parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
     parser.add_argument("--ocr-engine", choices=["ppocr", "tesseract", "auto"], default=None,
                         help="how text not given is read (default: the model's processor's ocr_engine; ppocr for "
