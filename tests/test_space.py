@@ -553,3 +553,24 @@ def test_push_space_finds_the_space_folder_from_any_directory(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model"]) == 0, capsys.readouterr().err
     assert (hub.root / "my-org/meme-demo" / "app.py").read_bytes() == (SPACE / "app.py").read_bytes()
+
+
+def test_a_multi_class_model_without_a_policy_is_said_to_take_the_most_probable_class(app_module, space_model):
+    """A 6-way model (MMHS150K's fine labels) saved without decision_policy.json decides by arg-max: the page
+    must not say "threshold 0.5"."""
+    from transformers import AutoTokenizer
+
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+    from hm_hf.pipeline import HatefulMemePipeline
+    from hm_hf.processing import MemeProcessor
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
+
+    base = HmConcatForHatefulMemes.from_pretrained(str(space_model))
+    settings = {k: v for k, v in base.config.to_dict().items() if k not in ("id2label", "label2id")}
+    model = HmConcatForHatefulMemes(HmConcatConfig(**settings, num_labels=6)).eval()
+    processor = MemeProcessor(model_inputs=("text", "regions"), tokenizer=AutoTokenizer.from_pretrained(str(space_model)),
+                              detector="synthetic", max_text_length=32)
+    pipe = HatefulMemePipeline(model, processor, detector=SyntheticShapeDetector(), device="cpu")
+    line = app_module.decision_line(pipe)
+    assert "the most probable class" in line and "threshold 0.5" not in line and "not calibrated" in line
+    assert pipe(str(example_paths()[0]), texts="a caption")["threshold_rule"] == "argmax"

@@ -144,9 +144,12 @@ def decision_line(pipeline: HatefulMemePipeline) -> str:
         rule = " (the fine-grained shared task's rule)" if processor.threshold == 0.5 else " (set by hand)"
         return f"Decision: each label whose score is above {processor.threshold:g}{rule}."
     policy = processor.decision_policy
-    if policy is None:
+    if policy is None and getattr(pipeline.config, "num_labels", 2) <= 2:
         return ("Decision: threshold 0.5 on the model's own probability (no decision policy was saved with the "
                 "model: not calibrated).")
+    if policy is None:  # more classes: the pipeline decides by arg-max (the neutral policy)
+        return ("Decision: the most probable class of the model's own probabilities (no decision policy was saved "
+                "with the model: not calibrated).")
     fitted = f" on {policy.fitted_on}" if policy.fitted_on else ""
     if policy.threshold is None:
         decided = "the most probable class"
