@@ -87,6 +87,20 @@ def parse_json(text: str | bytes):
         return json.loads(text)
 
 
+def read_json_object(path, what: str, fix: str) -> dict:
+    """The JSON object in the file `path` (holding `what`, e.g. "processor settings"), read with `parse_json`:
+    a damaged, truncated, too deeply nested, non-UTF-8 or wrong-typed file is a ValueError naming the file,
+    what is wrong with it and how to `fix` it."""
+    path = Path(path)
+    try:
+        value = parse_json(path.read_bytes())
+    except JsonInputError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); {fix}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object of {what}, got a JSON {type(value).__name__}; {fix}")
+    return value
+
+
 def parse_json_prefix(text: str, start: int = 0):
     """(value, end): the JSON value that starts at `text[start]` (`JSONDecoder.raw_decode`), same errors."""
     with _json_input_errors():

@@ -28,6 +28,23 @@ def model_file(path: str, name: str, revision: str | None = None) -> Path | None
         return None
 
 
+def model_path(path: str, name: str, revision: str | None = None) -> Path | None:
+    """The file or folder `name` (relative) inside a local model folder, or inside the Hub repo `path` (what it
+    holds under `name` is downloaded, into the repo's snapshot); None when it is not there. Paths saved in a
+    model's settings are relative to the model, never to the working directory."""
+    local = Path(path)
+    if local.is_dir():
+        return local / name if (local / name).exists() else None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        root = Path(snapshot_download(path, revision=revision, allow_patterns=[name, f"{name}/**"]))
+    except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError):  # not a repo, not cached offline, ...
+        return None
+    return root / name if (root / name).exists() else None
+
+
 class PushError(RuntimeError):
     """The push failed; the local folder is complete and can be pushed again later."""
 

@@ -20,8 +20,8 @@ chooses the threshold by the recipe's `threshold_rule` (max F1, a target false-p
 result says how it was decided: ``threshold``, ``threshold_rule`` and ``calibrated``. A folder without the
 file keeps the model's own probabilities (T = 1) and its processor's threshold (0.5 unless an older folder
 set another); ``threshold=0.7`` overrides the saved threshold. Multi-label models (the fine-grained
-protected-category / attack-type tasks) return ``labels`` (each label's sigmoid score > 0.5) and
-``scores`` instead.
+protected-category / attack-type tasks) return ``labels`` (each label's sigmoid score > 0.5, or > the
+``threshold=`` given: one number, or one per label) with ``scores`` and ``thresholds`` per label instead.
 
 **Detectors.** Region features must come from the detector that made the training features. For real
 data that is the Visual Genome Faster R-CNN (`unc-nlp/frcnn-vg-finetuned`, the default), which must be
@@ -58,6 +58,7 @@ from hm_hf.inference.detectors import load_detector
 from hm_hf.inference.model_loading import base_config, load_trained_model
 from hm_hf.metrics import MULTI_LABEL
 from hm_hf.processing import MemeProcessor, model_inputs
+from hm_hf.processing.processor import SYNTHETIC_DETECTOR
 
 __all__ = ["HatefulMemePipeline"]
 
@@ -85,6 +86,7 @@ class HatefulMemePipeline:
         if self.processor.multi_label != multi_label:
             raise ValueError(f"the model's head is {'multi' if multi_label else 'single'}-label but its processor "
                              f"says multi_label={self.processor.multi_label}: use the processor saved with this model")
+        self.processor.check_fits(self.config)
         missing = [what for what, part, need in (("a detector", detector, "regions"),
                                                   ("a fastText model", self.processor.fasttext, "text_embedding"))
                    if need in declared and part is None]
@@ -146,7 +148,8 @@ class HatefulMemePipeline:
 
         `detector` may be a loaded detector, a folder / Hub id, or "synthetic"; other keyword arguments
         override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s;
-        ``threshold=`` replaces the decision policy's threshold).
+        ``threshold=`` replaces the decision policy's threshold; for a multi-label model it sets every label's
+        threshold, or each label's given a list).
         """
         from hm_hf.processing.processor import read_settings
 
@@ -158,8 +161,10 @@ class HatefulMemePipeline:
                 "made by the README's main job) or a Hub id like org/name"
             )
         settings = {k: v for k, v in settings.items() if v is not None}
-        if isinstance(detector, (str, os.PathLike)):
-            settings["detector"] = str(detector)
+        if isinstance(detector, (str, os.PathLike)):  # a folder given here is the caller's (cwd-relative)
+            given = Path(detector).expanduser()
+            named = str(detector) == SYNTHETIC_DETECTOR  # the synthetic world's shape finder, not a folder
+            settings["detector"] = str(given.resolve()) if given.is_dir() and not named else str(detector)
         read_settings(path)  # a broken settings file is reported before the model is loaded
         model = load_trained_model(path)
         config = base_config(model)
@@ -182,13 +187,16 @@ class HatefulMemePipeline:
         images,
         texts: str | Sequence[str | None] | None = None,
         batch_size: int = 8,
-        text_pairs: Sequence[str | None] | None = None,
+        text_pairs: str | Sequence[str | None] | None = None,
         return_regions: bool = True,
     ):
         """Classify one meme (returns a dict) or a list of memes (returns a list of dicts).
 
         images: path, bytes, PIL image or array, or a list of them. texts: the memes' text; None (or a
-        None / "" entry) means: read it from the image with OCR.
+        None / "" entry) means: read it from the image with OCR. text_pairs: for a model trained on a text
+        pair (``processor.text_pair_column``; MMHS150K: `texts` is the tweet's text, the pair the image's own
+        text, its `img_txt/` OCR), the second text; None (or a None entry): read by OCR; "": the image has no
+        text (as most of MMHS150K's, which have no `img_txt/` file).
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
@@ -197,7 +205,12 @@ class HatefulMemePipeline:
         texts = list(texts)
         if len(texts) != len(images):
             raise ValueError(f"got {len(images)} images but {len(texts)} texts")
-        pairs = list(text_pairs) if text_pairs is not None else [None] * len(images)
+        if text_pairs is None or isinstance(text_pairs, str):
+            text_pairs = [text_pairs] * len(images)
+        pairs = list(text_pairs)
+        if any(pairs) and self.processor.text_pair_column is None:
+            raise ValueError("this model reads no text pair (it was trained on one text per meme): leave "
+                             "text_pairs out, or put all of the meme's text in texts")
         if len(pairs) != len(images):
             raise ValueError(f"got {len(images)} images but {len(pairs)} text pairs")
         if batch_size < 1:
@@ -216,12 +229,15 @@ class HatefulMemePipeline:
         for image, text, pair in zip(images, texts, pairs):
             row, out = {}, {}
             if processor.reads_text:
-                ocr_needed = (not text or not text.strip()) or (pair_column is not None and not pair)
+                if pair_column is not None:  # OCR reads the image's own text: the pair (the first text is the post's)
+                    ocr_needed = pair is None  # ("": an image without text, as most of MMHS150K's)
+                else:
+                    ocr_needed = not text or not text.strip()
                 ocr = processor.read_text(image) if ocr_needed else None
                 if pair_column is not None:
-                    row[text_column], row[pair_column] = text or "", pair if pair else ocr
+                    row[text_column], row[pair_column] = text or "", pair if pair is not None else ocr
                     out["text_pair"] = row[pair_column]
-                    out["text_source"] = "given" if pair else "ocr"
+                    out["text_source"] = "given" if pair is not None else "ocr"
                 else:
                     given = bool(text and text.strip())
                     row[text_column] = text.strip() if given else ocr

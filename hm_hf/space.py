@@ -23,7 +23,9 @@ from pathlib import Path
 
 __all__ = ["SPACE_FILES", "render_readme", "stage_space", "push_space", "cli"]
 
-SPACE_DIR = Path("spaces/hateful_memes")
+_CHECKOUT_SPACE = Path(__file__).resolve().parents[1] / "spaces" / "hateful_memes"  # beside the hm_hf package
+#: the Space folder of this hm_hf checkout (from any working directory), else ./spaces/hateful_memes
+SPACE_DIR = _CHECKOUT_SPACE if _CHECKOUT_SPACE.is_dir() else Path("spaces/hateful_memes")
 SPACE_FILES = ("README.md", "app.py", "requirements.txt", "packages.txt")
 EXAMPLE_PATTERN = "examples/*.png"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")

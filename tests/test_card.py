@@ -34,3 +34,27 @@ def test_the_generators_mark_their_folders(tmp_path):
     make_mmhs(tmp_path / "mmhs", splits={"train": 2})
     assert is_synthetic(tmp_path / "hmd") and is_synthetic(tmp_path / "mmhs")
     assert (tmp_path / "hmd" / SYNTHETIC_MARKER).is_file() and not is_synthetic(tmp_path / "hmd" / "img")
+
+
+def test_a_text_pair_models_card_shows_how_to_give_both_texts(tmp_path):
+    """An MMHS150K model trained on the tweet's text + the image's text: the card's example passes both (the
+    first text is the tweet's, not the text on the image)."""
+    path = write_model_card(tmp_path, model_name="org/m", model_type="visual_bert", base_model=None, dataset="mmhs",
+                            peft_method="none", results={"val": {"auroc": 0.7, "accuracy": 0.6, "f1": 0.5}},
+                            figures=[], trainable=10, total=100, recipe_text=None, command="x", text_pair=True)
+    usage = path.read_text(encoding="utf-8").split("## How to use")[1].split("## Training")[0]
+    assert "text_pairs=" in usage and "tweet" in usage and "--text-pair" in usage
+    _, single = _card(tmp_path / "single", "hmd", synthetic=False)
+    assert "text_pairs=" not in single.split("## How to use")[1].split("## Training")[0]
+
+
+def test_the_cards_example_loads_the_model_from_where_it_is(tmp_path):
+    """A run without a Hub id: the card's example names the output folder (outputs/synthetic-tiny), which
+    from_pretrained finds, not its bare name, which it does not; with a Hub id, the Hub id."""
+    common = dict(model_type="concat", base_model=None, dataset="hmd", peft_method="none", results={}, figures=[],
+                  trainable=1, total=1, recipe_text=None, command="x")
+    local = write_model_card(tmp_path / "a", model_name="synthetic-tiny", load_name="outputs/synthetic-tiny",
+                             **common).read_text(encoding="utf-8")
+    assert 'from_pretrained("outputs/synthetic-tiny")' in local and "# synthetic-tiny" in local
+    hub = write_model_card(tmp_path / "b", model_name="org/m", **common).read_text(encoding="utf-8")
+    assert 'from_pretrained("org/m")' in hub

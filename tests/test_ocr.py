@@ -271,5 +271,9 @@ def test_hm_hf_ocr_refuses_a_foreign_output_file(tmp_path, memes, capsys):
     assert cli([str(tmp_path / "1.png"), "--output", str(output)]) == 2
     assert f"{output}:1: not an annotation line" in capsys.readouterr().err
     assert output.read_text() == "id,text\n"  # left as it was
+    for foreign in ("[" * 100_000 + "]" * 100_000 + "\n", b"\xff\xfe not text\n"):  # too deep; not UTF-8
+        output.write_bytes(foreign if isinstance(foreign, bytes) else foreign.encode())
+        assert cli([str(tmp_path / "1.png"), "--output", str(output)]) == 2
+        assert f"{output}:1: not an annotation line" in capsys.readouterr().err
     assert cli([str(tmp_path / "missing.png"), "--output", str(tmp_path / "new.jsonl")]) == 2
     assert "missing.png: no such file or folder" in capsys.readouterr().err

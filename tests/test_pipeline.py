@@ -474,3 +474,128 @@ def test_predict_cli_reads_the_text_with_the_meme_ocr(world, capsys):
     (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert line["text_source"] == "ocr" and line["ocr_engine"] == "ppocr"
     assert line["text"].split() == meme.text.split()
+
+
+def _offline_hub_repo(tmp_path, monkeypatch, folder: Path, repo_id: str, absent=()) -> None:
+    """`folder` as the cached snapshot of Hub repo `repo_id` (huggingface_hub's offline cache: no network)."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    revision = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
+    for name in absent:
+        (repo / ".no_exist" / revision / name).touch()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_saved_relative_paths_are_read_in_the_model_folder_or_hub_repo_not_the_cwd(world, tmp_path, monkeypatch):
+    """processor settings that name a part of the model folder (detector="detector": the Faster R-CNN saved
+    in the folder's detector/, an image processor's folder) are read there, from any working directory and from
+    the model's Hub repo; a part missing from the folder is an error naming it, never a same-named folder in
+    the working directory."""
+    from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
+    from hm_hf.processing.processor import _load_image_processor
+    from transformers import ViTImageProcessor
+
+    detector = tiny_frcnn(max_boxes=7)
+    folder = tmp_path / "model"
+    texts = [m.text for m in world["memes"]["train"]]
+    build_tiny_model(folder, texts, visual_dim=detector.config.region_feature_dim, detector="detector",
+                     detector_max_boxes=5)
+    detector.save_pretrained(str(folder / "detector"))
+    ViTImageProcessor(size={"height": 40, "width": 56}).save_pretrained(str(folder / "vision"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    local = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert isinstance(local.detector, FrcnnForRegionFeatures) and local.detector.config.max_boxes == 5
+    assert _load_image_processor(str(folder), "vision").size == {"height": 40, "width": 56}
+    # the same folder as a Hub repo: its detector/ comes from the repo's snapshot
+    _offline_hub_repo(tmp_path, monkeypatch, folder, "some-org/region-model",
+                      absent=("adapter_config.json", "preprocessor_config.json", "processor_config.json",
+                              "decision_policy.json"))
+    hub = HatefulMemePipeline.from_pretrained("some-org/region-model", device="cpu")
+    assert isinstance(hub.detector, FrcnnForRegionFeatures) and hub.detector.config.max_boxes == 5
+    assert Path(hub.detector.name_or_path).parts[-1] == "detector" and "hub" in Path(hub.detector.name_or_path).parts
+    meme = world["dev"][0]
+    assert hub(world["image"](meme), texts=meme.text)["probability"] == pytest.approx(
+        local(world["image"](meme), texts=meme.text)["probability"], abs=1e-6)
+    # a folder that lost its detector/: an error naming it, not the working directory's detector/
+    import shutil
+
+    lost = tmp_path / "lost"
+    shutil.copytree(folder, lost, ignore=shutil.ignore_patterns("detector"))
+    tiny_frcnn(max_boxes=3).save_pretrained(str(elsewhere / "detector"))
+    with pytest.raises(OSError, match=rf"detector 'detector' is not in the model folder {lost}"):
+        HatefulMemePipeline.from_pretrained(lost, device="cpu")
+    # a detector given by the user is theirs: relative to the working directory
+    given = HatefulMemePipeline.from_pretrained(lost, device="cpu", detector="detector")
+    assert Path(given.detector.name_or_path).resolve() == (elsewhere / "detector").resolve()
+    (elsewhere / "synthetic").mkdir()  # "synthetic" names the synthetic world's shape finder, not a folder here
+    named = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu", detector="synthetic")
+    assert isinstance(named.detector, SyntheticShapeDetector)
+
+
+def test_a_text_pair_model_reads_both_texts(world, tmp_path, capsys):
+    """A model trained on a text pair (MMHS150K: the tweet's text + the image's OCR text, img_txt/): the pipeline
+    takes the pair (text_pairs=, a string for one meme) and says what it read; `hm-hf predict --text-pair`
+    passes it; a pair given to a model that reads none is refused, not dropped."""
+    from hm_hf.inference.cli import cli
+
+    folder = tmp_path / "pair-model"
+    model, tokenizer = build_tiny_model(folder, [m.text for m in world["memes"]["train"]], text_pair=True)
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    assert pipe.processor.text_pair_column == "text_pair"
+    meme = world["dev"][0]
+    path = world["image"](meme)
+    result = pipe(path, texts="the tweet says this", text_pairs=meme.text)
+    assert result["text"] == "the tweet says this" and result["text_pair"] == meme.text
+    assert result["text_source"] == "given"
+    regions = SyntheticShapeDetector().extract([Image.open(path)])[0]
+    encoded = tokenizer(["the tweet says this"], [meme.text], truncation=True, max_length=32, return_tensors="pt",
+                        return_token_type_ids=True)
+    features = regions.features.half().float()[None]
+    with torch.no_grad():
+        logits = model(**encoded, visual_embeds=features,
+                       visual_attention_mask=torch.ones(features.shape[:2], dtype=torch.long)).logits
+    assert result["probability"] == pytest.approx(float(torch.softmax(logits, -1)[0, 1]), abs=1e-5)
+    alone = pipe(path, texts="the tweet says this", text_pairs="something else entirely")["probability"]
+    assert abs(alone - result["probability"]) > 1e-6  # the pair is read
+    batch = pipe([path, path], texts=["the tweet says this"] * 2, text_pairs=[meme.text, meme.text])
+    assert [r["probability"] for r in batch] == pytest.approx([result["probability"]] * 2, abs=1e-5)
+    assert cli(["--model", str(folder), str(path), "--text", "the tweet says this", "--text-pair", meme.text,
+                "--no-regions"]) == 0
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert line["text_pair"] == meme.text and line["probability"] == pytest.approx(result["probability"], abs=1e-5)
+    single = HatefulMemePipeline.from_pretrained(world["root"] / "model", device="cpu")
+    with pytest.raises(ValueError, match="reads no text pair"):
+        single(path, texts=meme.text, text_pairs="image text")
+    assert cli(["--model", str(world["root"] / "model"), str(path), "--text", "x", "--text-pair", "y"]) == 2
+    assert "reads no text pair" in capsys.readouterr().err
+
+
+def test_a_text_pair_model_runs_ocr_only_for_a_missing_pair(world, tmp_path, monkeypatch):
+    """A pair model's OCR reads the image's text, its pair: given the pair, nothing is OCR'd (no 0.5 s per meme
+    thrown away, no OCR engine needed), even when the post's text is empty; without it, OCR fills the pair."""
+    folder = tmp_path / "pair-model"
+    build_tiny_model(folder, [m.text for m in world["memes"]["train"]], text_pair=True)
+    pipe = HatefulMemePipeline.from_pretrained(folder, device="cpu")
+    calls = []
+    monkeypatch.setattr(type(pipe.processor), "read_text", lambda self, image: calls.append(1) or "ocr text")
+    path = world["image"](world["dev"][0])
+    for text in ("", None, "a tweet"):
+        result = pipe(path, texts=text, text_pairs="words on the image")
+        assert result["text_pair"] == "words on the image" and result["text_source"] == "given"
+    assert calls == []
+    result = pipe(path, texts="a tweet")
+    assert calls == [1] and result["text_pair"] == "ocr text" and result["text_source"] == "ocr"
+    assert result["text"] == "a tweet"
+    # "" is an image without text (most of MMHS150K's: no img_txt/ file), not a request for OCR
+    empty = pipe(path, texts="a tweet", text_pairs="")
+    assert calls == [1] and empty["text_pair"] == "" and empty["text_source"] == "given"

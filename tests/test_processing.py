@@ -160,3 +160,66 @@ def test_the_decision_policy_is_the_processors_part_and_owns_the_threshold(tmp_p
     assert [d["label"] for d in six.post_process(torch.tensor([[0.0, 3.0, 0.0, 0.0, 0.0, 5.0]]))] == [5]
     with pytest.raises(ValueError, match="arg-max"):
         MemeProcessor.from_pretrained(old, HmConcatConfig(modalities=["image"], num_labels=6), threshold=0.4)
+
+
+def test_a_threshold_given_to_a_multi_label_model_is_applied(tmp_path):
+    """threshold= for a fine-grained (multi-label) model sets each label's threshold (one number for all, or
+    one per label), is saved with the processor and shown in every result; without it, the shared task's 0.5."""
+    from hm_hf.models.concat import HmConcatConfig
+
+    config = HmConcatConfig(modalities=["image"], num_labels=3, problem_type="multi_label_classification")
+    names = ["pc_empty", "race", "religion"]
+    MemeProcessor(model_inputs=("regions",), detector="synthetic", multi_label=True,
+                  label_names=names).save_pretrained(tmp_path / "fine")
+    logits = torch.tensor([[-3.0, 0.8, 2.0]])  # sigmoid: 0.047, 0.69, 0.88
+    default = MemeProcessor.from_pretrained(tmp_path / "fine", config)
+    (plain,) = default.post_process(logits)
+    assert plain["labels"] == ["race", "religion"] and plain["threshold"] == 0.5 and default.threshold == 0.5
+    strict = MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=0.8)
+    (result,) = strict.post_process(logits)
+    assert result["labels"] == ["religion"] and result["label_ids"] == [2]
+    assert result["threshold"] == 0.8 and result["thresholds"] == dict.fromkeys(names, 0.8)
+    assert strict.threshold == 0.8
+    per_label = MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=[0.01, 0.9, 0.9])
+    (result,) = per_label.post_process(logits)
+    assert result["labels"] == ["pc_empty"] and result["thresholds"] == {"pc_empty": 0.01, "race": 0.9,
+                                                                         "religion": 0.9}
+    assert result["threshold"] is None and per_label.threshold is None  # (no one threshold)
+    per_label.save_pretrained(tmp_path / "resaved")
+    assert MemeProcessor.from_pretrained(tmp_path / "resaved", config).post_process(logits)[0]["labels"] == ["pc_empty"]
+    with pytest.raises(ValueError, match="3 labels"):
+        MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=[0.5, 0.5])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        MemeProcessor.from_pretrained(tmp_path / "fine", config, threshold=1.5)
+
+
+def test_older_folders_read_text_with_ppocr_and_tesseract_can_be_chosen(old_folder, tmp_path, capsys):
+    """A folder saved before processors named their OCR engine (hm_hf_pipeline.json, or a processor_config.json
+    without ocr_engine) reads meme text with PP-OCR, the default; ocr_engine= (or the setting in the folder's
+    file, or `hm-hf predict --ocr-engine`) chooses Tesseract."""
+    from hm_hf.inference.cli import cli
+    from hm_hf.ocr import OcrUnavailableError, tesseract_available
+
+    assert "ocr_engine" not in json.loads((old_folder / "model" / PIPELINE_CONFIG_NAME).read_text())
+    old = HatefulMemePipeline.from_pretrained(old_folder / "model", device="cpu")
+    assert old.processor.ocr_engine == "ppocr"
+    chosen = HatefulMemePipeline.from_pretrained(old_folder / "model", device="cpu", ocr_engine="tesseract")
+    assert chosen.processor.ocr_engine == "tesseract"
+    config = chosen.config
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"processor_class": "MemeProcessor",
+                                                          "model_inputs": ["regions"], "detector": "synthetic"}))
+    assert MemeProcessor.from_pretrained(bare, config).ocr_engine == "ppocr"
+    (bare / PROCESSOR_CONFIG_NAME).write_text(json.dumps({"processor_class": "MemeProcessor", "model_inputs": [
+        "regions"], "detector": "synthetic", "ocr_engine": "tesseract"}))
+    assert MemeProcessor.from_pretrained(bare, config).ocr_engine == "tesseract"
+    image = str(old_folder / "data" / "img" / "00013.png")
+    code = cli(["--model", str(old_folder / "model"), image, "--no-regions", "--ocr-engine", "tesseract"])
+    out = capsys.readouterr()
+    if tesseract_available():
+        assert code == 0 and json.loads(out.out)["ocr_engine"] == "tesseract"
+    else:
+        assert code == 2 and "tesseract" in out.err.lower()
+        with pytest.raises(OcrUnavailableError):
+            chosen.processor.ocr_engine_info()

@@ -158,11 +158,11 @@ def test_a_model_trained_on_synthetic_data_says_so_next_to_its_name(app_module, 
     shown = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown)]
     assert line in shown
     example = {"path": str(example_paths()[0])}
-    assert "means nothing" in app_module.MemeApp(pipe).classify(example, "a caption")[2]
+    assert "means nothing" in app_module.MemeApp(pipe).classify(example, "a caption")[3]
     # A model trained on real data shows its name alone.
     real = app_module.load_pipeline(str(space_model), device="cpu")
     assert app_module.model_line(real, "org/tiny") == "Model: `org/tiny`"
-    assert "means nothing" not in app_module.MemeApp(real).classify(example, "a caption")[2]
+    assert "means nothing" not in app_module.MemeApp(real).classify(example, "a caption")[3]
 
 
 def test_missing_default_model_is_a_clear_message(app_module, monkeypatch, tmp_path, capsys):
@@ -188,9 +188,10 @@ def test_launch_settings_are_safe(app_module, monkeypatch):
 
 def test_classify_matches_the_pipeline(meme_app):
     example = example_paths()[0]
-    confidences, annotated, details = meme_app.classify({"path": str(example)}, "some meme text")
+    decision, confidences, annotated, details = meme_app.classify({"path": str(example)}, "some meme text")
     expected = meme_app.pipe(str(example), texts="some meme text")["probability"]
     assert confidences["hateful"] == pytest.approx(expected, abs=1e-6)
+    assert decision == meme_app.pipe(str(example), texts="some meme text")["label_name"]
     assert f"{expected:.3f}" in details
     image, boxes = annotated["value"]
     assert image.size == (320, 240) and boxes and all(len(box) == 4 for box, _ in boxes)
@@ -204,14 +205,14 @@ def test_the_page_says_how_the_model_decides(app_module, space_model, meme_app, 
     from hm_hf.metrics.policy import DecisionPolicy
 
     example = {"path": str(example_paths()[0])}
-    plain = meme_app.classify(example, "a caption")[2]
+    plain = meme_app.classify(example, "a caption")[3]
     assert "threshold 0.5" in plain and "not calibrated" in plain
     folder = tmp_path / "calibrated"
     shutil.copytree(space_model, folder)
     DecisionPolicy(temperature=1.7, threshold=0.42, rule="fpr@0.01", fitted_on="dev_seen",
                    calibrated=True).save_pretrained(folder)
     pipe = app_module.load_pipeline(str(folder), device="cpu")
-    confidences, _, details = app_module.MemeApp(pipe).classify(example, "a caption")
+    _, confidences, _, details = app_module.MemeApp(pipe).classify(example, "a caption")
     line = app_module.decision_line(pipe)
     assert line in details and "threshold 0.42, chosen by the rule `fpr@0.01` on dev_seen" in line
     assert "calibrated probability (temperature scaling, T = 1.7, fitted on dev_seen)" in line
@@ -281,10 +282,11 @@ def test_served_app_classifies_and_refuses_bad_input(served, tmp_path):
     url, _, pipe = served
     client = Client(url, verbose=False, download_files=False)
     example = str(example_paths()[1])
-    confidences, _, details = client.predict(handle_file(example), "a caption", api_name="/classify")
+    decision, confidences, _, details = client.predict(handle_file(example), "a caption", api_name="/classify")
     expected = pipe(example, texts="a caption")["probability"]
     hateful = next(c["confidence"] for c in confidences["confidences"] if c["label"] == "hateful")
     assert hateful == pytest.approx(expected, abs=1e-5) and "Hateful probability" in details
+    assert decision["label"] == pipe(example, texts="a caption")["label_name"]  # the decision, beside the bars
     not_image = tmp_path / "fake.png"
     not_image.write_bytes(b"GIF89a but not really")
     with pytest.raises(AppError, match="not an image that can be read") as info:
@@ -316,7 +318,7 @@ def test_concurrent_requests_succeed_or_meet_the_full_queue(served):
     outcomes = {"ok": 0, "full": 0}
     for job in jobs:
         try:
-            confidences, _, _ = job.result(timeout=120)
+            _, confidences, _, _ = job.result(timeout=120)
             assert {c["label"] for c in confidences["confidences"]} == {"hateful", "not hateful"}
             outcomes["ok"] += 1
         except Exception as err:  # noqa: BLE001 - anything but "queue full" fails the test below
@@ -339,7 +341,7 @@ def test_memory_stays_flat_over_200_requests(served):
         uploaded = http.post(f"{url}gradio_api/upload", files={"files": (example.name, example.read_bytes())}).json()
         image = {"path": uploaded[0], "orig_name": example.name, "meta": {"_type": "gradio.FileData"}}
         for i in range(200):
-            event = http.post(f"{url}gradio_api/call/classify", json={"data": [image, f"caption {i % 7}"]}).json()
+            event = http.post(f"{url}gradio_api/call/classify", json={"data": [image, f"caption {i % 7}", ""]}).json()
             reply = http.get(f"{url}gradio_api/call/classify/{event['event_id']}").text
             assert "event: complete" in reply and "Hateful probability" in reply, reply[:300]
             if i in (39, 199):
@@ -430,3 +432,145 @@ def test_push_space_refuses_bad_arguments(tmp_path, monkeypatch, capsys):
     assert cli(["--repo", "org/space", "--model", "org/model", "--space-dir", str(tmp_path)]) == 2
     assert "is not the Space folder" in capsys.readouterr().err
     assert hub.calls == []  # nothing was sent
+
+
+def _shown(demo, outputs):
+    """What the page's Prediction and Probabilities labels show for a handler's outputs (their postprocess)."""
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    decision, confidences = blocks["prediction"].postprocess(outputs[0]), blocks["scores"].postprocess(outputs[1])
+    return decision.label, {c.label: c.confidence for c in confidences.confidences}
+
+
+def test_the_label_shows_the_decision_at_the_models_threshold(app_module, space_model, meme_app, tmp_path):
+    """A meme whose probability is on the other side of the threshold from 0.5: the label's heading is the
+    model's decision (flagged at the threshold), not the more probable class; the bars are the probabilities."""
+    import shutil
+
+    from hm_hf.metrics.policy import DecisionPolicy
+
+    example = {"path": str(example_paths()[0])}
+    p = meme_app.pipe(example["path"], texts="a caption")["probability"]
+    threshold = p / 2 if p < 0.5 else (p + 1) / 2  # flags a meme below 0.5, or passes one above it
+    folder = tmp_path / "policy"
+    shutil.copytree(space_model, folder)
+    DecisionPolicy(threshold=threshold, rule="max_f1", fitted_on="dev_seen").save_pretrained(folder)
+    pipe = app_module.load_pipeline(str(folder), device="cpu")
+    heading, bars = _shown(app_module.build_demo(pipe), app_module.MemeApp(pipe).classify(example, "a caption"))
+    decided = pipe(example["path"], texts="a caption")
+    assert decided["label_name"] == ("hateful" if p < 0.5 else "not hateful")
+    assert heading == decided["label_name"]
+    assert bars == pytest.approx({"hateful": p, "not hateful": 1 - p}, abs=1e-6)
+
+
+def test_a_multi_label_models_label_shows_each_label_at_its_threshold(app_module, space_model):
+    """A fine-grained model: the heading lists the labels above their thresholds (or none), the bars every
+    label's score."""
+    from transformers import AutoTokenizer
+
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+    from hm_hf.pipeline import HatefulMemePipeline
+    from hm_hf.processing import MemeProcessor
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
+
+    base = HmConcatForHatefulMemes.from_pretrained(str(space_model))
+    names = ["pc_empty", "race", "religion"]
+    config = HmConcatConfig(**{**base.config.to_dict(), "num_labels": 3, "problem_type": "multi_label_classification"})
+    model = HmConcatForHatefulMemes(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(space_model))
+    example = {"path": str(example_paths()[0])}
+
+    def shown_for(thresholds):
+        processor = MemeProcessor(model_inputs=("text", "regions"), tokenizer=tokenizer, detector="synthetic",
+                                  max_text_length=32, multi_label=True, label_names=names,
+                                  label_thresholds=thresholds)
+        pipe = HatefulMemePipeline(model, processor, detector=SyntheticShapeDetector(), device="cpu")
+        outputs = app_module.MemeApp(pipe).classify(example, "a caption")
+        return pipe(example["path"], texts="a caption"), _shown(app_module.build_demo(pipe), outputs)
+
+    result, _ = shown_for(None)
+    scores = result["scores"]
+    top = max(scores, key=scores.get)
+    # every label's threshold just above its score but the lowest one's: that one alone is predicted
+    low = min(scores, key=scores.get)
+    thresholds = [min(1.0, scores[n] + 1e-3) if n != low else scores[n] / 2 for n in names]
+    result, (heading, bars) = shown_for(thresholds)
+    assert result["labels"] == [low] and heading == low != top
+    assert bars == pytest.approx(scores, abs=1e-6)
+    result, (heading, _) = shown_for([1.0, 1.0, 1.0])
+    assert result["labels"] == [] and heading == "none"
+
+
+def test_a_text_pair_model_gets_a_second_box(app_module, space_model, meme_app, tmp_path):
+    """A model trained on a text pair (MMHS150K: the tweet + the image's own text): the page shows a box for
+    each, OCR fills the image-text box, and the model reads both; a one-text model shows one box."""
+    import json
+    import shutil
+
+    from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
+
+    def boxes(demo):
+        return {b.elem_id: b for b in demo.blocks.values() if isinstance(b, gr.Textbox)}
+
+    single = boxes(app_module.build_demo(meme_app.pipe))
+    assert single["meme-text"].visible and not single["meme-text-pair"].visible
+    folder = tmp_path / "pair-model"
+    shutil.copytree(space_model, folder)
+    settings = json.loads((folder / PIPELINE_CONFIG_NAME).read_text())
+    (folder / PIPELINE_CONFIG_NAME).write_text(json.dumps({**settings, "text_pair": True}))
+    pipe = app_module.load_pipeline(str(folder), device="cpu")
+    demo = app_module.build_demo(pipe)
+    shown = boxes(demo)
+    assert shown["meme-text"].visible and shown["meme-text-pair"].visible
+    assert "OCR" in shown["meme-text-pair"].label and "OCR" not in shown["meme-text"].label
+    (upload,) = [d for d in demo.fns.values() if d.api_name == "read_text"]
+    assert [o._id for o in upload.outputs] == [shown["meme-text-pair"]._id]  # OCR fills the image-text box
+    example = {"path": str(example_paths()[0])}
+    _, confidences, _, details = app_module.MemeApp(pipe).classify(example, "the tweet", "words on the image")
+    expected = pipe(example["path"], texts="the tweet", text_pairs="words on the image")
+    assert confidences["hateful"] == pytest.approx(expected["probability"], abs=1e-6)
+    assert "“the tweet”" in details and "“words on the image”" in details
+    # no OCR engine here and no text on the image: the post's text alone is classified, not "the model failed"
+    from hm_hf.ocr import OcrUnavailableError
+
+    def no_ocr(image):
+        raise OcrUnavailableError("no OCR engine installed")
+
+    pipe.processor.read_text = no_ocr
+    try:
+        _, confidences, _, details = app_module.MemeApp(pipe).classify(example, "the tweet", "")
+    finally:
+        del pipe.processor.read_text
+    expected = pipe(example["path"], texts="the tweet", text_pairs="")
+    assert confidences["hateful"] == pytest.approx(expected["probability"], abs=1e-6)
+
+
+def test_push_space_finds_the_space_folder_from_any_directory(tmp_path, monkeypatch, capsys):
+    """`hm-hf push-space` without --space-dir, run from another directory than the repository's root: the
+    Space folder of this hm_hf checkout is used (it was looked for in the working directory)."""
+    from hm_hf.space import cli
+
+    hub = FakeHub(tmp_path / "hub").install(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model"]) == 0, capsys.readouterr().err
+    assert (hub.root / "my-org/meme-demo" / "app.py").read_bytes() == (SPACE / "app.py").read_bytes()
+
+
+def test_a_multi_class_model_without_a_policy_is_said_to_take_the_most_probable_class(app_module, space_model):
+    """A 6-way model (MMHS150K's fine labels) saved without decision_policy.json decides by arg-max: the page
+    must not say "threshold 0.5"."""
+    from transformers import AutoTokenizer
+
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
+    from hm_hf.pipeline import HatefulMemePipeline
+    from hm_hf.processing import MemeProcessor
+    from hm_hf.synthetic.detector import SyntheticShapeDetector
+
+    base = HmConcatForHatefulMemes.from_pretrained(str(space_model))
+    settings = {k: v for k, v in base.config.to_dict().items() if k not in ("id2label", "label2id")}
+    model = HmConcatForHatefulMemes(HmConcatConfig(**settings, num_labels=6)).eval()
+    processor = MemeProcessor(model_inputs=("text", "regions"), tokenizer=AutoTokenizer.from_pretrained(str(space_model)),
+                              detector="synthetic", max_text_length=32)
+    pipe = HatefulMemePipeline(model, processor, detector=SyntheticShapeDetector(), device="cpu")
+    line = app_module.decision_line(pipe)
+    assert "the most probable class" in line and "threshold 0.5" not in line and "not calibrated" in line
+    assert pipe(str(example_paths()[0]), texts="a caption")["threshold_rule"] == "argmax"

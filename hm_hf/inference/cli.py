@@ -16,18 +16,27 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model folder saved by recipes/train_peft.py, or a Hub id")
     parser.add_argument("--text", action="append", default=None,
                         help="the meme's text, once per image in order (default: read by OCR)")
+    parser.add_argument("--text-pair", action="append", default=None,
+                        help="for models trained on a text pair (MMHS150K: --text is the tweet, this the image's own "
+                        "text): the second text, once per image in order ('' for an image without text; default: read by OCR)")
     parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
+    parser.add_argument("--ocr-engine", choices=["ppocr", "tesseract", "auto"], default=None,
+                        help="how text not given is read (default: the model's processor's ocr_engine; ppocr for "
+                        "folders that name none)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-regions", action="store_true", help="leave the detected regions out of the output")
     args = parser.parse_args(argv)
     if args.text is not None and len(args.text) != len(args.images):
         parser.error(f"give --text once per image ({len(args.images)}), or not at all")
+    if args.text_pair is not None and len(args.text_pair) != len(args.images):
+        parser.error(f"give --text-pair once per image ({len(args.images)}), or not at all")
     from hm_hf.pipeline import HatefulMemePipeline  # (after parsing: `--help` needs no torch)
 
     try:
-        pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device)
-        results = pipe(list(args.images), texts=args.text, batch_size=args.batch_size,
+        pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device,
+                                                   ocr_engine=args.ocr_engine)
+        results = pipe(list(args.images), texts=args.text, text_pairs=args.text_pair, batch_size=args.batch_size,
                        return_regions=not args.no_regions)
     except (OSError, ValueError, RuntimeError) as err:  # bad image, missing model / detector / tesseract
         print(f"predict: error: {err}", file=sys.stderr)

@@ -14,9 +14,16 @@ from hm_hf.processing.processor import SYNTHETIC_DETECTOR
 __all__ = ["load_detector"]
 
 
+def _looks_like_hub_id(name: str) -> bool:
+    """"org/name" (what training records for the Visual Genome detector), not a path such as "detector"."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
+
+
 def load_detector(name: str | None, settings: dict | None = None, folder: str | None = None, feature_dim: int = 2048):
     """The detector `name`, with `settings` set on its config. A relative `name` is read inside the model
-    `folder` first; "synthetic" is the synthetic world's shape finder (giving `feature_dim`-d features)."""
+    `folder` (or its Hub repo), never the working directory: one missing there is an error unless it is a Hub
+    id; "synthetic" is the synthetic world's shape finder (giving `feature_dim`-d features)."""
     if not name:
         raise ValueError("this model reads region features: give a detector (folder, Hub id or 'synthetic')")
     if name == SYNTHETIC_DETECTOR:
@@ -24,9 +31,18 @@ def load_detector(name: str | None, settings: dict | None = None, folder: str | 
 
         return SyntheticShapeDetector(dim=feature_dim)
     from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
+    from hm_hf.hub import model_path
 
-    inside = Path(folder or "") / name
-    location = str(inside) if folder and Path(folder).is_dir() and inside.is_dir() else name
+    location = name
+    if folder and not Path(name).is_absolute():
+        inside = model_path(folder, name)
+        if inside is not None and inside.is_dir():
+            location = str(inside)
+        elif not _looks_like_hub_id(name):  # a part of the model folder that is missing: not the cwd's namesake
+            raise OSError(
+                f"this model reads region features, and its detector {name!r} is not in the model folder {folder}: "
+                "copy the Faster R-CNN that made the training features there, or give detector=<folder or Hub id>"
+            )
     try:
         detector = FrcnnForRegionFeatures.from_pretrained(location)
     except (OSError, ValueError) as err:

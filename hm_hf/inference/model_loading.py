@@ -7,9 +7,9 @@ otherwise ``base_model_name_or_path`` names it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from hm_hf.fileio import read_json_object
 from hm_hf.hub import model_file
 
 __all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model"]
@@ -27,7 +27,8 @@ def load_trained_model(path: str, **kwargs):
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     from peft import PeftModel
 
-    base = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
+    base = read_json_object(adapter_file, "PEFT adapter settings",
+                            "save the adapters again (model.save_pretrained)").get("base_model_name_or_path")
     if local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
         base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
     elif base:

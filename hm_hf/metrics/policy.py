@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -38,6 +39,16 @@ POLICY_FILE = "decision_policy.json"
 DEFAULT_RULE = "max_f1"
 FORMAT_VERSION = 2  # 2: `calibrated` (version 1 files read as calibrated=False)
 logger = logging.getLogger(__name__)
+
+
+def _check_threshold(threshold) -> None:
+    """A probability threshold: a number in [0, 1], or +inf ("flag nothing", what a rule met only by flagging
+    nothing chooses; `thresholds.choose_threshold` warns when it does)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(threshold):
+        raise ValueError(f"a binary policy needs a numeric threshold, got {threshold!r}")
+    if not (0.0 <= threshold <= 1.0 or threshold == math.inf):
+        raise ValueError(f"threshold must be a probability between 0 and 1 (or Infinity: flag nothing), "
+                         f"got {threshold!r}")
 
 
 @dataclass
@@ -60,14 +71,23 @@ class DecisionPolicy:
     version: int = FORMAT_VERSION
 
     def __post_init__(self):
+        """Every value checked, so a damaged or hand-edited file is refused when loaded, not applied."""
         calibration._check_temperature(self.temperature)
         if not isinstance(self.calibrated, bool):
             raise ValueError(f"calibrated must be true or false, got {self.calibrated!r}")
-        if self.num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, got {self.num_labels}")
+        if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int) or self.num_labels < 1:
+            raise ValueError(f"num_labels must be an integer >= 1, got {self.num_labels!r}")
+        if not isinstance(self.rule, str):
+            raise ValueError(f"rule must be a string such as 'max_f1', got {self.rule!r}")
+        if self.fitted_on is not None and not isinstance(self.fitted_on, str):
+            raise ValueError(f"fitted_on must be a split name or null, got {self.fitted_on!r}")
+        if not isinstance(self.metrics, dict) or not all(
+            isinstance(k, str) and isinstance(v, numbers.Real) and not isinstance(v, bool)
+            for k, v in self.metrics.items()
+        ):
+            raise ValueError("metrics must be an object of metric names and numbers")
         if self.binary:
-            if self.threshold is None or not isinstance(self.threshold, (int, float)) or math.isnan(self.threshold):
-                raise ValueError(f"a binary policy needs a numeric threshold, got {self.threshold!r}")
+            _check_threshold(self.threshold)
             thresholds.parse_rule(self.rule)
         elif self.threshold is not None or self.rule != "argmax":
             raise ValueError("a multi-class policy decides by arg-max: threshold must be None and rule 'argmax'")
@@ -89,8 +109,8 @@ class DecisionPolicy:
         if not self.binary:
             raise ValueError(f"a threshold applies to binary models; this policy decides {self.num_labels} classes "
                              "by arg-max")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold!r}")
         metrics = {k: v for k, v in self.metrics.items() if not k.startswith("at_threshold_")}
         return replace(self, threshold=float(threshold), rule=f"fixed@{float(threshold)!r}", metrics=metrics)
 
@@ -199,9 +219,8 @@ class DecisionPolicy:
         if path is None:
             logger.info("no %s with the model: temperature 1, the model's own decisions", POLICY_FILE)
             return cls.neutral(num_labels)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); delete it to fall back to threshold 0.5, or "
-                             "re-run training to write it again") from err
+        from hm_hf.fileio import read_json_object
+
+        data = read_json_object(path, "decision-policy settings", "delete it to fall back to threshold 0.5, or "
+                                "re-run training to write it again")
         return cls.from_dict(data, source=str(path))

@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from hm_hf.fileio import parse_json
 from hm_hf.ocr import ENGINES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -73,11 +74,11 @@ def read_done(output: Path) -> tuple[set[str], set]:
             f.truncate(cut)
         data = data[:cut]
     images, ids = set(), set()
-    for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+    for number, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = parse_json(line)
             images.add(row["img"])
             ids.add(row["id"])
         except (ValueError, KeyError, TypeError) as err:

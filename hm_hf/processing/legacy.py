@@ -13,10 +13,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from hm_hf.fileio import atomic_write_text
+from hm_hf.fileio import atomic_write_text, read_json_object
 from hm_hf.hub import model_file
 from hm_hf.images import DEFAULT_MAX_PIXELS
-from hm_hf.processing.processor import DEFAULT_DETECTOR, MemeProcessor, read_json_object
+from hm_hf.processing.processor import DEFAULT_DETECTOR, MemeProcessor
 
 __all__ = ["PIPELINE_CONFIG_NAME", "PipelineSettings", "load_pipeline_config", "save_pipeline_config", "translate"]
 
@@ -35,7 +35,7 @@ class PipelineSettings:
     """The settings of ``hm_hf_pipeline.json``, as model folders saved before ``processor_config.json`` hold them.
 
     detector: detector folder / Hub id for region models, or ``"synthetic"`` (see the module docstring);
-        a relative path is read inside the model folder first.
+        a relative path is read inside the model folder (or Hub repo).
     detector_min_boxes / detector_max_boxes / detector_score_threshold / detector_nms_thresholds /
         detector_min_size / detector_max_size: the detector's region selection and resize, as used for the
         training features (None: the detector's own config).

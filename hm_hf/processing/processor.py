@@ -12,7 +12,9 @@ The threshold has one owner, the decision policy: ``processor.threshold`` reads 
 ``processor_config.json`` no longer holds one. Older folders' ``threshold`` setting (in
 ``processor_config.json`` or ``hm_hf_pipeline.json``) is read as a hand-chosen policy ("fixed@<t>", T = 1)
 when the folder has no ``decision_policy.json``; with one, the policy file wins. A ``threshold=`` given to
-`from_pretrained` replaces the saved policy's threshold (rule "fixed@<t>") and keeps its temperature.
+`from_pretrained` replaces the saved policy's threshold (rule "fixed@<t>") and keeps its temperature. A
+multi-label model has no decision policy: its labels' thresholds (``label_thresholds``, 0.5 each unless
+``threshold=`` set them) are a processor setting.
 
 What a model reads is declared by its config class (``model_inputs``, one of `INPUT_KINDS` each), so a new
 model only declares it. Folders saved before this file existed have ``hm_hf_pipeline.json`` instead; they
@@ -41,8 +43,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hm_hf.fileio import atomic_path, atomic_write_text
-from hm_hf.hub import model_file
+from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
+from hm_hf.hub import model_file, model_path
 from hm_hf.images import DEFAULT_MAX_PIXELS
 from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
 from hm_hf.synthetic.world import DETECTOR_NAME as SYNTHETIC_DETECTOR
@@ -120,11 +122,13 @@ class MemeProcessor:
         feature_dtype: how the training features were stored ("float16" or "float32", the feature cache's
             dtype); detected features are rounded to it, so the model reads them as it read its training data.
         detector / detector_settings: the detector that made the training features (folder, Hub id, or
-            "synthetic"; a relative path is read inside the model folder first) and the fields of its config
+            "synthetic"; a relative path other than a Hub id is a part of the model, read inside its folder or
+            Hub repo, never the working directory) and the fields of its config
             to set before running it (box selection, NMS, resize), as recorded with the features.
-        fasttext_model / fasttext_lowercase: the fastText model (relative to the model folder once saved)
-            and whether to lowercase (None: as recorded with the model).
-        image_processor_name_or_path: where the image processor is, when the model folder has none.
+        fasttext_model / fasttext_lowercase: the fastText model (relative to the model folder or Hub repo once
+            saved; its ``.json`` record comes with it) and whether to lowercase (None: as recorded with the model).
+        image_processor_name_or_path: where the image processor is, when the model folder has none (a folder
+            of the model's first, else a path or Hub id).
         ocr_engine / ocr_lang: how the pipeline reads a meme's text when none is given (`hm_hf.ocr`): "ppocr"
             (PP-OCR, the default: it reads meme captions), "tesseract" (the fallback, and other languages) or
             "auto" (ppocr when installed, else Tesseract). Saved as set, so a folder says which engine its
@@ -135,7 +139,9 @@ class MemeProcessor:
             (``threshold`` reads it).
         multi_label: the model has a multi-label head (``problem_type="multi_label_classification"``): labels
             are lists of class ids, collated as multi-hot vectors, and each label is predicted when its sigmoid
-            score is > 0.5 (the fine-grained shared task's rule).
+            score is > 0.5 (the fine-grained shared task's rule), or > its ``label_thresholds`` entry.
+        label_thresholds: a multi-label model's threshold per label (None: 0.5 each); ``threshold=`` given to
+            `from_pretrained` sets it (one number for every label, or a list with one per label).
         trained_on_synthetic_data: the model was trained on `hm_hf.synthetic` data (coloured shapes and made-up
             words), so its output on real memes means nothing; the Space says so next to the model name.
     """
@@ -164,19 +170,15 @@ class MemeProcessor:
     max_pixels: int = DEFAULT_MAX_PIXELS
     label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
     multi_label: bool = False
+    label_thresholds: list[float] | None = None
     trained_on_synthetic_data: bool = False
 
     #: the attributes saved by their own save_pretrained, not in processor_config.json
     PARTS = ("tokenizer", "image_processor", "fasttext", "decision_policy")
 
     def __post_init__(self):
+        check_settings({name: getattr(self, name) for name in _SETTINGS})
         self.model_inputs = tuple(self.model_inputs)
-        unknown = sorted(set(self.model_inputs) - set(INPUT_KINDS))
-        if unknown or not self.model_inputs:
-            raise ValueError(f"model_inputs must be some of {sorted(INPUT_KINDS)}, got {list(self.model_inputs)}")
-        for name in ("region_dtype", "feature_dtype"):
-            if getattr(self, name) not in ("float32", "float16"):
-                raise ValueError(f"{name} must be 'float32' or 'float16', got {getattr(self, name)!r}")
         missing = [what for what, part, kinds in (("a tokenizer", self.tokenizer, TOKEN_INPUTS),
                                                    ("an image processor", self.image_processor, {"pixels"}))
                    if part is None and kinds & set(self.model_inputs)]
@@ -184,6 +186,10 @@ class MemeProcessor:
             raise ValueError(f"this model reads {sorted(self.model_inputs)} and needs {', '.join(missing)}")
         if self.decision_policy is not None and not isinstance(self.decision_policy, DecisionPolicy):
             raise TypeError(f"decision_policy must be a DecisionPolicy, got {type(self.decision_policy).__name__}")
+        if self.label_thresholds is not None and (not self.multi_label or len(self.label_thresholds) != len(
+                self.label_names)):
+            raise ValueError(f"label_thresholds {self.label_thresholds} must be one threshold per label of a multi-label "
+                             f"model, which has {len(self.label_names)} labels ({', '.join(self.label_names)})")
         if self.multi_label and self.decision_policy is not None:
             raise ValueError("a multi-label model predicts each label when its score is > 0.5 (the shared task's "
                              "rule); a DecisionPolicy is for single-label models")
@@ -196,10 +202,19 @@ class MemeProcessor:
     @property
     def threshold(self) -> float | None:
         """The probability from which a binary model's label is "hateful": the decision policy's (0.5 without
-        one); None for arg-max decisions; the per-label 0.5 of a multi-label model."""
+        one); None for arg-max decisions; a multi-label model's threshold when all its labels share one
+        (0.5 by default), else None (see `thresholds_per_label`)."""
         if self.multi_label:
-            return MULTI_LABEL_THRESHOLD
+            common = set(self.thresholds_per_label)
+            return common.pop() if len(common) == 1 else None
         return self.decision_policy.threshold if self.decision_policy is not None else 0.5
+
+    @property
+    def thresholds_per_label(self) -> list[float]:
+        """A multi-label model's threshold for each label (`label_thresholds`, else 0.5 each)."""
+        if self.label_thresholds is not None:
+            return [float(t) for t in self.label_thresholds]
+        return [MULTI_LABEL_THRESHOLD] * len(self.label_names)
 
     @property
     def reads_text(self) -> bool:
@@ -295,20 +310,22 @@ class MemeProcessor:
         return out
 
     def post_process_multi_label(self, logits) -> list[dict]:
-        """Logits (B, C) of a multi-label head -> per meme: the predicted labels (sigmoid > 0.5, the shared
-        task's rule), their ids and every label's score."""
+        """Logits (B, C) of a multi-label head -> per meme: the predicted labels (sigmoid > the label's threshold:
+        0.5, the shared task's rule, unless `label_thresholds` says otherwise), their ids, every label's score
+        and threshold."""
         from hm_hf.metrics import sigmoid
 
         scores = sigmoid(_numpy(logits))
         if scores.shape[-1] != len(self.label_names):
             raise ValueError(f"the model gives {scores.shape[-1]} labels but the processor names "
                              f"{len(self.label_names)}: use the processor saved with this model")
+        thresholds = self.thresholds_per_label
         out = []
         for row in scores:
-            ids = [i for i, p in enumerate(row) if p > MULTI_LABEL_THRESHOLD]
+            ids = [i for i, (p, t) in enumerate(zip(row, thresholds)) if p > t]
             out.append({"labels": [self.label_names[i] for i in ids], "label_ids": ids,
                         "scores": {name: float(p) for name, p in zip(self.label_names, row)},
-                        "threshold": MULTI_LABEL_THRESHOLD})
+                        "threshold": self.threshold, "thresholds": dict(zip(self.label_names, thresholds))})
         return out
 
     # ------------------------------------------------------------------ saving and loading
@@ -373,6 +390,14 @@ class MemeProcessor:
         if "detector_settings" in overrides:  # one detector setting given: the others stay as saved
             overrides["detector_settings"] = {**values.get("detector_settings", {}), **overrides["detector_settings"]}
         values.update(overrides)
+        if values.get("multi_label") and given_threshold is not None:  # each label's threshold
+            names = values.get("label_names") or []
+            given = given_threshold if isinstance(given_threshold, (list, tuple)) else [given_threshold] * len(names)
+            if len(given) != len(names):
+                raise ValueError(f"threshold={given_threshold!r}: this multi-label model has {len(names)} labels "
+                                 f"({', '.join(names)}); give one threshold, or one per label")
+            values["label_thresholds"] = list(given)
+            given_threshold = None
         if not values.get("model_inputs"):
             values["model_inputs"] = model_inputs(config if config is not None else _model_config(path))
         inputs = set(values["model_inputs"])
@@ -388,11 +413,92 @@ class MemeProcessor:
                                                                                          FASTTEXT_MODEL))
             if values.get("fasttext_lowercase") is None:
                 values["fasttext_lowercase"] = recorded
-        return cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext,
-                   decision_policy=decision_policy, **values)
+        processor = cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext,
+                        decision_policy=decision_policy, **values)
+        if config is None:
+            try:
+                config = _model_config(path)
+            except OSError:  # (a processor folder without its model: nothing to check against)
+                return processor
+        files = [model_file(path, name, revision=revision) for name in (PROCESSOR_CONFIG_NAME, legacy.PIPELINE_CONFIG_NAME)]
+        processor.check_fits(config, next((str(f) for f in files if f is not None), "the processor settings"),
+                             model_file(path, POLICY_FILE, revision=revision))
+        return processor
+
+    def check_fits(self, config, source: str = "the processor", policy_source=None) -> None:
+        """Refuse label names or a decision policy made for another model's head (`config`: its label count),
+        naming `source` (the settings file) or `policy_source` (``decision_policy.json``)."""
+        num_labels = int(getattr(config, "num_labels", 2))
+        named = len(self.label_names)
+        if self.multi_label or num_labels <= 2:
+            expected = max(num_labels, 2) if not self.multi_label else num_labels
+            fits = named == expected
+        else:  # more classes: their names, or the two default names older folders saved (class ids shown)
+            expected, fits = num_labels, named in (num_labels, 2)
+        if not fits:
+            raise ValueError(f"{source}: {named} label_names {self.label_names} but the model has {expected} labels; "
+                             "fix label_names there (or pass label_names=[...], one name per class)")
+        policy = self.decision_policy
+        if policy is not None and policy.num_labels != max(num_labels, 2):
+            raise ValueError(f"{policy_source or 'the decision policy'}: the decision policy is for {policy.num_labels} "
+                             f"labels but the model has {max(num_labels, 2)}: it belongs to another model; delete it "
+                             "(threshold 0.5) or re-run training to write it again")
 
 
 _SETTINGS = frozenset(f.name for f in dataclasses.fields(MemeProcessor)) - set(MemeProcessor.PARTS)
+_TEXTS = ("text_column", "label_column", "image_column", "text_embedding_column", "fasttext_model", "ocr_lang")
+_OPTIONAL_TEXTS = ("text_pair_column", "detector", "image_processor_name_or_path")
+_COUNTS = ("max_text_length", "max_regions", "max_pixels")
+_FLAGS = ("multi_label", "trained_on_synthetic_data")
+
+
+def check_settings(values: dict) -> None:
+    """Check the processor settings in `values` (any subset of `MemeProcessor`'s): a value of the wrong type or
+    out of range is a ValueError naming the setting, so a damaged or hand-edited ``processor_config.json`` is
+    refused when loaded instead of feeding the model garbage."""
+    def fail(name, expected):
+        raise ValueError(f"{name} must be {expected}, got {values[name]!r}")
+
+    for name in _TEXTS:
+        if name in values and (not isinstance(values[name], str) or not values[name]):
+            fail(name, "a non-empty string")
+    for name in _OPTIONAL_TEXTS:
+        if values.get(name) is not None and (not isinstance(values[name], str) or not values[name]):
+            fail(name, "a non-empty string or null")
+    for name in _COUNTS:
+        if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 1):
+            fail(name, "an integer >= 1")
+    for name in _FLAGS:
+        if name in values and not isinstance(values[name], bool):
+            fail(name, "true or false")
+    if values.get("fasttext_lowercase") is not None and not isinstance(values["fasttext_lowercase"], bool):
+        fail("fasttext_lowercase", "true, false or null (as recorded with the fastText model)")
+    for name in ("region_dtype", "feature_dtype"):
+        if name in values and values[name] not in ("float32", "float16"):
+            fail(name, "'float32' or 'float16'")
+    if "detector_settings" in values and not isinstance(values["detector_settings"], dict):
+        fail("detector_settings", "an object of detector config fields")
+    if "model_inputs" in values:
+        inputs = values["model_inputs"]
+        if (not isinstance(inputs, (list, tuple)) or not inputs
+                or not all(isinstance(kind, str) and kind in INPUT_KINDS for kind in inputs)):
+            fail("model_inputs", f"a list of some of {sorted(INPUT_KINDS)}")
+    if "label_names" in values:
+        names = values["label_names"]
+        if (not isinstance(names, (list, tuple)) or not names or len(set(names)) != len(names)
+                or not all(isinstance(n, str) and n for n in names)):
+            fail("label_names", "a list of distinct non-empty strings, one per class")
+    if values.get("label_thresholds") is not None:
+        given = values["label_thresholds"]
+        if not isinstance(given, (list, tuple)) or not all(
+                isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0 for t in given):
+            fail("label_thresholds", "a list of thresholds between 0 and 1, one per label (or null: 0.5 each)")
+    if "ocr_engine" in values:
+        from hm_hf.ocr import ENGINES
+
+        if values["ocr_engine"] not in ("auto", *ENGINES):
+            raise ValueError(f"unknown OCR engine {values['ocr_engine']!r} (ocr_engine); choose one of "
+                             f"{', '.join(['auto', *ENGINES])}")
 
 
 def _numpy(logits) -> np.ndarray:
@@ -430,25 +536,23 @@ def read_settings(path: str, revision: str | None = None) -> dict:
     file = model_file(path, PROCESSOR_CONFIG_NAME, revision=revision)
     if file is None:
         old = legacy.load_pipeline_config(path)
-        return legacy.translate(old, source=f"{path}/{legacy.PIPELINE_CONFIG_NAME}")
-    values = read_json_object(file, "processor settings", "fix it, or save the processor again")
-    kind = values.pop("processor_class", MemeProcessor.__name__)
-    if kind != MemeProcessor.__name__:
-        raise ValueError(f"{file} describes a {kind}, not an hm_hf MemeProcessor")
-    unknown = sorted(set(values) - _SETTINGS - LEGACY_SETTINGS)
-    if unknown:
-        raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
-    return values
-
-
-def read_json_object(file: Path, what: str, fix: str) -> dict:
-    """The JSON object in `file` (holding `what`), or a ValueError naming the file and saying how to `fix` it."""
+        source = model_file(path, legacy.PIPELINE_CONFIG_NAME) or f"{path}/{legacy.PIPELINE_CONFIG_NAME}"
+        values, fix = legacy.translate(old, source=str(source)), "fix it or delete it to use the defaults"
+    else:
+        values, source = read_json_object(file, "processor settings", "fix it, or save the processor again"), file
+        fix = "fix it, or save the processor again"
+        kind = values.pop("processor_class", MemeProcessor.__name__)
+        if kind != MemeProcessor.__name__:
+            raise ValueError(f"{file} describes a {kind}, not an hm_hf MemeProcessor")
+        unknown = sorted(set(values) - _SETTINGS - LEGACY_SETTINGS)
+        if unknown:
+            raise ValueError(f"{file}: unknown processor setting(s) {unknown}; known: {sorted(_SETTINGS)}")
     try:
-        values = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file}: not valid JSON ({err.msg}); {fix}") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"{file}: expected a JSON object of {what}")
+        check_settings(values)
+        if "threshold" in values:  # an older file's threshold: becomes a hand-set decision policy
+            DecisionPolicy().with_threshold(values["threshold"])
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}; {fix}") from None
     return values
 
 
@@ -486,8 +590,9 @@ def _load_image_processor(path: str, name_or_path: str | None):
 
     if model_file(path, "preprocessor_config.json") is not None:
         return AutoImageProcessor.from_pretrained(path)
-    if name_or_path:
-        return AutoImageProcessor.from_pretrained(name_or_path)
+    if name_or_path:  # a folder of the model's first (a relative setting is the model's, not the cwd's)
+        inside = None if Path(name_or_path).is_absolute() else model_path(path, name_or_path)
+        return AutoImageProcessor.from_pretrained(str(inside) if inside is not None else name_or_path)
     raise OSError(
         f"{path} has no preprocessor_config.json and no image_processor setting: this model reads pixels, so pass "
         "image_processor=<the vision backbone's folder or Hub id> (the recipe's vision_model_name_or_path)"
@@ -499,6 +604,8 @@ def _load_fasttext(path: str, name: str):
     from hm_hf.text.fasttext_embeddings import _read_metadata, load_fasttext
 
     file = Path(name) if Path(name).is_absolute() else model_file(path, name)
+    if file is not None and not Path(name).is_absolute():
+        model_file(path, f"{name}.json")  # its record (lowercase, ...) beside it, also from a Hub repo
     if file is None or not file.is_file():
         raise FileNotFoundError(
             f"{path}: this model reads fastText sentence vectors but {name} is not there; "

@@ -38,7 +38,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from hm_hf.data import layouts
-from hm_hf.fileio import JsonInputError, atomic_path, atomic_write_text, parse_json
+from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
 
 __all__ = [
     "SEED_DEFAULTS",
@@ -255,10 +255,7 @@ def _read_metadata(model_path: Path) -> dict:
     path = _metadata_path(model_path)
     if not path.is_file():
         return {}
-    try:
-        return parse_json(path.read_bytes())
-    except JsonInputError as err:
-        raise ValueError(f"{path}: not usable ({err}); delete it or retrain the model.") from None
+    return read_json_object(path, "fastText training settings", "delete it or retrain the model")
 
 
 def load_fasttext(model_path):

@@ -97,6 +97,8 @@ def write_model_card(
     policy=None,
     problem_type: str | None = None,
     task: str | None = None,
+    text_pair: bool = False,
+    load_name: str | None = None,
 ) -> Path:
     """Write README.md (the model card) into `output_dir` and return its path.
 
@@ -105,7 +107,9 @@ def write_model_card(
     "multi_label_classification" with `task` (pc / attack): a fine-grained model, scored by micro ROC-AUC
     and micro-F1. `synthetic`: the training data came from `hm_hf.synthetic` (its folder holds the marker):
     the card names it, links no Hub data set, is tagged `synthetic-data` and says its output on real memes
-    means nothing.
+    means nothing. `text_pair`: the model reads a text pair (MMHS150K: the tweet's text + the image's text),
+    which the card's example passes. `load_name`: what the example loads (the Hub id, or the output folder of a
+    run that pushes nothing; default `model_name`).
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -153,6 +157,12 @@ def write_model_card(
     returns = ("Each result holds the predicted `labels` (score > 0.5) and every label's `scores`." if multi_label else
                "Each result holds the calibrated `probability` of hateful, the `label` at the saved threshold and how "
                "it was decided (`threshold`, `threshold_rule`, `calibrated`).")
+    if text_pair:  # the first text is the post's, the pair the image's own (read by OCR when not given)
+        usage = ('pipe("meme.jpg", texts="the tweet\'s text")  # the text on the image is read by OCR\n'
+                 'pipe("meme.jpg", texts="the tweet\'s text", text_pairs="the text on the image")\n'
+                 '# hm-hf predict --model ... meme.jpg --text "the tweet\'s text" --text-pair "the text on the image"')
+    else:
+        usage = 'pipe("meme.png")  # or pipe("meme.png", texts="the text on it")'
     warning = SYNTHETIC_WARNING.format(format=FORMAT_NAMES.get(dataset, dataset)) if synthetic else CONTENT_WARNING
     limitations = (
         "Testing hm_hf itself: training, saving, loading, the pipeline and the demo. Not for use on real memes: "
@@ -183,8 +193,8 @@ A {model_type} hateful-meme classifier trained with hm_hf on {dataset_name(datas
 ```python
 from hm_hf.pipeline import HatefulMemePipeline
 
-pipe = HatefulMemePipeline.from_pretrained("{model_name}")  # the model, its processor and its detector
-pipe("meme.png")  # or pipe("meme.png", texts="the text on it")
+pipe = HatefulMemePipeline.from_pretrained("{load_name or model_name}")  # the model, its processor and its detector
+{usage}
 ```
 
 {returns}

@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             policy=evaluated.policy,
             problem_type=model_args.problem_type,
             task=data_args.label_column,
+            text_pair=bool(data_args.text_pair_column),
+            load_name=training_args.hub_model_id or training_args.output_dir,
         )
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()

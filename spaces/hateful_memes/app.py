@@ -5,8 +5,9 @@
     HM_HF_MODEL=org/model HM_HF_DETECTOR=path/to/frcnn python spaces/hateful_memes/app.py
 
 Upload an image; the text on it is read with OCR (PP-OCR, the model's processor's engine; the page names it)
-into the text box, where it can be corrected; "Classify" gives the probability that the meme is hateful
-(calibrated when the model's decision policy fitted a temperature), the label at the model's threshold with
+into the text box, where it can be corrected (a model trained on a text pair, MMHS150K's tweet text + image
+text, also gets a box for the post's text, the tweet); "Classify" gives the probability that the meme is
+hateful (calibrated when the model's decision policy fitted a temperature), the label at the model's threshold with
 the rule that chose it and, for region models, the regions the model looked at. Uploads are checked (file
 size, pixel count before decoding, real image) and every failure is
 a short message in the page, never a stack trace. The server binds 127.0.0.1 unless GRADIO_SERVER_NAME /
@@ -137,12 +138,18 @@ def decision_line(pipeline: HatefulMemePipeline) -> str:
     calibrated (the model's decision policy, decision_policy.json)."""
     processor = pipeline.processor
     if processor.multi_label:
-        return (f"Decision: each label whose score is above {processor.threshold:g} (the fine-grained shared "
-                "task's rule).")
+        if processor.threshold is None:
+            each = ", ".join(f"{name} {t:g}" for name, t in zip(processor.label_names, processor.thresholds_per_label))
+            return f"Decision: each label whose score is above its threshold ({each})."
+        rule = " (the fine-grained shared task's rule)" if processor.threshold == 0.5 else " (set by hand)"
+        return f"Decision: each label whose score is above {processor.threshold:g}{rule}."
     policy = processor.decision_policy
-    if policy is None:
+    if policy is None and getattr(pipeline.config, "num_labels", 2) <= 2:
         return ("Decision: threshold 0.5 on the model's own probability (no decision policy was saved with the "
                 "model: not calibrated).")
+    if policy is None:  # more classes: the pipeline decides by arg-max (the neutral policy)
+        return ("Decision: the most probable class of the model's own probabilities (no decision policy was saved "
+                "with the model: not calibrated).")
     fitted = f" on {policy.fitted_on}" if policy.fitted_on else ""
     if policy.threshold is None:
         decided = "the most probable class"
@@ -210,23 +217,35 @@ class MemeApp:
             gr.Warning(f"OCR failed ({err}): type the meme's text in the box.")
             return ""
 
-    def classify(self, upload, text):
-        """(label confidences, annotated image, details markdown) for one meme."""
+    @property
+    def reads_pair(self) -> bool:
+        """The model was trained on a text pair (MMHS150K: the post's text + the image's own text, by OCR)."""
+        return self.pipe.reads_text and self.pipe.processor.text_pair_column is not None
+
+    def classify(self, upload, text, pair=None):
+        """(the model's decision at its threshold, the label confidences, annotated image, details markdown)
+        for one meme. The decision is its own output: a `gr.Label` of confidences would head them with the most
+        probable class, which is not what a model with a threshold other than 0.5 decides."""
         image = self._read_upload(upload)
-        text = (text or "").strip()
-        if self.pipe.reads_text and not text:
+        text, pair = (text or "").strip(), (pair or "").strip() if self.reads_pair else ""
+        if self.pipe.reads_text and not (pair if self.reads_pair else text):  # the text on the image: OCR it
             try:
-                text = self.pipe.processor.read_text(image)
+                ocr = self.pipe.processor.read_text(image)
             except (OcrUnavailableError, RuntimeError):
-                text = ""
-            if not text:
+                ocr = ""
+            if self.reads_pair:
+                pair = ocr
+            else:
+                text = ocr
+            if not (text or pair):
                 raise _fail(
                     "There is no text: type the meme's text in the box (none could be read from the image).",
                     title="Text needed",
                 )
         try:
             with self._lock:
-                result = self.pipe(image, texts=text or None)
+                result = self.pipe(image, texts=text or None,  # (the pair: OCR'd above, "" if nothing was read)
+                                   text_pairs=pair if self.reads_pair else None)
         except Exception:  # noqa: BLE001 - logged for the operator; the user gets a plain message
             logger.exception("classification failed")
             raise _fail("The model failed on this input; please try another image.", title="Model error") from None
@@ -237,22 +256,26 @@ class MemeApp:
         ]
         annotated = gr.update(value=(image, annotations), visible=self.pipe.uses_regions)
         if self.pipe.processor.multi_label:  # a fine-grained model: protected categories or attack types
+            decision = ", ".join(result["labels"]) or "none"  # each label at its threshold
             confidences = result["scores"]
-            predicted = ", ".join(result["labels"]) or "none"
-            details = f"**Predicted labels: {predicted}**"
+            details = f"**Predicted labels: {decision}**"
         else:
             probability = result["probability"]
             names = self.pipe.settings.label_names
+            decision = result["label_name"]  # at the model's threshold, which need not be 0.5
             confidences = {names[1]: probability, names[0]: 1.0 - probability}
             details = f"**Hateful probability: {probability:.3f}** ({result['label_name']})"
         details += f"\n\n{decision_line(self.pipe)}"
         if self.pipe.settings.trained_on_synthetic_data:
             details += f"\n\n{SYNTHETIC_NOTICE}"
-        if self.pipe.reads_text:
+        if self.reads_pair:
+            details += (f"\n\nText read by the model: “{result['text']}”, with the text on the image: "
+                        f"“{result['text_pair']}”")
+        elif self.pipe.reads_text:
             details += f"\n\nText read by the model: “{result['text']}”"
         if self.pipe.uses_regions:
             details += f"\n\nRegions read by the model: {len(result.get('regions', []))} (the whole image included)"
-        return confidences, annotated, details
+        return decision, confidences, annotated, details
 
 
 def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks:
@@ -270,27 +293,32 @@ def build_demo(pipeline: HatefulMemePipeline, model_name: str = "") -> gr.Blocks
         with gr.Row():
             with gr.Column():
                 image = gr.Image(label="Meme", type="filepath", sources=["upload", "clipboard"], elem_id="meme")
-                text = gr.Textbox(
-                    label="Text on the meme (read by OCR; correct it if needed)",
+                on_image = "Text on the meme (read by OCR; correct it if needed)"
+                text = gr.Textbox(  # a pair model's first text is the post's (MMHS150K: the tweet), not on the image
+                    label="Text of the post the meme came with (e.g. the tweet)" if app.reads_pair else on_image,
                     lines=2,
                     max_length=1000,
                     elem_id="meme-text",
                     visible=pipeline.reads_text,
                 )
+                pair = gr.Textbox(label=on_image, lines=2, max_length=1000, elem_id="meme-text-pair",
+                                  visible=app.reads_pair)
                 button = gr.Button("Classify", variant="primary", elem_id="classify")
             with gr.Column():
-                label = gr.Label(label="Prediction", num_top_classes=len(pipeline.settings.label_names),
-                                 elem_id="prediction")
+                label = gr.Label(label="Prediction (at the model's threshold)", elem_id="prediction")
+                scores = gr.Label(label="Scores" if pipeline.processor.multi_label else "Probabilities",
+                                  num_top_classes=len(pipeline.settings.label_names), show_heading=False,
+                                  elem_id="scores")
                 details = gr.Markdown(elem_id="details")
                 regions = gr.AnnotatedImage(label="Detected regions", visible=pipeline.uses_regions,
                                             elem_id="regions")
         if examples:
             gr.Examples(examples=examples, inputs=[image], label="Examples (synthetic memes)")
         gr.Markdown(HOW_IT_WORKS.format(max_mb=MAX_FILE_SIZE // 2**20, max_mp=MAX_PIXELS // 1_000_000))
-        image.change(app.read_text, inputs=image, outputs=text, preprocess=False, api_name="read_text",
-                     concurrency_limit=CONCURRENCY)
-        button.click(app.classify, inputs=[image, text], outputs=[label, regions, details], preprocess=False,
-                     api_name="classify", concurrency_limit=CONCURRENCY)
+        image.change(app.read_text, inputs=image, outputs=pair if app.reads_pair else text, preprocess=False,
+                     api_name="read_text", concurrency_limit=CONCURRENCY)
+        button.click(app.classify, inputs=[image, text, pair], outputs=[label, scores, regions, details],
+                     preprocess=False, api_name="classify", concurrency_limit=CONCURRENCY)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     return demo
 
