@@ -54,11 +54,25 @@ class RgclOutput(SequenceClassifierOutput):
     neighbour_scores: torch.Tensor | None = None
 
 
+def _init_new_linear(model, module, fallback) -> None:
+    """PyTorch's own ``nn.Linear`` initialisation for the layers RGCL adds (as the paper's code builds them),
+    transformers' for the rest (CLIP's). With transformers' N(0, 0.02) the embedding ``g`` starts with a norm
+    of about 1e-3 after two layers, and the cosine losses' gradients (which scale as 1 / |g|) then swamp the
+    cross-entropy's: measured on the tiny synthetic recipe, the head never left chance."""
+    if isinstance(module, nn.Linear) and not any(module is m for m in model.clip_model().modules()):
+        module.reset_parameters()
+    else:
+        fallback(module)
+
+
 class HmRgclModel(HmClipModel):
     """The CLIP network of `HmClipModel`; ``pooler_output`` is RGCL's embedding ``g`` (see the module doc)."""
 
     config_class = HmRgclConfig
     base_model_prefix = "hm_rgcl"
+
+    def _init_weights(self, module):
+        _init_new_linear(self, module, super()._init_weights)
 
     def head_input(self, embedding: torch.Tensor) -> torch.Tensor:
         """What the classifier reads: the last pre-output layer's ReLU + dropout of ``g``."""
@@ -168,6 +182,9 @@ class HmRgclForHatefulMemes(HmClipForHatefulMemes):
 
     config_class = HmRgclConfig
     base_model_prefix = "hm_rgcl"
+
+    def _init_weights(self, module):
+        _init_new_linear(self, module, super()._init_weights)
 
     def __init__(self, config: HmRgclConfig):
         if config.num_labels != 2 or config.problem_type == "multi_label_classification":
