@@ -217,6 +217,20 @@ class HmRgclForHatefulMemes(HmClipForHatefulMemes):
         loaded.retrieval_index = _load_index(pretrained_model_name_or_path, **kwargs)
         return model
 
+    def describe(self, output: RgclOutput, row: int) -> dict:
+        """How row `row` of a ``return_neighbours=True`` output was scored, for people: the decision rule, the
+        head's and the kNN vote's (uncalibrated) probabilities, and the neighbours (id, label, similarity)."""
+        result = {"decision_rule": self.decision_rule(),
+                  "head_probability": float(output.head_logits[row].detach().float().softmax(-1)[1])}
+        if output.knn_probability is not None:
+            result["knn_probability"] = float(output.knn_probability[row])
+            result["neighbours"] = [
+                {"id": int(i), "label": int(label), "similarity": round(float(s), 4)}
+                for i, label, s in zip(output.neighbour_ids[row].tolist(), output.neighbour_labels[row].tolist(),
+                                       output.neighbour_scores[row].tolist()) if i >= 0
+            ]
+        return result
+
     @torch.no_grad()
     def embed(self, **inputs) -> torch.Tensor:
         """The embedding ``g`` of a batch (eval mode is the caller's choice), float32 on the CPU."""
