@@ -112,6 +112,12 @@ class RetrievalIndex:
         self._id_tensor = torch.tensor(self.ids, dtype=torch.long)
         self._label_tensor = torch.tensor(self.labels, dtype=torch.long)
         self._ids_cache = None
+        self._rows_cache = None
+
+    def _row_of_id(self) -> dict[int, int]:
+        if getattr(self, "_rows_cache", None) is None:
+            self._rows_cache = {meme_id: row for row, meme_id in enumerate(self.ids)}
+        return self._rows_cache
 
     @property
     def label_tensor(self) -> torch.Tensor:
@@ -133,11 +139,14 @@ class RetrievalIndex:
             empty = queries.new_empty(queries.shape[0], 0)
             return empty, empty.long()
         scores = queries @ vectors.T
-        allowed = torch.ones_like(scores, dtype=torch.bool) if mask is None else mask.to(scores.device)
-        if exclude_ids is not None:
-            own = exclude_ids.to(scores.device).view(-1, 1) == self._id_tensor.to(scores.device).view(1, -1)
-            allowed = allowed & ~own
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask.to(scores.device), float("-inf"))
+        if exclude_ids is not None:  # each query's own row (if indexed) set to -inf: O(Q), no (Q, N) compare
+            rows_of = self._row_of_id()
+            own = [(q, rows_of[int(i)]) for q, i in enumerate(exclude_ids.tolist()) if int(i) in rows_of]
+            if own:
+                q_idx, r_idx = zip(*own)
+                scores[list(q_idx), list(r_idx)] = float("-inf")
         top, rows = scores.topk(k, dim=-1)
         rows = rows.masked_fill(torch.isinf(top), -1)
         return top, rows
