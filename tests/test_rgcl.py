@@ -190,13 +190,13 @@ def test_rgcl_is_binary():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The tiny synthetic recipe, trained once (in-process, the recipe's own settings, a smaller set)."""
+    """The tiny synthetic recipe, trained once (in-process, the recipe's own settings and training-set size;
+    smaller evaluation splits, no checkpoints). About a minute on one CPU thread: the one slow test here."""
     from hm_hf.synthetic import make_hmd
     from hm_hf.training.run import main
 
     root = tmp_path_factory.mktemp("rgcl")
-    make_hmd(root / "data", splits={"train": 320, "dev_seen": 60, "dev_unseen": 60, "test_seen": 8},
-             image_size=(96, 72))
+    make_hmd(root / "data", splits={"train": 480, "dev_seen": 60, "dev_unseen": 60, "test_seen": 8})
     out = root / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -204,7 +204,7 @@ def trained(tmp_path_factory):
         assert main([str(ROOT / "recipes/synthetic/config_tiny_rgcl.yaml"), "--data_dir", str(root / "data"),
                      "--dataset_cache_dir", str(root / "cache"), "--vision_model_name_or_path", str(root / "tiny_clip"),
                      "--output_dir", str(out), "--save_strategy", "no", "--load_best_model_at_end", "false",
-                     "--eval_strategy", "no", "--num_train_epochs", "12"]) == 0
+                     "--eval_strategy", "no"]) == 0
     finally:
         torch.set_num_threads(threads)
     return root, out
@@ -215,9 +215,9 @@ def test_training_learns_and_saves_its_index(trained):
     results = json.loads((out / "all_results.json").read_text())
     assert results["dev_unseen_auroc"] > 0.7, results["dev_unseen_auroc"]  # chance is 0.5 on confounder pairs
     meta = json.loads((out / INDEX_FILE).read_text())
-    assert meta["size"] == 320 and meta["sources"] == {"train": 320}
+    assert meta["size"] == 480 and meta["sources"] == {"train": 480}
     card = (out / "README.md").read_text()
-    assert "## Retrieval index" in card and "320 labelled memes" in card and "`combined`" in card
+    assert "## Retrieval index" in card and "480 labelled memes" in card and "`combined`" in card
 
 
 def _hmd_lines(folder: Path, name: str, lines: list[dict]) -> Path:
@@ -252,11 +252,11 @@ def test_index_add_is_resumable_atomic_and_names_bad_input(trained, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         cli.add_to_index(model_dir, [str(source)], batch_size=2, save_every=2, progress=False)
     monkeypatch.undo()
-    assert len(RetrievalIndex.load(model_dir)) == 320 + 2  # the first checkpoint, nothing half-written
+    assert len(RetrievalIndex.load(model_dir)) == 480 + 2  # the first checkpoint, nothing half-written
     result = cli.add_to_index(model_dir, [str(source)], batch_size=2, progress=False)
-    assert result["skipped_already_indexed"] == 2 and result["added"] == 4 and result["size"] == 326
+    assert result["skipped_already_indexed"] == 2 and result["added"] == 4 and result["size"] == 486
     assert cli.cli(["add", str(model_dir), str(source)]) == 0  # nothing left to add
-    assert json.loads((model_dir / INDEX_FILE).read_text())["sources"] == {"train": 320, "data/added": 6}
+    assert json.loads((model_dir / INDEX_FILE).read_text())["sources"] == {"train": 480, "data/added": 6}
 
     duplicate = _hmd_lines(data, "duplicate", [dict(new[0], id=1), dict(new[1], id=1)])
     with pytest.raises(cli.IndexInputError, match=r"duplicate.jsonl line 2: id 1 appears twice"):
@@ -271,7 +271,7 @@ def test_index_add_is_resumable_atomic_and_names_bad_input(trained, tmp_path, mo
     missing = _hmd_lines(data, "missing", [dict(new[0], id=777, img="img/nope.png")])
     with pytest.raises(cli.IndexInputError, match="missing.jsonl line 1"):
         cli.add_to_index(model_dir, [str(missing)], progress=False)
-    assert len(RetrievalIndex.load(model_dir)) == 326  # refused input added nothing
+    assert len(RetrievalIndex.load(model_dir)) == 486  # refused input added nothing
     assert cli.cli(["show", str(model_dir)]) == 0
 
 
