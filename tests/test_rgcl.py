@@ -288,3 +288,13 @@ def test_pipeline_reports_rule_and_neighbours(trained):
     sims = [n["similarity"] for n in result["neighbours"]]
     assert sims == sorted(sims, reverse=True) and 0 <= result["knn_probability"] <= 1
     assert result["probability"] == pytest.approx(plain["probability"])
+
+
+def test_search_benchmark_runs(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("retrieval_search", ROOT / "benchmarks/retrieval_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--tiny"]) == 0
+    assert "numpy/torch" in capsys.readouterr().out
