@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="dev_unseen")
     parser.add_argument("--work-dir", default=None, help="where runs go (default: a temporary folder)")
     parser.add_argument("--tiny", action="store_true", help="1 seed, 2 epochs: only that it runs")
-    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "rgcl_synthetic_cpu.json"))
+    parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "rgcl_synthetic" / "cpu.json"))
     args = parser.parse_args(argv)
 
     from hm_hf.retrieval.cli import add_to_index
