@@ -67,7 +67,7 @@ def score_split(model_dir: Path, data_dir: Path, split: str) -> dict[str, float]
     from hm_hf.images import load_image
     from hm_hf.inference.model_loading import load_trained_model
     from hm_hf.processing import MemeProcessor
-    from hm_hf.training.rgcl import rgcl_model
+    from hm_hf.models.rgcl.modeling_rgcl import rgcl_model
 
     model = rgcl_model(load_trained_model(str(model_dir))).eval()
     processor = MemeProcessor.from_pretrained(str(model_dir), model.config)

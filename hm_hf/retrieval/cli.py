@@ -78,7 +78,7 @@ def add_to_index(model_folder, data: list[str], split: str | None = None, source
     from hm_hf.inference.model_loading import load_trained_model
     from hm_hf.processing import MemeProcessor
     from hm_hf.retrieval.index import RetrievalIndex
-    from hm_hf.training.rgcl import rgcl_model
+    from hm_hf.models.rgcl.modeling_rgcl import rgcl_model
 
     folder = Path(model_folder)
     if not (folder / "config.json").is_file():

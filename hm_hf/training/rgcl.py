@@ -19,21 +19,12 @@ from dataclasses import dataclass
 import torch
 from transformers import TrainerCallback
 
+from hm_hf.models.rgcl.modeling_rgcl import rgcl_model
 from hm_hf.retrieval.index import RetrievalIndex
 
 __all__ = ["MemeIdCollator", "RetrievalRefreshCallback", "build_index", "embed_rows", "rgcl_model"]
 
 logger = logging.getLogger(__name__)
-
-
-def rgcl_model(model):
-    """The `HmRgclForHatefulMemes` inside `model` (itself, or wrapped by peft / accelerate)."""
-    from hm_hf.models.rgcl.modeling_rgcl import HmRgclForHatefulMemes
-
-    for module in model.modules():
-        if isinstance(module, HmRgclForHatefulMemes):
-            return module
-    raise TypeError(f"{type(model).__name__} is not an hm_hf RGCL model")
 
 
 def meme_id(value) -> int:

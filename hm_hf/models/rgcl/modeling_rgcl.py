@@ -36,7 +36,7 @@ from ..clip.modeling_clip import HmClipForHatefulMemes, HmClipModel, HmClipPreTr
 from ..heads import classification_loss, refuse_output_attentions
 from .configuration_rgcl import HmRgclConfig
 
-__all__ = ["HmRgclForHatefulMemes", "HmRgclModel", "RgclOutput", "rgcl_contrastive_loss"]
+__all__ = ["HmRgclForHatefulMemes", "HmRgclModel", "RgclOutput", "rgcl_contrastive_loss", "rgcl_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -293,3 +293,11 @@ class HmRgclForHatefulMemes(HmClipForHatefulMemes):
             out = (logits,) + tuple(v for v in extra.values() if v is not None)
             return ((loss,) + out) if loss is not None else out
         return RgclOutput(loss=loss, logits=logits, **extra)
+
+
+def rgcl_model(model) -> HmRgclForHatefulMemes:
+    """The `HmRgclForHatefulMemes` inside `model` (itself, or wrapped by peft / accelerate)."""
+    for module in model.modules():
+        if isinstance(module, HmRgclForHatefulMemes):
+            return module
+    raise TypeError(f"{type(model).__name__} is not an hm_hf RGCL model")
