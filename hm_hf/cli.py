@@ -21,6 +21,7 @@ COMMANDS = {
     "peft-params": ("hm_hf.peft.params:cli", "trainable / total parameters of a model + PEFT method"),
     "multi-seed": ("hm_hf.training.multi_seed:cli", "train a recipe with several seeds; mean and std of its metrics"),
     "predict": ("hm_hf.inference.cli:cli", "classify memes with a trained model (JSON lines)"),
+    "index": ("hm_hf.retrieval.cli:cli", "add labelled memes to an RGCL model's retrieval index / show it"),
     "ocr": ("hm_hf.ocr.cli:cli", "read the text of meme images into a Hateful Memes jsonl file"),
     "push-space": ("hm_hf.space:cli", "upload the Gradio Space for a model"),
 }

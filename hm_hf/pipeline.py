@@ -189,6 +189,7 @@ class HatefulMemePipeline:
         batch_size: int = 8,
         text_pairs: str | Sequence[str | None] | None = None,
         return_regions: bool = True,
+        return_neighbours: bool = False,
     ):
         """Classify one meme (returns a dict) or a list of memes (returns a list of dicts).
 
@@ -197,6 +198,9 @@ class HatefulMemePipeline:
         pair (``processor.text_pair_column``; MMHS150K: `texts` is the tweet's text, the pair the image's own
         text, its `img_txt/` OCR), the second text; None (or a None entry): read by OCR; "": the image has no
         text (as most of MMHS150K's, which have no `img_txt/` file).
+        A retrieval model (hm_rgcl) also says which
+        ``decision_rule`` made the score, and with ``return_neighbours=True`` the head's and the kNN vote's
+        own probabilities and the ``neighbours`` (id, label, similarity) from its index.
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
@@ -218,10 +222,11 @@ class HatefulMemePipeline:
         results = []
         for start in range(0, len(images), batch_size):
             stop = start + batch_size
-            results += self._batch(images[start:stop], texts[start:stop], pairs[start:stop], return_regions)
+            results += self._batch(images[start:stop], texts[start:stop], pairs[start:stop], return_regions,
+                                   return_neighbours)
         return results[0] if single else results
 
-    def _batch(self, sources, texts, pairs, return_regions: bool) -> list[dict]:
+    def _batch(self, sources, texts, pairs, return_regions: bool, return_neighbours: bool = False) -> list[dict]:
         processor = self.processor
         text_column, pair_column = processor.text_column, processor.text_pair_column
         images = [load_image(s, max_pixels=processor.max_pixels) for s in sources]
@@ -259,10 +264,15 @@ class HatefulMemePipeline:
             for row, regions in zip(rows, detected):
                 row.update(processor.region_fields(regions))
         batch = {k: v.to(self.device) for k, v in processor(rows).items()}
+        retrieval = hasattr(self.model, "retrieval_index")  # an hm_rgcl model (see hm_hf.models.rgcl)
         with torch.inference_mode():
-            logits = self.model(**batch).logits.float()
+            output = self.model(**batch, return_neighbours=True) if retrieval else self.model(**batch)
+            logits = output.logits.float()
         for i, (out, scores) in enumerate(zip(outputs, processor.post_process(logits))):
             out.update(scores)
+            if retrieval:
+                described = self.model.describe(output, i)
+                out.update(described if return_neighbours else {"decision_rule": described["decision_rule"]})
             if out.get("text_source") == "ocr":  # which engine read the text, as the processor names it
                 out["ocr_engine"] = processor.ocr_engine_info()["engine"]
             if detected is not None and return_regions:

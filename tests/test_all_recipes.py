@@ -54,7 +54,7 @@ def _tiny_overrides(recipe_values, checkpoints, tmp_path):
     if recipe_values.text_model_name_or_path:
         args += ["--text_model_name_or_path", str(checkpoints / "bert")]
     if recipe_values.vision_model_name_or_path:
-        vision = "clip" if model_type == "clip" else "resnet"
+        vision = "clip" if model_type in ("clip", "rgcl") else "resnet"
         args += ["--vision_model_name_or_path", str(checkpoints / vision)]
     if recipe_values.tokenizer_name_or_path:
         args += ["--tokenizer_name_or_path", str(checkpoints / "bert")]

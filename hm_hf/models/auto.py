@@ -42,6 +42,7 @@ ARCHITECTURES = {
     "hm_concat": ("concat", "HmConcatConfig", "HmConcatModel", "HmConcatForHatefulMemes"),
     "hm_vilbert": ("vilbert", "HmVilbertConfig", "HmVilbertModel", "HmVilbertForHatefulMemes"),
     "hm_clip": ("clip", "HmClipConfig", "HmClipModel", "HmClipForHatefulMemes"),
+    "hm_rgcl": ("rgcl", "HmRgclConfig", "HmRgclModel", "HmRgclForHatefulMemes"),
 }
 
 

@@ -54,7 +54,7 @@ HEAD_NAMES = ("classifier", "cls", "score", "head")
 CONCAT_TRAINED = ("text_projection", "image_projection", "fusion")
 # Likewise the CLIP model's (Hate-CLIPper's) projections and pre-output MLP; LoRA goes on CLIP's q_proj/v_proj.
 CLIP_TRAINED = ("image_map", "text_map", "pre_output")
-TRAINED_WITH_HEAD = {"hm_concat": CONCAT_TRAINED, "hm_clip": CLIP_TRAINED}
+TRAINED_WITH_HEAD = {"hm_concat": CONCAT_TRAINED, "hm_clip": CLIP_TRAINED, "hm_rgcl": CLIP_TRAINED}  # RGCL: the CLIP network
 
 LORA_DEFAULTS: dict[str, Any] = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "bias": "none"}
 

@@ -29,7 +29,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from hm_hf.metrics import MULTI_LABEL
 
-MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert", "clip")
+MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert", "clip", "rgcl")
 PEFT_METHODS = ("none", "head_only", "lora", "ia3", "bottleneck")
 DATASETS = ("hmd", "mmhs", "hmd_fine_grained")
 

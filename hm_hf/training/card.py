@@ -99,6 +99,7 @@ def write_model_card(
     task: str | None = None,
     text_pair: bool = False,
     load_name: str | None = None,
+    retrieval_index: dict | None = None,
 ) -> Path:
     """Write README.md (the model card) into `output_dir` and return its path.
 
@@ -110,6 +111,8 @@ def write_model_card(
     means nothing. `text_pair`: the model reads a text pair (MMHS150K: the tweet's text + the image's text),
     which the card's example passes. `load_name`: what the example loads (the Hub id, or the output folder of a
     run that pushes nothing; default `model_name`).
+    `retrieval_index` (RGCL models): the index saved beside the model (``size``, ``sources``,
+    ``decision_rule``, ``knn_k``, ``knn_vote``, ``contrastive_loss``), described in its own section.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -153,6 +156,7 @@ def write_model_card(
               "labels, a label predicted when its score is > 0.5; `hm_hf.metrics.fine_grained`).\n\n"
               if multi_label else "")
     decisions = _policy_section(policy, results, figures) if policy is not None else ""
+    decisions += _index_section(retrieval_index) if retrieval_index else ""
     categories = _category_section(results, multi_label, fitted_on, task)
     returns = ("Each result holds the predicted `labels` (score > 0.5) and every label's `scores`." if multi_label else
                "Each result holds the calibrated `probability` of hateful, the `label` at the saved threshold and how "
@@ -315,3 +319,25 @@ def _category_section(results: dict, multi_label: bool, fitted_on: str | None, t
             "cannot be split by category: not-hateful memes attack none.")
         header = ["category", *(f"{_split_name(s, fitted_on)} miss rate" for s in measured)]
     return "\n".join(["", title, "", text, "", _table(header, rows), ""])
+
+
+RULE_TEXT = {"head": "the logistic head alone (the index is kept for neighbours and later use)",
+             "knn": "the kNN vote of the index alone",
+             "combined": "the mean of the logistic head's and the kNN vote's probabilities"}
+
+
+def _index_section(info: dict) -> str:
+    """The retrieval index of an RGCL model: its size, where its memes came from, the decision rule."""
+    sources = ", ".join(f"`{name}` {count:,}" for name, count in info.get("sources", {}).items()) or "none"
+    rule = info.get("decision_rule", "combined")
+    return f"""
+## Retrieval index
+
+Trained with retrieval-guided contrastive learning (RGCL, Mei et al., ACL 2024; contrastive loss
+`{info.get("contrastive_loss")}`). Saved beside the model: an index of {info.get("size", 0):,} labelled memes'
+embeddings (`retrieval_index.json` + `retrieval_index-*.safetensors`; sources: {sources}). Decision rule
+`{rule}`: {RULE_TEXT.get(rule, rule)}; the kNN vote weighs the labels of the {info.get("knn_k")} most similar
+indexed memes by `{info.get("knn_vote")}`. `hm-hf index add <model folder> <data>` adds labelled memes to the
+index, which changes the kNN vote without retraining (the decision policy above was fitted with the index as
+trained).
+"""

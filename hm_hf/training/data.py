@@ -121,7 +121,7 @@ def load_tokenizer(model_args: ModelArguments, splits, data_args: DataArguments,
     from transformers import AutoTokenizer
 
     name = model_args.tokenizer_name_or_path or model_args.text_model_name_or_path or model_args.model_name_or_path
-    if model_args.model_type == "clip" and not name:  # the CLIP checkpoint's own tokenizer
+    if model_args.model_type in ("clip", "rgcl") and not name:  # the CLIP checkpoint's own tokenizer
         name = ensure_tiny_clip(model_args, splits, data_args)
     if name:
         return AutoTokenizer.from_pretrained(name)
@@ -209,8 +209,9 @@ def add_fasttext_embeddings(splits, data_args: DataArguments, output_dir):
 
 def add_clip_embedding_columns(splits, model, tokenizer, image_processor, data_args: DataArguments, peft_args):
     """The frozen CLIP's image and text vectors as cached columns (then the images are no longer read)."""
-    if getattr(model.config, "model_type", "") != "hm_clip" or peft_args.peft_method not in ("none", "head_only"):
-        raise RecipeError("clip_embedding_cache needs model_type clip with frozen encoders (freeze_clip=true) "
+    if getattr(model.config, "model_type", "") not in ("hm_clip", "hm_rgcl") or \
+            peft_args.peft_method not in ("none", "head_only"):
+        raise RecipeError("clip_embedding_cache needs model_type clip or rgcl with frozen encoders (freeze_clip=true) "
                           "and no PEFT method on them")
     from hm_hf.models.clip.embedding_cache import add_clip_embeddings
 

@@ -18,7 +18,8 @@ from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError,
 logger = logging.getLogger(__name__)
 
 HF_MODEL_TYPES = {"concat": "hm_concat", "visual_bert": "hm_visual_bert", "uniter": "hm_uniter", "vilbert": "hm_vilbert",
-                  "clip": "hm_clip"}
+                  "clip": "hm_clip", "rgcl": "hm_rgcl"}
+CLIP_MODEL_TYPES = ("clip", "rgcl")  # built on a CLIP checkpoint named by vision_model_name_or_path
 
 
 def model_class(model_type: str):
@@ -43,7 +44,7 @@ def _overrides(model_args: ModelArguments, vocab_size: int | None = None) -> dic
 
 def build_config(model_args: ModelArguments, vocab_size: int | None = None):
     """The recipe's model config (from the checkpoint when one is named), with its overrides applied."""
-    if model_args.model_type == "clip" and not model_args.model_name_or_path:
+    if model_args.model_type in CLIP_MODEL_TYPES and not model_args.model_name_or_path:
         return _clip_config(model_args)
     overrides = _overrides(model_args, vocab_size)
     if model_args.model_name_or_path:
@@ -73,18 +74,16 @@ def _clip_config(model_args: ModelArguments):
     """
     from pathlib import Path
 
-    from hm_hf.models.clip import HmClipConfig
-
     name = model_args.vision_model_name_or_path
     if not name:
-        raise RecipeError("model_type clip needs vision_model_name_or_path: the CLIP checkpoint, e.g. "
+        raise RecipeError(f"model_type {model_args.model_type} needs vision_model_name_or_path: the CLIP checkpoint, e.g. "
                           "openai/clip-vit-large-patch14 (or a saved hm_clip model as model_name_or_path)")
     overrides = _overrides(model_args)
     if (Path(name) / "config.json").is_file():
         from transformers import CLIPConfig
 
         overrides["clip_config"] = CLIPConfig.from_pretrained(name).to_dict()
-    return HmClipConfig(clip_model_name_or_path=name, **overrides)
+    return model_class(model_args.model_type).config_class(clip_model_name_or_path=name, **overrides)
 
 
 def build_model(model_args: ModelArguments, config):
@@ -92,7 +91,7 @@ def build_model(model_args: ModelArguments, config):
     cls = model_class(model_args.model_type)
     if model_args.model_name_or_path:
         return cls.from_pretrained(model_args.model_name_or_path, config=config)
-    if model_args.model_type == "clip":  # CLIP encoders from the checkpoint, the rest (projections, head) new
+    if model_args.model_type in CLIP_MODEL_TYPES:  # CLIP encoders from the checkpoint, the rest (projections, head) new
         return cls.from_clip_pretrained(model_args.vision_model_name_or_path, **_overrides(model_args))
     if model_args.model_type == "concat" and (model_args.text_model_name_or_path or model_args.vision_model_name_or_path):
         return cls.from_pretrained_encoders(

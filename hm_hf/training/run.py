@@ -117,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
 
     compute_metrics = make_compute_metrics(model_args.num_labels, problem_type=model_args.problem_type)
     callbacks = []
+    collator = processor
+    rgcl = model_args.model_type == "rgcl"
+    if rgcl:  # retrieval-guided training: the train split re-embedded into the index every epoch
+        from hm_hf.training.rgcl import MemeIdCollator, RetrievalRefreshCallback
+
+        collator = MemeIdCollator(processor)
+        callbacks.append(RetrievalRefreshCallback(rows(data_args.train_split), processor, source=data_args.train_split,
+                                                  label_column=data_args.label_column))
     if extra_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=extra_args.early_stopping_patience))
     trainer = Trainer(
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         args=training_args,
         train_dataset=rows(data_args.train_split),
         eval_dataset=rows(data_args.eval_split),
-        data_collator=processor,
+        data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=callbacks,
@@ -133,6 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     if resume_from:
         logger.info("resuming from %s", resume_from)
     train_result = trainer.train(resume_from_checkpoint=resume_from)
+    index_info = None
+    if rgcl:  # the index the saved model decides with: the train split under the final (best) weights
+        from hm_hf.training.rgcl import build_index, rgcl_model
+
+        inner = rgcl_model(trainer.model)
+        inner.retrieval_index = build_index(inner, rows(data_args.train_split), processor, data_args.train_split,
+                                            data_args.label_column)
+        index_info = {"size": len(inner.retrieval_index), "sources": inner.retrieval_index.source_counts(),
+                      "decision_rule": inner.config.decision_rule, "knn_k": inner.config.knn_k,
+                      "knn_vote": inner.config.knn_vote, "contrastive_loss": inner.config.contrastive_loss}
     trainer.save_model(str(output_dir))
     if state.is_main_process:
         processor.save_pretrained(output_dir)
@@ -175,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             task=data_args.label_column,
             text_pair=bool(data_args.text_pair_column),
             load_name=training_args.hub_model_id or training_args.output_dir,
+            retrieval_index=index_info,
         )
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()

@@ -164,6 +164,15 @@ def decision_line(pipeline: HatefulMemePipeline) -> str:
     return f"Decision: {decided}; {probability}."
 
 
+def retrieval_lines(result: dict, shown: int = 5) -> str:
+    """An RGCL result's decision rule, the head's and the kNN vote's probabilities, and its nearest memes."""
+    lines = [f"Decision rule: `{result['decision_rule']}` (head {result['head_probability']:.3f}"
+             + (f", kNN vote {result['knn_probability']:.3f})" if "knn_probability" in result else ")")]
+    for n in result.get("neighbours", [])[:shown]:
+        lines.append(f"- meme {n['id']}: {'hateful' if n['label'] == 1 else 'benign'}, similarity {n['similarity']:.3f}")
+    return "\n".join(lines)
+
+
 def _fail(message: str, title: str) -> gr.Error:
     """A message for the page (gradio shows it in a toast); the input's fault, so no server traceback."""
     return gr.Error(message, title=title, print_exception=False)
@@ -245,7 +254,8 @@ class MemeApp:
         try:
             with self._lock:
                 result = self.pipe(image, texts=text or None,  # (the pair: OCR'd above, "" if nothing was read)
-                                   text_pairs=pair if self.reads_pair else None)
+                                   text_pairs=pair if self.reads_pair else None,
+                                   return_neighbours=True)
         except Exception:  # noqa: BLE001 - logged for the operator; the user gets a plain message
             logger.exception("classification failed")
             raise _fail("The model failed on this input; please try another image.", title="Model error") from None
@@ -266,6 +276,8 @@ class MemeApp:
             confidences = {names[1]: probability, names[0]: 1.0 - probability}
             details = f"**Hateful probability: {probability:.3f}** ({result['label_name']})"
         details += f"\n\n{decision_line(self.pipe)}"
+        if "decision_rule" in result:  # a retrieval model: which rule scored it, and its nearest labelled memes
+            details += f"\n\n{retrieval_lines(result)}"
         if self.pipe.settings.trained_on_synthetic_data:
             details += f"\n\n{SYNTHETIC_NOTICE}"
         if self.reads_pair:

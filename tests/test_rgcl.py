@@ -1,0 +1,300 @@
+"""RGCL and its retrieval index: exact search against a numpy brute force, the kNN vote, the loss, save /
+load of model + index, adding labelled memes (the vote follows, `hm-hf index add` atomic and resumable,
+bad input named), the training run on the tiny synthetic set, the pipeline's neighbours and the card."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, CLIPConfig
+
+import hm_hf  # noqa: F401
+from hm_hf.models.rgcl import HmRgclConfig, HmRgclForHatefulMemes, rgcl_contrastive_loss
+from hm_hf.retrieval.index import INDEX_FILE, IndexError_, RetrievalIndex, knn_probability
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CLIP = CLIPConfig(
+    text_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=50,
+                     max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+    vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=16, patch_size=8),
+    projection_dim=8)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    options = dict(clip_config=TINY_CLIP, projection_dim=8, pre_output_dim=12, num_pre_output_layers=2, knn_k=3)
+    return HmRgclForHatefulMemes(HmRgclConfig(**{**options, **overrides}))
+
+
+def _inputs(n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"image_embeds": torch.randn(n, 16, generator=g), "text_embeds": torch.randn(n, 16, generator=g)}
+
+
+def _indexed(model, inputs, labels, ids):
+    model.eval()
+    index = RetrievalIndex(model.config.embedding_dim)
+    index.add(model.embed(**inputs), labels, ids, source="train")
+    model.retrieval_index = index
+    return index
+
+
+# ----------------------------------------------------------------------------------------------- the index
+
+def test_search_equals_numpy_brute_force():
+    rng = np.random.default_rng(0)
+    vectors, queries = rng.normal(size=(200, 24)), rng.normal(size=(17, 24))
+    ids = rng.permutation(10_000)[:200]
+    index = RetrievalIndex(24)
+    index.add(torch.tensor(vectors), rng.integers(0, 2, 200).tolist(), ids.tolist(), "train")
+    own = torch.tensor(ids[:17])  # each query excludes one indexed id
+    scores, rows = index.search(torch.tensor(queries), k=7, exclude_ids=own)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ unit.T
+    sims[np.arange(17), np.arange(17)] = -np.inf  # the excluded ids are rows 0..16
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :7]
+    assert (rows.numpy() == expected).all()
+    np.testing.assert_allclose(scores.numpy(), np.take_along_axis(sims, expected, 1), rtol=1e-5, atol=1e-6)
+    assert not (rows.numpy() == np.arange(17)[:, None]).any()
+
+
+def test_search_mask_and_too_few_rows():
+    index = RetrievalIndex(2)
+    index.add(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), [0, 1, 0], [1, 2, 3], "a")
+    mask = torch.tensor([[False, True, False]])
+    scores, rows = index.search(torch.tensor([[1.0, 0.0]]), k=2, mask=mask)
+    assert rows.tolist() == [[1, -1]] and torch.isinf(scores[0, 1])
+    found = index.neighbours(torch.tensor([[1.0, 0.0]]), k=5)
+    assert found["ids"].shape == (1, 3) and found["ids"][0, 0] == 1
+
+
+def test_knn_vote_by_similarity_rank_and_mean():
+    scores = torch.tensor([[0.9, 0.5, -0.2, 0.0]])
+    labels = torch.tensor([[1, 0, 1, -1]])  # the last neighbour is missing
+    w = (scores[0, :3] + 1) / 2
+    assert knn_probability(scores, labels, "similarity").item() == pytest.approx(float((w[0] + w[2]) / w.sum()))
+    assert knn_probability(scores, labels, "rank").item() == pytest.approx((4 + 2) / (4 + 3 + 2))
+    assert knn_probability(scores, labels, "mean").item() == pytest.approx(2 / 3)
+    assert knn_probability(torch.zeros(1, 2), torch.full((1, 2), -1)).item() == 0.5
+
+
+def test_index_refuses_duplicates_and_bad_labels():
+    index = RetrievalIndex(2)
+    index.add(torch.ones(1, 2), [1], [5], "a")
+    with pytest.raises(IndexError_, match="id 5 is already in the index"):
+        index.add(torch.ones(1, 2), [0], [5], "b")
+    with pytest.raises(IndexError_, match="id 7 is already"):
+        index.add(torch.ones(2, 2), [0, 1], [7, 7], "b")
+    with pytest.raises(IndexError_, match="label 2"):
+        index.add(torch.ones(1, 2), [2], [8], "b")
+    assert len(index) == 1
+
+
+def test_save_is_atomic_and_damage_is_named(tmp_path, monkeypatch):
+    index = RetrievalIndex(3)
+    index.add(torch.randn(4, 3), [0, 1, 0, 1], [1, 2, 3, 4], "train")
+    index.save(tmp_path)
+    import hm_hf.retrieval.index as module
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    index.add(torch.randn(1, 3), [1], [9], "new")
+    monkeypatch.setattr(module, "atomic_write_text", crash)
+    with pytest.raises(OSError):
+        index.save(tmp_path)  # the new vectors were written, the JSON (the commit point) was not
+    monkeypatch.undo()
+    old = RetrievalIndex.load(tmp_path)
+    assert old.ids == [1, 2, 3, 4] and old.source_counts() == {"train": 4}
+    meta = json.loads((tmp_path / INDEX_FILE).read_text())
+    (tmp_path / meta["vectors_file"]).write_bytes(b"not safetensors")
+    with pytest.raises(IndexError_, match=meta["vectors_file"]):
+        RetrievalIndex.load(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+def test_contrastive_losses_pull_positive_and_push_hard_negative():
+    model = _model()
+    inputs, labels, ids = _inputs(), torch.tensor([0, 1, 0, 1, 1, 0]), torch.arange(100, 106)
+    index = _indexed(model, inputs, labels.tolist(), ids.tolist())
+    model.train()
+    g = model.hm_rgcl(**inputs).pooler_output
+    for kind in ("triplet", "infonce"):
+        model.config.contrastive_loss = kind
+        loss = rgcl_contrastive_loss(g, labels, index, model.config, ids)
+        assert torch.isfinite(loss) and loss > 0
+    # a batch whose embeddings *are* their pseudo-gold positives and far from their hard negatives: no loss
+    memory = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    small = RetrievalIndex(2)
+    small.add(memory, [0, 1], [1, 2], "t")
+    config = HmRgclConfig(clip_config=TINY_CLIP, in_batch_negatives=False, contrastive_loss="triplet")
+    assert rgcl_contrastive_loss(memory.clone(), torch.tensor([0, 1]), small, config, torch.tensor([7, 8])) == 0
+
+
+def test_save_load_round_trip_same_logits_and_neighbours(tmp_path):
+    model = _model(decision_rule="combined")
+    inputs = _inputs()
+    _indexed(model, inputs, [0, 1, 0, 1, 1, 0], list(range(10, 16)))
+    queries = _inputs(4, seed=2)
+    before = model(**queries, return_neighbours=True)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / INDEX_FILE).is_file()
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert type(loaded).__name__ == "HmRgclForHatefulMemes" and len(loaded.retrieval_index) == 6
+    after = loaded(**queries, return_neighbours=True)
+    torch.testing.assert_close(before.logits, after.logits)
+    assert torch.equal(before.neighbour_ids, after.neighbour_ids)
+    torch.testing.assert_close(before.neighbour_scores, after.neighbour_scores)
+    assert loaded.describe(after, 0)["decision_rule"] == "combined"
+
+
+def test_decision_rules_and_added_twin_flips_the_vote():
+    model = _model(decision_rule="knn", knn_k=1)
+    inputs = _inputs()
+    index = _indexed(model, inputs, [0, 0, 0, 0, 0, 0], list(range(6)))
+    query = _inputs(1, seed=3)
+    assert model(**query).logits.softmax(-1)[0, 1] < 0.01  # every neighbour benign
+    index.add(model.embed(**query) + 1e-4, [1], [99], source="moderators")  # a near-duplicate, hateful
+    out = model(**query, return_neighbours=True)
+    assert out.neighbour_ids[0, 0] == 99 and out.logits.softmax(-1)[0, 1] > 0.99
+    model.config.decision_rule = "head"
+    torch.testing.assert_close(model(**query).logits, out.head_logits)
+    model.config.decision_rule = "combined"
+    p = model(**query).logits.softmax(-1)[0, 1]
+    expected = 0.5 * out.head_logits.softmax(-1)[0, 1] + 0.5 * out.knn_probability[0]
+    assert p.item() == pytest.approx(expected.item(), abs=1e-4)
+    model.retrieval_index = None
+    assert model.decision_rule() == "head"
+
+
+def test_rgcl_is_binary():
+    with pytest.raises(ValueError, match="binary"):
+        _model(num_labels=3)
+    with pytest.raises(ValueError, match="decision_rule"):
+        HmRgclConfig(decision_rule="vote")
+
+
+# ------------------------------------------------------------------------ training, `hm-hf index`, pipeline
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny synthetic recipe, trained once (in-process, the recipe's own settings and training-set size;
+    smaller evaluation splits, no checkpoints). About a minute on one CPU thread: the one slow test here."""
+    from hm_hf.synthetic import make_hmd
+    from hm_hf.training.run import main
+
+    root = tmp_path_factory.mktemp("rgcl")
+    make_hmd(root / "data", splits={"train": 480, "dev_seen": 60, "dev_unseen": 60, "test_seen": 8})
+    out = root / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([str(ROOT / "recipes/synthetic/config_tiny_rgcl.yaml"), "--data_dir", str(root / "data"),
+                     "--dataset_cache_dir", str(root / "cache"), "--vision_model_name_or_path", str(root / "tiny_clip"),
+                     "--output_dir", str(out), "--save_strategy", "no", "--load_best_model_at_end", "false",
+                     "--eval_strategy", "no"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root, out
+
+
+def test_training_learns_and_saves_its_index(trained):
+    root, out = trained
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["dev_unseen_auroc"] > 0.7, results["dev_unseen_auroc"]  # chance is 0.5 on confounder pairs
+    meta = json.loads((out / INDEX_FILE).read_text())
+    assert meta["size"] == 480 and meta["sources"] == {"train": 480}
+    card = (out / "README.md").read_text()
+    assert "## Retrieval index" in card and "480 labelled memes" in card and "`combined`" in card
+
+
+def _hmd_lines(folder: Path, name: str, lines: list[dict]) -> Path:
+    path = folder / f"{name}.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_index_add_is_resumable_atomic_and_names_bad_input(trained, tmp_path, monkeypatch):
+    import shutil
+
+    from hm_hf.retrieval import cli
+
+    root, out = trained
+    model_dir = tmp_path / "model"
+    shutil.copytree(out, model_dir)
+    data = root / "data"
+    dev = [json.loads(line) for line in (data / "dev_seen.jsonl").read_text().splitlines()][:6]
+    new = [dict(row, id=row["id"] + 50_000) for row in dev]
+    source = _hmd_lines(data, "added", new)
+
+    calls = {"n": 0}
+    save = RetrievalIndex.save
+
+    def crash_on_second(self, folder):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed after the first checkpoint
+        return save(self, folder)
+
+    monkeypatch.setattr(RetrievalIndex, "save", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        cli.add_to_index(model_dir, [str(source)], batch_size=2, save_every=2, progress=False)
+    monkeypatch.undo()
+    assert len(RetrievalIndex.load(model_dir)) == 480 + 2  # the first checkpoint, nothing half-written
+    result = cli.add_to_index(model_dir, [str(source)], batch_size=2, progress=False)
+    assert result["skipped_already_indexed"] == 2 and result["added"] == 4 and result["size"] == 486
+    assert cli.cli(["add", str(model_dir), str(source)]) == 0  # nothing left to add
+    assert json.loads((model_dir / INDEX_FILE).read_text())["sources"] == {"train": 480, "data/added": 6}
+
+    duplicate = _hmd_lines(data, "duplicate", [dict(new[0], id=1), dict(new[1], id=1)])
+    with pytest.raises(cli.IndexInputError, match=r"duplicate.jsonl line 2: id 1 appears twice"):
+        cli.add_to_index(model_dir, [str(duplicate)], progress=False)
+    unlabelled = _hmd_lines(data, "unlabelled", [{k: v for k, v in new[0].items() if k != "label"}])
+    with pytest.raises(cli.IndexInputError, match=r"unlabelled.jsonl line 1 .*no label"):
+        cli.add_to_index(model_dir, [str(unlabelled)], progress=False)
+    broken = data / "broken.jsonl"
+    broken.write_text(json.dumps(new[0]) + "\n{not json\n")
+    with pytest.raises(cli.IndexInputError, match="broken.jsonl"):
+        cli.add_to_index(model_dir, [str(broken)], progress=False)
+    missing = _hmd_lines(data, "missing", [dict(new[0], id=777, img="img/nope.png")])
+    with pytest.raises(cli.IndexInputError, match="missing.jsonl line 1"):
+        cli.add_to_index(model_dir, [str(missing)], progress=False)
+    assert len(RetrievalIndex.load(model_dir)) == 486  # refused input added nothing
+    assert cli.cli(["show", str(model_dir)]) == 0
+
+
+def test_pipeline_reports_rule_and_neighbours(trained):
+    from hm_hf.pipeline import HatefulMemePipeline
+
+    root, out = trained
+    row = json.loads((root / "data" / "dev_seen.jsonl").read_text().splitlines()[0])
+    pipe = HatefulMemePipeline.from_pretrained(str(out))
+    plain = pipe(str(root / "data" / row["img"]), texts=row["text"])
+    assert plain["decision_rule"] == "combined" and "neighbours" not in plain
+    result = pipe(str(root / "data" / row["img"]), texts=row["text"], return_neighbours=True)
+    assert len(result["neighbours"]) == 5 and {"id", "label", "similarity"} <= set(result["neighbours"][0])
+    sims = [n["similarity"] for n in result["neighbours"]]
+    assert sims == sorted(sims, reverse=True) and 0 <= result["knn_probability"] <= 1
+    assert result["probability"] == pytest.approx(plain["probability"])
+
+
+def test_search_benchmark_runs(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("retrieval_search", ROOT / "benchmarks/retrieval_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--tiny"]) == 0
+    assert "numpy/torch" in capsys.readouterr().out
