@@ -21,12 +21,7 @@ TEXTS = ["neighbors like the garden", "friends at the picnic", "students love su
 COLORS = [(220, 40, 40), (40, 70, 220), (40, 170, 60), (230, 200, 40)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
