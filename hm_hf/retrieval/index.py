@@ -35,16 +35,18 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from hm_hf.fileio import atomic_path, atomic_write_text
+from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
 
-__all__ = ["INDEX_FILE", "KNN_VOTES", "IndexError_", "RetrievalIndex", "knn_probability", "probability_to_logits"]
+__all__ = ["INDEX_FILE", "KNN_VOTES", "IndexError_", "RetrievalIndex", "knn_probability", "probability_to_logits",
+           "read_index_settings"]
 
 INDEX_FILE = "retrieval_index.json"
 _VECTORS_PREFIX = "retrieval_index-"
 FORMAT_VERSION = 1
-#: how the K neighbours' labels are weighted: by similarity (the paper's retrieval-based classifier), by
-#: rank (K, K-1, ..., 1: the official code's "arithmetic" voting), or equally
-KNN_VOTES = ("similarity", "rank", "mean")
+#: how the K neighbours vote (`knn_probability`): the share of hateful neighbours weighted by similarity, by
+#: rank or equally; or, as RGCL's official code scores, each neighbour's similarity signed by its label, ranked
+#: ("signed_rank": the code's "arithmetic", its published run) or equally weighted ("signed_mean": its "mean")
+KNN_VOTES = ("similarity", "rank", "mean", "signed_rank", "signed_mean")
 
 
 class IndexError_(ValueError):
@@ -205,10 +207,7 @@ class RetrievalIndex:
         from safetensors.torch import load_file
 
         json_path = Path(json_path) if json_path else Path(folder) / INDEX_FILE
-        try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise IndexError_(f"{json_path}: not a readable retrieval index ({err})") from err
+        meta = read_index_settings(json_path)
         try:
             dim, size, name = int(meta["dim"]), int(meta["size"]), str(meta["vectors_file"])
             ids, labels, names = list(meta["ids"]), list(meta["labels"]), list(meta["source_names"])
@@ -245,27 +244,48 @@ class RetrievalIndex:
         return (Path(folder) / INDEX_FILE).is_file()
 
 
-def knn_probability(scores: torch.Tensor, labels: torch.Tensor, vote: str = "similarity") -> torch.Tensor:
-    """P(hateful) from each query's neighbours (Q, K): the weighted share of hateful neighbours.
+def read_index_settings(json_path) -> dict:
+    """The JSON object of a saved index's ``retrieval_index.json``, read with hm_hf's checked JSON parser: a
+    damaged, truncated, too deeply nested or non-UTF-8 file is an `IndexError_` naming it."""
+    try:
+        return read_json_object(json_path, "retrieval-index settings",
+                                "the index is damaged: restore it, or build it again (hm-hf index add)")
+    except (OSError, ValueError) as err:
+        raise IndexError_(f"{json_path}: not a readable retrieval index ({err})") from None
 
-    ``similarity``: weights are the cosine similarities shifted to be positive ((s + 1) / 2, so a
-    neighbour never counts against its own label); ``rank``: K, K-1, ..., 1; ``mean``: equal. Missing
-    neighbours (label -1) get no weight; a query with none gets 0.5.
+
+def knn_probability(scores: torch.Tensor, labels: torch.Tensor, vote: str = "similarity") -> torch.Tensor:
+    """P(hateful) from each query's neighbours (Q, K, best first): their scores (cosine similarities) and labels.
+
+    Weights ``w_k``: ``rank`` and ``signed_rank`` K, K-1, ..., 1; ``similarity`` the similarity shifted to be
+    positive, (s + 1) / 2, so that a neighbour never counts against its own label; ``mean`` and ``signed_mean`` 1.
+
+    * ``similarity``, ``rank``, ``mean``: the weighted share of hateful neighbours, ``sum w [y = 1] / sum w``;
+    * ``signed_rank``, ``signed_mean``: RGCL's retrieval classifier as its official code scores it
+      (JingbiaoMei/RGCL, src/utils/metrics.py): ``v = sum w (2y - 1) s / sum w`` in [-1, 1], returned as
+      ``(v + 1) / 2``. That map is increasing, so the AUROC is the code's (computed on ``v``), and P > 0.5
+      exactly where the code predicts hateful (``sigmoid(v) >= 0.5``, i.e. v > 0; v = 0 gives 0.5).
+
+    Missing neighbours (label -1) get no weight; a query with none gets 0.5.
     """
     if vote not in KNN_VOTES:
         raise ValueError(f"knn vote must be one of {KNN_VOTES}, got {vote!r}")
     valid = (labels >= 0).float()
     if vote == "similarity":
         weights = ((scores.clamp(-1, 1) + 1) / 2).nan_to_num(0.0)
-    elif vote == "rank":
+    elif vote in ("rank", "signed_rank"):
         k = scores.shape[-1]
         weights = torch.arange(k, 0, -1, device=scores.device, dtype=torch.float32).expand_as(scores)
     else:
         weights = torch.ones_like(scores)
     weights = weights * valid
     total = weights.sum(-1)
-    hateful = (weights * (labels == 1).float()).sum(-1)
-    return torch.where(total > 0, hateful / total.clamp(min=1e-12), torch.full_like(total, 0.5))
+    if vote.startswith("signed_"):
+        signed = (2 * (labels == 1).float() - 1) * scores.clamp(-1, 1).nan_to_num(0.0)
+        p = ((weights * signed).sum(-1) / total.clamp(min=1e-12) + 1) / 2
+    else:
+        p = (weights * (labels == 1).float()).sum(-1) / total.clamp(min=1e-12)
+    return torch.where(total > 0, p, torch.full_like(total, 0.5))
 
 
 def probability_to_logits(p: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

@@ -27,21 +27,23 @@ class HmRgclConfig(HmClipConfig):
 
     Args:
         contrastive_loss: ``"triplet"``: ``relu(mean sim(g, in-batch neg) + mean sim(g, hard neg) - sim(g, g+)
-            + triplet_margin)`` (the official code's ``--loss triplet``, its published run); ``"infonce"``: the
-            paper's equation, ``-log(e^{s+/t} / (e^{s+/t} + sum_neg e^{s-/t}))``; ``"none"``: cross-entropy only
-            (the no-retrieval ablation).
+            + triplet_margin)`` (the official code's ``--loss triplet``, its released run); ``"infonce"``: the
+            paper's equation (arXiv 2311.08110 v1, Eq. 6), ``-log(e^{s+/t} / (e^{s+/t} + sum_neg e^{s-/t}))`` with
+            the negatives summed; ``"none"``: cross-entropy only (the no-retrieval ablation).
         contrastive_weight: the loss is ``(1 - w) * cross-entropy + w * contrastive`` (the code's
-            ``ce_weight`` 0.5 gives w = 0.5).
-        temperature: ``t`` of the InfoNCE form (cosine similarities).
+            ``ce_weight`` 0.5 gives w = 0.5: the paper's 1:1 sum, Eq. 7, halved).
+        temperature: ``t`` of the InfoNCE form (cosine similarities). The paper's Eq. 6 has none and the code no
+            such option, so 1.0 (the default) is the paper's.
         triplet_margin: the triplet form's margin (0.1 in the code).
         num_hard_negatives / num_pseudo_gold: retrieved per meme (1 and 1 in the paper's run).
         in_batch_negatives: also contrast against the batch's opposite-label memes.
         decision_rule: what ``logits`` are at inference: ``"head"`` (the logistic classifier), ``"knn"``
             (the retrieval-based vote over the index), ``"combined"`` (the mean of the two probabilities).
             Without an index, ``"head"`` is used.
-        knn_k: neighbours that vote (the paper's ``topk`` 20).
-        knn_vote: ``"similarity"`` (weights by cosine similarity), ``"rank"`` (K .. 1, the code's
-            "arithmetic") or ``"mean"``; see `hm_hf.retrieval.knn_probability`.
+        knn_k: neighbours that vote (10 in the paper's settings table, ``--topk 20`` in the released run).
+        knn_vote: ``"signed_rank"`` (the official code's "arithmetic" vote, its released run), ``"signed_mean"``
+            (its default "mean"), or a share of hateful neighbours weighted by ``"similarity"``, ``"rank"`` or
+            equally (``"mean"``); the formulas are in `hm_hf.retrieval.knn_probability`.
         combine_weight: weight of the kNN probability in ``"combined"`` (0.5: the mean).
 
     Example:
