@@ -11,6 +11,7 @@ import pytest
 
 from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
 from hm_hf.metrics.thresholds import metrics_at_threshold
+from hub_cache import offline_hub_repo  # tests/hub_cache.py
 
 
 def _overconfident(n=2000, seed=0):
@@ -133,23 +134,15 @@ def test_neutral_and_hand_set_thresholds():
 def test_version_1_files_and_hub_repos(tmp_path, monkeypatch):
     """Files written before `calibrated` existed read as not calibrated; a Hub repo's file is found through
     huggingface_hub (its offline cache here), a repo without one gives the neutral policy."""
-    import huggingface_hub.constants
-
     (tmp_path / POLICY_FILE).write_text(json.dumps({"temperature": 1.5, "threshold": 0.4, "rule": "max_f1",
                                                     "version": 1}))
     old = DecisionPolicy.from_pretrained(tmp_path)
     assert old.calibrated is False and old.temperature == 1.5
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--org--policy"
-    (repo / "snapshots" / revision).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
+    (tmp_path / "repo").mkdir()
     DecisionPolicy(temperature=2.0, threshold=0.6, rule="recall@0.9", calibrated=True).save_pretrained(
-        repo / "snapshots" / revision)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        tmp_path / "repo")
+    snapshot = offline_hub_repo(tmp_path, monkeypatch, tmp_path / "repo", "org/policy")
     assert DecisionPolicy.from_pretrained("org/policy").threshold == 0.6
-    (repo / ".no_exist" / revision).mkdir(parents=True)
-    (repo / ".no_exist" / revision / POLICY_FILE).touch()
-    (repo / "snapshots" / revision / POLICY_FILE).unlink()
+    (snapshot.parents[1] / ".no_exist" / snapshot.name / POLICY_FILE).touch()
+    (snapshot / POLICY_FILE).unlink()
     assert DecisionPolicy.from_pretrained("org/policy", num_labels=6) == DecisionPolicy.neutral(6)

@@ -28,6 +28,7 @@ from hm_hf.images import BadImageError, load_image
 from hm_hf.pipeline import HatefulMemePipeline
 from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME, PipelineSettings, save_pipeline_config
 from hm_hf.synthetic.detector import SyntheticShapeDetector
+from hub_cache import offline_hub_repo  # tests/hub_cache.py
 
 needs_ppocr = pytest.mark.skipif(not ppocr_available(), reason="needs the hm_hf[ocr] extra (rapidocr, onnxruntime)")
 
@@ -416,24 +417,13 @@ def test_vision_backbone_model_uses_the_saved_image_processor(world, tmp_path):
 
 def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
     """A Hub id resolves through huggingface_hub (here its offline cache: no network in tests)."""
-    import shutil
-
-    import huggingface_hub.constants
-
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--some-org--tiny-meme-model"
-    shutil.copytree(world["root"] / "model", repo / "snapshots" / revision, ignore=shutil.ignore_patterns("tokenizer"))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
     from hm_hf.metrics.policy import DecisionPolicy
 
+    snapshot = offline_hub_repo(tmp_path, monkeypatch, world["root"] / "model", "some-org/tiny-meme-model",
+                                absent=("adapter_config.json", "preprocessor_config.json", "processor_config.json"),
+                                ignore=("tokenizer",))
     DecisionPolicy(temperature=3.0, threshold=0.4, rule="fpr@0.05", fitted_on="dev_seen",
-                   calibrated=True).save_pretrained(repo / "snapshots" / revision)
-    (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
-    for name in ("adapter_config.json", "preprocessor_config.json", "processor_config.json"):
-        (repo / ".no_exist" / revision / name).touch()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+                   calibrated=True).save_pretrained(snapshot)
     pipe = HatefulMemePipeline.from_pretrained("some-org/tiny-meme-model", device="cpu")
     assert isinstance(pipe.detector, SyntheticShapeDetector)  # hm_hf_pipeline.json came from the repo
     assert pipe.decision_policy.temperature == 3.0 and pipe.settings.threshold == 0.4  # and decision_policy.json
@@ -476,24 +466,6 @@ def test_predict_cli_reads_the_text_with_the_meme_ocr(world, capsys):
     assert line["text"].split() == meme.text.split()
 
 
-def _offline_hub_repo(tmp_path, monkeypatch, folder: Path, repo_id: str, absent=()) -> None:
-    """`folder` as the cached snapshot of Hub repo `repo_id` (huggingface_hub's offline cache: no network)."""
-    import shutil
-
-    import huggingface_hub.constants
-
-    revision = "89abcdef0123456789abcdef0123456789abcdef"
-    repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
-    shutil.copytree(folder, repo / "snapshots" / revision)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-    (repo / ".no_exist" / revision).mkdir(parents=True)  # what the cache records for files a repo lacks
-    for name in absent:
-        (repo / ".no_exist" / revision / name).touch()
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
 def test_saved_relative_paths_are_read_in_the_model_folder_or_hub_repo_not_the_cwd(world, tmp_path, monkeypatch):
     """processor settings that name a part of the model folder (detector="detector": the Faster R-CNN saved
     in the folder's detector/, an image processor's folder) are read there, from any working directory and from
@@ -517,7 +489,7 @@ def test_saved_relative_paths_are_read_in_the_model_folder_or_hub_repo_not_the_c
     assert isinstance(local.detector, FrcnnForRegionFeatures) and local.detector.config.max_boxes == 5
     assert _load_image_processor(str(folder), "vision").size == {"height": 40, "width": 56}
     # the same folder as a Hub repo: its detector/ comes from the repo's snapshot
-    _offline_hub_repo(tmp_path, monkeypatch, folder, "some-org/region-model",
+    offline_hub_repo(tmp_path, monkeypatch, folder, "some-org/region-model",
                       absent=("adapter_config.json", "preprocessor_config.json", "processor_config.json",
                               "decision_policy.json"))
     hub = HatefulMemePipeline.from_pretrained("some-org/region-model", device="cpu")

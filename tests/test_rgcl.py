@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification, CLIPConfig
 import hm_hf  # noqa: F401
 from hm_hf.models.rgcl import HmRgclConfig, HmRgclForHatefulMemes, rgcl_contrastive_loss
 from hm_hf.retrieval.index import INDEX_FILE, IndexError_, RetrievalIndex, knn_probability
+from hub_cache import offline_hub_repo  # tests/hub_cache.py
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CLIP = CLIPConfig(
@@ -84,6 +85,26 @@ def test_knn_vote_by_similarity_rank_and_mean():
     assert knn_probability(torch.zeros(1, 2), torch.full((1, 2), -1)).item() == 0.5
 
 
+def test_signed_votes_are_the_official_codes_score():
+    """RGCL's code scores v = sum_k w_k (2 y_k - 1) s_k / sum_k w_k (w: K..1 for "arithmetic", 1 for "mean"),
+    AUROC on v and "hateful" where v > 0; ours is (v + 1) / 2 (missing neighbours get no weight)."""
+    scores = torch.tensor([[0.9, 0.5, -0.2, 0.0], [0.8, 0.7, 0.6, 0.1]])
+    labels = torch.tensor([[1, 0, 1, -1], [0, 0, 1, 1]])
+    rank = (4 * 0.9 - 3 * 0.5 + 2 * -0.2) / (4 + 3 + 2)
+    rank2 = (-4 * 0.8 - 3 * 0.7 + 2 * 0.6 + 1 * 0.1) / (4 + 3 + 2 + 1)
+    p = knn_probability(scores, labels, "signed_rank")
+    torch.testing.assert_close(p, torch.tensor([(rank + 1) / 2, (rank2 + 1) / 2]))
+    assert p[0] > 0.5 and p[1] < 0.5  # the code's decisions (v > 0: hateful)
+    mean = (0.9 - 0.5 - 0.2) / 3
+    assert knn_probability(scores, labels, "signed_mean")[0].item() == pytest.approx((mean + 1) / 2)
+    # the share votes ignore how similar a neighbour is; the signed ones do not
+    close, far = torch.tensor([[0.99, 0.1]]), torch.tensor([[0.2, 0.1]])
+    two = torch.tensor([[1, 0]])
+    assert knn_probability(close, two, "rank") == knn_probability(far, two, "rank")
+    assert knn_probability(close, two, "signed_rank") > knn_probability(far, two, "signed_rank")
+    assert knn_probability(torch.zeros(1, 2), torch.full((1, 2), -1), "signed_rank").item() == 0.5
+
+
 def test_index_refuses_duplicates_and_bad_labels():
     index = RetrievalIndex(2)
     index.add(torch.ones(1, 2), [1], [5], "a")
@@ -153,6 +174,26 @@ def test_save_load_round_trip_same_logits_and_neighbours(tmp_path):
     assert torch.equal(before.neighbour_ids, after.neighbour_ids)
     torch.testing.assert_close(before.neighbour_scores, after.neighbour_scores)
     assert loaded.describe(after, 0)["decision_rule"] == "combined"
+
+
+def test_model_and_index_load_from_a_hub_repo(tmp_path, monkeypatch):
+    """A Hub id resolves the index beside the weights (huggingface_hub's offline cache here: no network); a
+    damaged index file in the repo is an error naming it."""
+    model = _model(decision_rule="knn")
+    _indexed(model, _inputs(), [0, 1, 0, 1, 1, 0], list(range(10, 16)))
+    queries = _inputs(3, seed=4)
+    before = model(**queries, return_neighbours=True)
+    model.save_pretrained(tmp_path / "saved")
+    snapshot = offline_hub_repo(tmp_path, monkeypatch, tmp_path / "saved", "org/rgcl-tiny",
+                                absent=("adapter_config.json",))
+    loaded = AutoModelForSequenceClassification.from_pretrained("org/rgcl-tiny").eval()
+    assert loaded.retrieval_index.ids == list(range(10, 16)) and loaded.decision_rule() == "knn"
+    after = loaded(**queries, return_neighbours=True)
+    torch.testing.assert_close(before.logits, after.logits)
+    assert torch.equal(before.neighbour_ids, after.neighbour_ids)
+    (snapshot / INDEX_FILE).write_text('{"dim": 12, "vectors_file": ')
+    with pytest.raises(IndexError_, match=f"{INDEX_FILE}: not a readable retrieval index"):
+        AutoModelForSequenceClassification.from_pretrained("org/rgcl-tiny")
 
 
 def test_decision_rules_and_added_twin_flips_the_vote():
@@ -283,6 +324,55 @@ def test_pipeline_reports_rule_and_neighbours(trained):
     sims = [n["similarity"] for n in result["neighbours"]]
     assert sims == sorted(sims, reverse=True) and 0 <= result["knn_probability"] <= 1
     assert result["probability"] == pytest.approx(plain["probability"])
+
+
+def test_lora_on_clip_saves_the_index_beside_the_adapters(tmp_path):
+    """RGCL with peft (LoRA on the CLIP encoders, the maps / MLP / head trained in full): peft saves only the
+    adapters, so the run writes the index beside them; loading the adapters attaches it, the pipeline scores
+    exactly as the run's own predictions did (its combined rule needs the index), and `hm-hf index add` /
+    `show` work on the adapter folder."""
+    import csv
+
+    from safetensors import safe_open
+
+    from hm_hf.pipeline import HatefulMemePipeline
+    from hm_hf.retrieval import cli
+    from hm_hf.synthetic import make_hmd
+    from hm_hf.training.run import main
+
+    make_hmd(tmp_path / "data", splits={"train": 48, "dev_seen": 12, "dev_unseen": 4})
+    out = tmp_path / "run"
+    assert main([str(ROOT / "recipes/synthetic/config_tiny_rgcl.yaml"), "--data_dir", str(tmp_path / "data"),
+                 "--dataset_cache_dir", str(tmp_path / "cache"), "--vision_model_name_or_path",
+                 str(tmp_path / "tiny_clip"), "--output_dir", str(out), "--save_strategy", "no",
+                 "--load_best_model_at_end", "false", "--eval_strategy", "no", "--num_train_epochs", "2",
+                 "--peft_method", "lora", "--config_overrides",
+                 "freeze_clip=true,projection_dim=16,pre_output_dim=16,num_pre_output_layers=2,in_batch_negatives=false,"
+                 "decision_rule=combined,knn_k=5"]) == 0
+    assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as weights:
+        names = list(weights.keys())
+    assert any("lora_A" in n and "q_proj" in n for n in names) and any("pre_output" in n for n in names)
+    assert json.loads((out / INDEX_FILE).read_text())["sources"] == {"train": 48}
+    assert not (out / "base_model" / INDEX_FILE).exists()
+
+    pipe = HatefulMemePipeline.from_pretrained(str(out))
+    with open(out / "predictions_dev_seen.csv", newline="") as f:
+        predicted = {int(row["id"]): float(row["proba"]) for row in csv.DictReader(f)}
+    rows = [json.loads(line) for line in (tmp_path / "data" / "dev_seen.jsonl").read_text().splitlines()]
+    for row in rows[:4]:
+        result = pipe(str(tmp_path / "data" / row["img"]), texts=row["text"], return_neighbours=True)
+        assert result["decision_rule"] == "combined" and len(result["neighbours"]) == 5
+        assert result["probability"] == pytest.approx(predicted[row["id"]], abs=1e-5)
+
+    new = tmp_path / "data" / "added.jsonl"
+    new.write_text("".join(json.dumps(dict(row, id=row["id"] + 90_000)) + "\n" for row in rows[:3]))
+    assert cli.add_to_index(out, [str(new)], progress=False)["size"] == 51
+    assert cli.show(out)["decision_rule"] == "combined"
+    from hm_hf.inference.model_loading import load_trained_model
+    from hm_hf.models.rgcl.modeling_rgcl import rgcl_model
+
+    assert len(rgcl_model(load_trained_model(str(out))).retrieval_index) == 51
 
 
 def test_search_benchmark_runs(capsys):

@@ -2,7 +2,7 @@
 
 A folder (or Hub repo) holds either a model (``config.json`` + weights) or adapters (``adapter_config.json``);
 adapters on a randomly initialised base model have it beside them in ``base_model/`` (saved by training),
-otherwise ``base_model_name_or_path`` names it.
+otherwise ``base_model_name_or_path`` names it. An RGCL model's retrieval index lies beside its adapters.
 """
 
 from __future__ import annotations
@@ -35,7 +35,18 @@ def load_trained_model(path: str, **kwargs):
         base_model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
     else:  # a Hub repo whose base model travelled with it
         base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
-    return PeftModel.from_pretrained(base_model, path)
+    model = PeftModel.from_pretrained(base_model, path)
+    _attach_retrieval_index(base_model, path)
+    return model
+
+
+def _attach_retrieval_index(base_model, path: str) -> None:
+    """An RGCL model's index lies beside its adapters (peft saves only those, training writes the index there):
+    attach it, as `HmRgclForHatefulMemes.from_pretrained` does for a whole model."""
+    from hm_hf.models.rgcl.modeling_rgcl import HmRgclForHatefulMemes, load_retrieval_index
+
+    if isinstance(base_model, HmRgclForHatefulMemes):
+        base_model.retrieval_index = load_retrieval_index(path) or base_model.retrieval_index
 
 
 def base_config(model):

@@ -68,6 +68,21 @@ def read_labelled_memes(data: str, split: str | None = None) -> list[dict]:
     return items
 
 
+def _model_settings(folder: Path) -> dict:
+    """The saved model's config: its config.json, or for adapters (with an ``adapter_config.json``) their base
+    model's, saved by training in ``base_model/``; {} when the folder holds neither."""
+    from hm_hf.fileio import read_json_object
+    from hm_hf.inference.model_loading import BASE_MODEL_DIR
+
+    candidates = [folder / "config.json"]
+    if (folder / "adapter_config.json").is_file():
+        candidates.append(folder / BASE_MODEL_DIR / "config.json")
+    for path in candidates:
+        if path.is_file():
+            return read_json_object(path, "model settings", "save the model again (save_pretrained)")
+    return {}
+
+
 def add_to_index(model_folder, data: list[str], split: str | None = None, source: str | None = None,
                  batch_size: int = 32, save_every: int = 512, progress: bool = True) -> dict:
     """Add the labelled memes of `data` to the index saved in `model_folder`; returns what was done."""
@@ -81,8 +96,9 @@ def add_to_index(model_folder, data: list[str], split: str | None = None, source
     from hm_hf.models.rgcl.modeling_rgcl import rgcl_model
 
     folder = Path(model_folder)
-    if not (folder / "config.json").is_file():
-        raise IndexInputError(f"{folder}: not a saved model folder (no config.json)")
+    if not _model_settings(folder):
+        raise IndexInputError(f"{folder}: not a saved model folder (no config.json, nor adapter_config.json with "
+                              "the base model's config.json in base_model/)")
     inputs = [(name, read_labelled_memes(name, split)) for name in data]  # all input checked before any work
     seen: dict[int, str] = {}
     for _, items in inputs:
@@ -136,7 +152,7 @@ def show(model_folder) -> dict:
     if not RetrievalIndex.files_in(folder):
         raise IndexInputError(f"{folder}: no retrieval index (retrieval_index.json) in this folder")
     index = RetrievalIndex.load(folder)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = _model_settings(folder)
     labels = index.labels
     return {"size": len(index), "dim": index.dim, "sources": index.source_counts(),
             "hateful": sum(labels), "benign": len(labels) - sum(labels),
@@ -156,15 +172,13 @@ def cli(argv: list[str] | None = None) -> int:
     show_parser = sub.add_parser("show", help="size and sources of a saved index")
     show_parser.add_argument("model_folder")
     args = parser.parse_args(argv)
-    from hm_hf.retrieval.index import IndexError_
-
     try:
         if args.action == "add":
             result = add_to_index(args.model_folder, args.data, split=args.split, source=args.source,
                                   batch_size=args.batch_size, save_every=args.save_every)
         else:
             result = show(args.model_folder)
-    except (IndexInputError, IndexError_, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # IndexInputError, IndexError_, a damaged config.json
         print(f"hm-hf index: {err}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=1))

@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save_model(str(output_dir))
     if state.is_main_process:
         processor.save_pretrained(output_dir)
+        if rgcl and inner is not trainer.model:  # a peft model saved only its adapters: the index goes beside them
+            inner.retrieval_index.save(output_dir)
     trainer.log_metrics("train", train_result.metrics)
 
     # Every split predicted, the decision policy fitted on the evaluation split, the labelled splits scored.

@@ -20,7 +20,6 @@ The index (``model.retrieval_index``, a `hm_hf.retrieval.RetrievalIndex`) is sav
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +29,15 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from hm_hf.retrieval.index import INDEX_FILE, RetrievalIndex, knn_probability, probability_to_logits
+from hm_hf.retrieval.index import (INDEX_FILE, IndexError_, RetrievalIndex, knn_probability,
+                                  probability_to_logits, read_index_settings)
 
 from ..clip.modeling_clip import HmClipForHatefulMemes, HmClipModel, HmClipPreTrainedModel
 from ..heads import classification_loss, refuse_output_attentions
 from .configuration_rgcl import HmRgclConfig
 
-__all__ = ["HmRgclForHatefulMemes", "HmRgclModel", "RgclOutput", "rgcl_contrastive_loss", "rgcl_model"]
+__all__ = ["HmRgclForHatefulMemes", "HmRgclModel", "RgclOutput", "load_retrieval_index", "rgcl_contrastive_loss",
+           "rgcl_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,20 @@ class HmRgclModel(HmClipModel):
     def _init_weights(self, module):
         _init_new_linear(self, module, super()._init_weights)
 
+    def _pre_output_parts(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The pre-output MLP's layers split at ``g``: (up to and with the last ``Linear``, its ReLU + dropout).
+
+        Looked up by name, not by slicing ``pre_output``: trained beside peft adapters it is wrapped in peft's
+        ``ModulesToSaveWrapper``, which cannot be sliced but hands attribute lookups to the copy it runs now."""
+        layers = [getattr(self.pre_output, str(i)) for i in range(1 + 3 * self.config.num_pre_output_layers)]
+        split = len(layers) - 2 if self.config.num_pre_output_layers else len(layers)
+        return layers[:split], layers[split:]
+
     def head_input(self, embedding: torch.Tensor) -> torch.Tensor:
         """What the classifier reads: the last pre-output layer's ReLU + dropout of ``g``."""
-        if self.config.num_pre_output_layers == 0:
-            return embedding
-        return self.pre_output[-2:](embedding)
+        for layer in self._pre_output_parts()[1]:
+            embedding = layer(embedding)
+        return embedding
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, image_embeds=None, text_embeds=None,
                 token_type_ids=None, inputs_embeds=None) -> BaseModelOutputWithPooling:
@@ -95,9 +105,10 @@ class HmRgclModel(HmClipModel):
                 raise ValueError("the RGCL model needs `input_ids` or `text_embeds`")
             text_embeds = self.encode_text(input_ids, attention_mask)
         dtype = next(self.image_map.parameters()).dtype
-        fused = self.fuse(self.image_map(image_embeds.to(dtype)), self.text_map(text_embeds.to(dtype)))
-        layers = self.pre_output if self.config.num_pre_output_layers == 0 else self.pre_output[:-2]
-        return BaseModelOutputWithPooling(pooler_output=layers(fused))
+        embedding = self.fuse(self.image_map(image_embeds.to(dtype)), self.text_map(text_embeds.to(dtype)))
+        for layer in self._pre_output_parts()[0]:
+            embedding = layer(embedding)
+        return BaseModelOutputWithPooling(pooler_output=embedding)
 
 
 def rgcl_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, index: RetrievalIndex,
@@ -149,8 +160,9 @@ def rgcl_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, index:
     return (per_row * weights).sum() / weights.sum().clamp(min=1)
 
 
-def _load_index(path, **kwargs) -> RetrievalIndex | None:
-    """The index saved beside a model (local folder or Hub repo), or None when it has none."""
+def load_retrieval_index(path, **kwargs) -> RetrievalIndex | None:
+    """The index saved beside a model or its adapters (a local folder or a Hub repo), or None when it has none.
+    `kwargs`: ``from_pretrained``'s Hub options (``subfolder``, ``revision``, ``cache_dir``, ``token``, ...)."""
     local = Path(str(path)).expanduser()
     subfolder = kwargs.get("subfolder") or ""
     if local.is_dir():
@@ -162,7 +174,9 @@ def _load_index(path, **kwargs) -> RetrievalIndex | None:
     json_file = cached_file(str(path), INDEX_FILE, _raise_exceptions_for_missing_entries=False, **options)
     if json_file is None:
         return None
-    name = json.loads(Path(json_file).read_text(encoding="utf-8")).get("vectors_file", "")
+    name = read_index_settings(json_file).get("vectors_file")
+    if not isinstance(name, str) or not name:
+        raise IndexError_(f"{json_file}: no vectors_file named; the retrieval index is damaged: save it again")
     vectors_file = cached_file(str(path), name, **options)
     return RetrievalIndex.load(None, json_path=json_file, vectors_path=vectors_file)
 
@@ -214,7 +228,7 @@ class HmRgclForHatefulMemes(HmClipForHatefulMemes):
         """As ``PreTrainedModel.from_pretrained``; the index saved beside the model is attached."""
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
-        loaded.retrieval_index = _load_index(pretrained_model_name_or_path, **kwargs)
+        loaded.retrieval_index = load_retrieval_index(pretrained_model_name_or_path, **kwargs)
         return model
 
     def describe(self, output: RgclOutput, row: int) -> dict:
