@@ -142,12 +142,14 @@ class HatefulMemePipeline:
         tokenizer=None,
         image_processor=None,
         device: str | torch.device | None = None,
+        base_model: str | None = None,
         **settings,
     ) -> "HatefulMemePipeline":
         """Load a model folder / Hub repo saved by the training recipe and what it needs to run.
 
-        `detector` may be a loaded detector, a folder / Hub id, or "synthetic"; other keyword arguments
-        override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s;
+        `detector` may be a loaded detector, a folder / Hub id, or "synthetic"; `base_model`: where the base model
+        of saved adapters is, when their adapter_config.json names one not found from here; other keyword
+        arguments override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s;
         ``threshold=`` replaces the decision policy's threshold; for a multi-label model it sets every label's
         threshold, or each label's given a list).
         """
@@ -166,7 +168,7 @@ class HatefulMemePipeline:
             named = str(detector) == SYNTHETIC_DETECTOR  # the synthetic world's shape finder, not a folder
             settings["detector"] = str(given.resolve()) if given.is_dir() and not named else str(detector)
         read_settings(path)  # a broken settings file is reported before the model is loaded
-        model = load_trained_model(path)
+        model = load_trained_model(path, base_model=base_model)
         config = base_config(model)
         processor = MemeProcessor.from_pretrained(path, config, tokenizer=tokenizer, image_processor=image_processor,
                                                   **settings)

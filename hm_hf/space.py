@@ -4,9 +4,12 @@
 
 The Space is private unless `--public` is given. The model must be on the Hub (a Space cannot see a local
 folder): it is written into the Space README's `models:` list (which links the two on the Hub and is where
-the app reads it from) and set as the Space variable `HM_HF_MODEL` when the Space is created. The token
-comes from `$HF_TOKEN` or the stored `hf auth login`, never from the command line (shell history, process
-lists), and is never printed: errors are shown with it masked.
+the app reads it from) and set as the Space variable `HM_HF_MODEL` when the Space is created. It is looked up
+before anything is uploaded: a model that does not exist (or that the token cannot see) is an error, and a
+private or gated one a warning, since the Space loads it only with a secret `HF_TOKEN` that can read it
+(huggingface_hub reads that variable in the app; the secret is not set for you, so that your own token does
+not end up in the Space). The token comes from `$HF_TOKEN` or the stored `hf auth login`, never from the
+command line (shell history, process lists), and is never printed: errors are shown with it masked.
 
 The demo's example memes come from the synthetic world (`hm_hf.synthetic.examples.make_examples`).
 """
@@ -21,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["SPACE_FILES", "render_readme", "stage_space", "push_space", "cli"]
+__all__ = ["SPACE_FILES", "render_readme", "stage_space", "check_model", "push_space", "cli"]
 
 _CHECKOUT_SPACE = Path(__file__).resolve().parents[1] / "spaces" / "hateful_memes"  # beside the hm_hf package
 #: the Space folder of this hm_hf checkout (from any working directory), else ./spaces/hateful_memes
@@ -77,6 +80,31 @@ def _mask(message: str, token: str | None) -> str:
     return re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", message)  # any other token-looking string too
 
 
+def check_model(model: str, repo: str, token: str | None = None) -> str | None:
+    """Look `model` up on the Hub (`HfApi.model_info`) before its Space is made: a Space whose model is missing
+    fails at start-up. Raises SpaceError when it is not there; returns a warning when the Space needs the
+    secret HF_TOKEN to load it (a private or gated model), else None."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        info = HfApi(token=token).model_info(model)
+    except RepositoryNotFoundError:
+        raise SpaceError(
+            f"--model {model!r} is not a model on the Hub (or it is private and this token, from $HF_TOKEN or "
+            "`hf auth login`, cannot read it): push the model first (the recipe's push_to_hub / hub_model_id), "
+            "then run push-space again"
+        ) from None
+    settings = f"https://huggingface.co/spaces/{repo}/settings"
+    if getattr(info, "private", False):
+        return (f"the model {model} is private: the Space can load it only with a secret HF_TOKEN holding a token "
+                f"with read access to {model}; add it under 'Variables and secrets' at {settings}")
+    if getattr(info, "gated", False):
+        return (f"the model {model} is gated: the Space can load it only with a secret HF_TOKEN holding a token of "
+                f"an account granted access to {model}; add it under 'Variables and secrets' at {settings}")
+    return None
+
+
 def push_space(repo: str, model: str, space_dir=SPACE_DIR, private: bool = True, token: str | None = None) -> str:
     """Create (or update) the Space `repo` running `model`; returns its URL."""
     from hm_hf.hub import push_folder
@@ -90,6 +118,9 @@ def push_space(repo: str, model: str, space_dir=SPACE_DIR, private: bool = True,
         )
     with tempfile.TemporaryDirectory() as staging:
         files = stage_space(space_dir, model, staging)
+        warning = check_model(model, repo, token)
+        if warning:  # still pushed: the secret can be added afterwards
+            print(f"push-space: warning: {warning}", file=sys.stderr)
         push_folder(staging, repo, repo_type="space", private=private, token=token, ignore_patterns=[],
                     commit_message=f"hm-hf push-space: demo of {model} ({len(files)} files)",
                     create_repo_kwargs={"space_sdk": "gradio",

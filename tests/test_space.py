@@ -355,16 +355,37 @@ def test_memory_stays_flat_over_200_requests(served):
 # --------------------------------------------------------------------------------------------- push-space
 
 
-class FakeHub:
-    """Stand-ins for HfApi.create_repo / upload_folder: record the calls, copy the files locally."""
+def _not_found(repo_id: str):
+    """The error HfApi.model_info raises for a repo that does not exist (or that the token cannot see)."""
+    import importlib
 
-    def __init__(self, root: Path, fail_with: str | None = None):
-        self.root, self.fail_with, self.calls = root, fail_with, []
+    from huggingface_hub import errors
+
+    http = importlib.import_module(errors.Response.__module__.split(".")[0])  # the HTTP client huggingface_hub uses
+    request = http.Request("GET", f"https://huggingface.co/api/models/{repo_id}")
+    return errors.RepositoryNotFoundError(f"404 Client Error: Repository Not Found for url: {request.url}",
+                                          response=http.Response(404, request=request))
+
+
+class FakeHub:
+    """Stand-ins for HfApi.model_info / create_repo / upload_folder: record the calls, copy the files locally.
+
+    `models`: {model id: {"private": ..., "gated": ...}} the Hub holds (None: any model, public)."""
+
+    def __init__(self, root: Path, fail_with: str | None = None, models: dict | None = None):
+        self.root, self.fail_with, self.models, self.calls = root, fail_with, models, []
 
     def install(self, monkeypatch):
         from huggingface_hub import HfApi
+        from huggingface_hub.hf_api import ModelInfo
 
         hub = self
+
+        def model_info(api, repo_id, **kwargs):
+            hub.calls.append(("model_info", repo_id, api.token))
+            if hub.models is not None and repo_id not in hub.models:
+                raise _not_found(repo_id)
+            return ModelInfo(id=repo_id, **{"private": False, "gated": False, **(hub.models or {}).get(repo_id, {})})
 
         def create_repo(api, repo_id, **kwargs):
             hub.calls.append(("create_repo", repo_id, kwargs))
@@ -377,9 +398,14 @@ class FakeHub:
             hub.calls.append(("upload_folder", repo_id, kwargs))
             shutil.copytree(folder_path, hub.root / repo_id, dirs_exist_ok=True)
 
+        monkeypatch.setattr(HfApi, "model_info", model_info)
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
         monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
         return self
+
+    def pushed(self) -> list:
+        """The create_repo / upload_folder calls (the model look-up left out)."""
+        return [call for call in self.calls if call[0] != "model_info"]
 
 
 def test_push_space_uploads_a_private_space_with_the_model(tmp_path, monkeypatch, capsys):
@@ -389,8 +415,9 @@ def test_push_space_uploads_a_private_space_with_the_model(tmp_path, monkeypatch
     monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
     assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model", "--space-dir", str(SPACE)]) == 0
     out = capsys.readouterr()
-    assert "private" in out.out and "hf_" not in out.out + out.err
-    (_, repo, create_kwargs), (_, _, upload_kwargs) = hub.calls
+    assert "private" in out.out and "hf_" not in out.out + out.err and "warning" not in out.err  # a public model
+    assert hub.calls[0] == ("model_info", "my-org/meme-model", "hf_" + "x" * 34)  # looked up first, with the token
+    (_, repo, create_kwargs), (_, _, upload_kwargs) = hub.pushed()
     assert repo == "my-org/meme-demo" and create_kwargs["private"] is True
     assert create_kwargs["repo_type"] == "space" and create_kwargs["space_sdk"] == "gradio"
     assert create_kwargs["space_variables"] == [{"key": "HM_HF_MODEL", "value": "my-org/meme-model"}]
@@ -405,7 +432,41 @@ def test_push_space_uploads_a_private_space_with_the_model(tmp_path, monkeypatch
     hub.calls.clear()
     assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model", "--space-dir", str(SPACE),
                 "--public"]) == 0
-    assert hub.calls[0][2]["private"] is False
+    assert hub.pushed()[0][2]["private"] is False
+
+
+@pytest.mark.parametrize("access", ["private", "gated"])
+def test_push_space_warns_that_a_private_or_gated_model_needs_the_hf_token_secret(tmp_path, monkeypatch, capsys,
+                                                                                 access):
+    """The Space loads its model with from_pretrained: a private (or gated) model only with a secret HF_TOKEN
+    that can read it. Said before the upload, with the Space's settings page; the Space is still pushed."""
+    from hm_hf.space import cli
+
+    token = "hf_" + "T0ken" * 7
+    value = {"private": True} if access == "private" else {"gated": "manual"}
+    hub = FakeHub(tmp_path / "hub", models={"my-org/meme-model": value}).install(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model", "--space-dir", str(SPACE)]) == 0
+    out = capsys.readouterr()
+    assert f"warning: the model my-org/meme-model is {access}" in out.err
+    assert "secret HF_TOKEN" in out.err and "https://huggingface.co/spaces/my-org/meme-demo/settings" in out.err
+    assert token not in out.out + out.err and "T0ken" not in out.out + out.err
+    assert [call[0] for call in hub.calls] == ["model_info", "create_repo", "upload_folder"]
+    assert (tmp_path / "hub" / "my-org/meme-demo" / "app.py").is_file()
+
+
+def test_push_space_refuses_a_model_that_is_not_on_the_hub(tmp_path, monkeypatch, capsys):
+    """A Space whose model does not exist would fail at start-up: an error naming it and saying to push it first,
+    and nothing is uploaded."""
+    from hm_hf.space import cli
+
+    token = "hf_" + "N0pe" * 9
+    hub = FakeHub(tmp_path / "hub", models={}).install(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/not-pushed", "--space-dir", str(SPACE)]) == 2
+    err = capsys.readouterr().err
+    assert "'my-org/not-pushed' is not a model on the Hub" in err and "push the model first" in err
+    assert token not in err and hub.pushed() == []
 
 
 def test_push_space_never_prints_the_token(tmp_path, monkeypatch, capsys):

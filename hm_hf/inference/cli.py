@@ -20,6 +20,9 @@ def cli(argv: list[str] | None = None) -> int:
                         help="for models trained on a text pair (MMHS150K: --text is the tweet, this the image's own "
                         "text): the second text, once per image in order ('' for an image without text; default: read by OCR)")
     parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
+    parser.add_argument("--base-model", default=None,
+                        help="for saved adapters: their base model's folder or Hub id, when the one their "
+                        "adapter_config.json names cannot be found from here")
     parser.add_argument("--ocr-engine", choices=["ppocr", "tesseract", "auto"], default=None,
                         help="how text not given is read (default: the model's processor's ocr_engine; ppocr for "
                         "folders that name none)")
@@ -35,7 +38,7 @@ def cli(argv: list[str] | None = None) -> int:
 
     try:
         pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device,
-                                                   ocr_engine=args.ocr_engine)
+                                                   ocr_engine=args.ocr_engine, base_model=args.base_model)
         results = pipe(list(args.images), texts=args.text, text_pairs=args.text_pair, batch_size=args.batch_size,
                        return_regions=not args.no_regions)
     except (OSError, ValueError, RuntimeError) as err:  # bad image, missing model / detector / tesseract

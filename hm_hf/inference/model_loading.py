@@ -2,7 +2,10 @@
 
 A folder (or Hub repo) holds either a model (``config.json`` + weights) or adapters (``adapter_config.json``);
 adapters on a randomly initialised base model have it beside them in ``base_model/`` (saved by training),
-otherwise ``base_model_name_or_path`` names it. An RGCL model's retrieval index lies beside its adapters.
+otherwise ``base_model_name_or_path`` names it: a Hub id, or a local folder (training records its absolute path;
+a relative one, as older runs and hand-edited files have, is read from the working directory, else from the
+adapters' folder). ``base_model=`` gives its location when it is neither. An RGCL model's retrieval index lies
+beside its adapters.
 """
 
 from __future__ import annotations
@@ -12,13 +15,32 @@ from pathlib import Path
 from hm_hf.fileio import read_json_object
 from hm_hf.hub import model_file
 
-__all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model"]
+__all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model", "local_reference"]
 
 BASE_MODEL_DIR = "base_model"
 
 
-def load_trained_model(path: str, **kwargs):
-    """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters."""
+def local_reference(name_or_path: str) -> str:
+    """A local folder by its absolute path (what reads it may run from another directory); a Hub id as it is."""
+    local = Path(name_or_path).expanduser()
+    return str(local.resolve()) if local.is_dir() else str(name_or_path)
+
+
+def _base_location(base: str, adapters: Path | None) -> str:
+    """Where the base model `base` (adapter_config.json's) is: a folder from the working directory, else a
+    relative folder beside the adapters (`adapters`: their local folder), else `base` itself (a Hub id)."""
+    if Path(base).expanduser().is_dir():
+        return base
+    if adapters is not None and not Path(base).expanduser().is_absolute() and (adapters / base).is_dir():
+        return str(adapters / base)
+    return base
+
+
+def load_trained_model(path: str, base_model: str | None = None, **kwargs):
+    """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters.
+
+    `base_model`: where the adapters' base model is (a folder or Hub id), when adapter_config.json names one
+    that cannot be found from here (a folder of another machine, or moved)."""
     from transformers import AutoModelForSequenceClassification
 
     local = Path(path)
@@ -29,10 +51,12 @@ def load_trained_model(path: str, **kwargs):
 
     base = read_json_object(adapter_file, "PEFT adapter settings",
                             "save the adapters again (model.save_pretrained)").get("base_model_name_or_path")
-    if local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
+    if base_model is not None:
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(base_model), **kwargs)
+    elif local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
         base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
     elif base:
-        base_model = AutoModelForSequenceClassification.from_pretrained(base, **kwargs)
+        base_model = _load_base(base, adapter_file, local if local.is_dir() else None, **kwargs)
     else:  # a Hub repo whose base model travelled with it
         base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
     model = PeftModel.from_pretrained(base_model, path)
@@ -47,6 +71,28 @@ def _attach_retrieval_index(base_model, path: str) -> None:
 
     if isinstance(base_model, HmRgclForHatefulMemes):
         base_model.retrieval_index = load_retrieval_index(path) or base_model.retrieval_index
+
+
+def _load_base(base: str, adapter_file: Path, adapters: Path | None, **kwargs):
+    """The base model named by adapter_config.json; when it is not a folder here or beside the adapters and does
+    not load as a Hub id, an error naming the file, the path and what to do."""
+    from huggingface_hub.errors import HFValidationError
+    from transformers import AutoModelForSequenceClassification
+
+    location = _base_location(base, adapters)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(location, **kwargs)
+    except (OSError, HFValidationError) as err:
+        if Path(location).expanduser().is_dir():
+            raise  # the folder is there: its own error says what is wrong with it
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        beside = f" or beside the adapters ({adapters})" if adapters is not None else ""
+        raise OSError(
+            f"{adapter_file}: the base model of these adapters, base_model_name_or_path {base!r}, is not a folder "
+            f"from the working directory ({Path.cwd()}){beside}, and it does not load as a Hub id ({reason}). "
+            "Pass the base model's location: load_trained_model(path, base_model=...), "
+            "HatefulMemePipeline.from_pretrained(path, base_model=...) or `hm-hf predict --base-model ...`"
+        ) from err
 
 
 def base_config(model):

@@ -58,9 +58,10 @@ class ModelArguments:
         metadata={"help": "comma-separated key=value pairs applied to the model config, e.g. hidden_size=64"},
     )
     num_labels: int = field(
-        default=2, metadata={"help": "2 for hateful / not; 6 for MMHS's fine classes; the fine-grained tasks: set "
-                                     "from their vocabulary (pc 6, attack 8)"})
-    # Set by the parser from the data arguments (not recipe keys): the fine-grained tasks' multi-label head.
+        default=2, metadata={"help": "2 for hateful / not; a label column of more classes (MMHS's fine_label: 6) "
+                                     "and the fine-grained tasks (pc 6, attack 8): set from the data set's classes"})
+    # Not recipe keys: set by the parser for the fine-grained tasks' multi-label head, and by the run from the
+    # label column's ClassLabel for a head of more than two classes (`hm_hf.training.data.apply_class_names`).
     problem_type: str | None = field(default=None, init=False)
     label_names: list[str] | None = field(default=None, init=False)
 

@@ -100,6 +100,7 @@ def write_model_card(
     text_pair: bool = False,
     load_name: str | None = None,
     retrieval_index: dict | None = None,
+    label_names: list[str] | None = None,
 ) -> Path:
     """Write README.md (the model card) into `output_dir` and return its path.
 
@@ -113,6 +114,8 @@ def write_model_card(
     run that pushes nothing; default `model_name`).
     `retrieval_index` (RGCL models): the index saved beside the model (``size``, ``sources``,
     ``decision_rule``, ``knn_k``, ``knn_vote``, ``contrastive_loss``), described in its own section.
+    `label_names`: the classes of a single-label head of more than two (MMHS150K's fine labels), which the card
+    names.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -158,9 +161,16 @@ def write_model_card(
     decisions = _policy_section(policy, results, figures) if policy is not None else ""
     decisions += _index_section(retrieval_index) if retrieval_index else ""
     categories = _category_section(results, multi_label, fitted_on, task)
-    returns = ("Each result holds the predicted `labels` (score > 0.5) and every label's `scores`." if multi_label else
-               "Each result holds the calibrated `probability` of hateful, the `label` at the saved threshold and how "
-               "it was decided (`threshold`, `threshold_rule`, `calibrated`).")
+    if multi_label:
+        returns = "Each result holds the predicted `labels` (score > 0.5) and every label's `scores`."
+    elif label_names and len(label_names) > 2:  # one class of several: named by the data set's classes
+        classes = ", ".join(f"`{name}`" for name in label_names)
+        returns = (f"Each result holds the most probable class as `label` and `label_name` (one of {classes}), every "
+                   f"class's probability in `scores` (in that order) and the `probability` of hateful (1 - the "
+                   f"probability of `{label_names[0]}`).")
+    else:
+        returns = ("Each result holds the calibrated `probability` of hateful, the `label` at the saved threshold and "
+                   "how it was decided (`threshold`, `threshold_rule`, `calibrated`).")
     if text_pair:  # the first text is the post's, the pair the image's own (read by OCR when not given)
         usage = ('pipe("meme.jpg", texts="the tweet\'s text")  # the text on the image is read by OCR\n'
                  'pipe("meme.jpg", texts="the tweet\'s text", text_pairs="the text on the image")\n'

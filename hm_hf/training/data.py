@@ -86,6 +86,24 @@ def load_splits(data_args: DataArguments, needs: set[str]):
     return splits
 
 
+def apply_class_names(model_args: ModelArguments, splits, data_args: DataArguments) -> None:
+    """A single-label column of more than two classes (MMHS150K's `fine_label`): the head gets one output per
+    class, named by the data set's `ClassLabel` (config `id2label`, the processor, so the pipeline, the card and
+    the Space), instead of LABEL_0..LABEL_5. Binary columns keep the processor's "not hateful" / "hateful";
+    the fine-grained tasks are named by the parser (`_apply_task`)."""
+    from datasets import ClassLabel
+
+    feature = splits[data_args.train_split].features.get(data_args.label_column)
+    if model_args.problem_type or not isinstance(feature, ClassLabel) or feature.num_classes <= 2:
+        return
+    names = list(feature.names)
+    if model_args.num_labels not in (2, len(names)):  # 2: the default, not given
+        raise RecipeError(f"num_labels {model_args.num_labels} does not fit label_column {data_args.label_column!r}, "
+                          f"whose {len(names)} classes are {names}; leave num_labels out (or set {len(names)})")
+    model_args.num_labels = len(names)
+    model_args.label_names = names
+
+
 def _load_fine_grained(data_dir, cache_dir=None, annotations_dir=None, **options):
     from hm_hf.data.fine_grained import load_fine_grained
 
@@ -169,14 +187,17 @@ def features_detector(data_args: DataArguments) -> dict:
 
 
 def build_processor(needs, data_args: DataArguments, tokenizer=None, image_processor=None,
-                    mixed_precision: bool = False, **settings) -> MemeProcessor:
+                    mixed_precision: bool = False, label_names=None, **settings) -> MemeProcessor:
     """The run's `MemeProcessor`: the Trainer's data collator, saved beside the model for inference.
 
     With `mixed_precision` (fp16/bf16 training) region features stay float16 until the model's autocast uses
-    them (see `MemeCollator.region_dtype`); `settings` are further processor fields (the detector, the
-    fastText model)."""
+    them (see `MemeCollator.region_dtype`); `label_names`: the classes of a head of more than two
+    (`apply_class_names`), so the pipeline names its predictions as the model's config does; `settings` are
+    further processor fields (the detector, the fastText model)."""
     if data_args.label_column in fine_grained_tasks():  # a fine-grained task: a multi-label head
         settings.update(multi_label=True, label_names=list(fine_grained_tasks()[data_args.label_column]))
+    elif label_names:
+        settings["label_names"] = list(label_names)
     return MemeProcessor(
         model_inputs=tuple(needs),
         tokenizer=tokenizer,

@@ -3,6 +3,8 @@
 A training run saves either a whole model (no PEFT, head-only) or PEFT adapters. When the base model
 was randomly initialised (nothing on the Hub to point at), it is saved beside the adapters in
 `base_model/`, so the folder (or its Hub repo) is self-contained; `hm_hf.inference.model_loading` loads it.
+A base model from a local folder (`model_name_or_path: data/uniter-base-converted`) is recorded by its
+absolute path, so the adapters load from any working directory on that machine.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from hm_hf.inference.model_loading import BASE_MODEL_DIR
+from hm_hf.inference.model_loading import BASE_MODEL_DIR, local_reference
 from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError, parse_overrides
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def build_config(model_args: ModelArguments, vocab_size: int | None = None):
     overrides = _overrides(model_args, vocab_size)
     if model_args.model_name_or_path:
         config_class = model_class(model_args.model_type).config_class
-        return config_class.from_pretrained(model_args.model_name_or_path, **overrides)
+        return config_class.from_pretrained(local_reference(model_args.model_name_or_path), **overrides)
     if model_args.model_type == "concat":  # encoders named by checkpoint: their configs go into ours
         if model_args.text_model_name_or_path:
             overrides.setdefault("text_config", AutoConfig.from_pretrained(model_args.text_model_name_or_path).to_dict())
@@ -87,10 +89,13 @@ def _clip_config(model_args: ModelArguments):
 
 
 def build_model(model_args: ModelArguments, config):
-    """The recipe's model: from a pretrained multimodal checkpoint, else random init (+ BERT text side)."""
+    """The recipe's model: from a pretrained multimodal checkpoint, else random init (+ BERT text side).
+
+    A local checkpoint is loaded by its absolute path, which PEFT records as the adapters'
+    `base_model_name_or_path`: the saved adapters then load from any working directory."""
     cls = model_class(model_args.model_type)
     if model_args.model_name_or_path:
-        return cls.from_pretrained(model_args.model_name_or_path, config=config)
+        return cls.from_pretrained(local_reference(model_args.model_name_or_path), config=config)
     if model_args.model_type in CLIP_MODEL_TYPES:  # CLIP encoders from the checkpoint, the rest (projections, head) new
         return cls.from_clip_pretrained(model_args.vision_model_name_or_path, **_overrides(model_args))
     if model_args.model_type == "concat" and (model_args.text_model_name_or_path or model_args.vision_model_name_or_path):

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = model_inputs(model_loading.build_config(model_args))
     needs = set(inputs)
     splits = data.load_splits(data_args, needs)
+    data.apply_class_names(model_args, splits, data_args)  # a head of more classes, named as the data set names them
     tokenizer = data.load_tokenizer(model_args, splits, data_args, output_dir) if needs & TOKEN_INPUTS else None
     if "text_embedding" in needs:
         splits = data.add_fasttext_embeddings(splits, data_args, output_dir)
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if "text_embedding" in needs:
         settings["fasttext_model"] = str(data.fasttext_model_path(data_args, output_dir))
     processor = data.build_processor(inputs, data_args, tokenizer, image_processor,
-                                     mixed_precision=training_args.fp16 or training_args.bf16, **settings)
+                                     mixed_precision=training_args.fp16 or training_args.bf16,
+                                     label_names=model_args.label_names, **settings)
     peft_config = model_loading.build_peft_config(model, model_args.model_type, peft_args)
     if peft_config is not None:
         from peft import get_peft_model
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             text_pair=bool(data_args.text_pair_column),
             load_name=training_args.hub_model_id or training_args.output_dir,
             retrieval_index=index_info,
+            label_names=model_args.label_names,
         )
         logger.info("results: %s", json.dumps(results, default=float))
     state.wait_for_everyone()

@@ -273,7 +273,10 @@ class MemeApp:
             probability = result["probability"]
             names = self.pipe.settings.label_names
             decision = result["label_name"]  # at the model's threshold, which need not be 0.5
-            confidences = {names[1]: probability, names[0]: 1.0 - probability}
+            if len(result["scores"]) > 2 and len(names) == len(result["scores"]):  # MMHS150K's classes, by name
+                confidences = dict(zip(names, result["scores"]))
+            else:
+                confidences = {names[1]: probability, names[0]: 1.0 - probability}
             details = f"**Hateful probability: {probability:.3f}** ({result['label_name']})"
         details += f"\n\n{decision_line(self.pipe)}"
         if "decision_rule" in result:  # a retrieval model: which rule scored it, and its nearest labelled memes

@@ -1,0 +1,102 @@
+"""Adapters on a local base model (`model_name_or_path: data/uniter-base-converted`, a relative folder) load from
+any working directory: training records the base model's absolute path in adapter_config.json; a relative path
+(older runs, hand-edited files) is read from the working directory, else beside the adapters; and when it is
+found nowhere, the error names the file and the path and says to pass `base_model=` (`--base-model`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pipeline import build_tiny_model, make_data  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "recipes/synthetic/config_tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """LoRA on a tiny local Concat model given by a relative path, trained from its parent folder."""
+    from hm_hf.training.run import main
+
+    root = tmp_path_factory.mktemp("adapters")
+    memes = make_data(root, n_train=16, n_dev=8)
+    build_tiny_model(root / "models" / "tiny", [m.text for split in memes.values() for m in split])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main([RECIPE, "--model_name_or_path", "models/tiny", "--config_overrides", "",
+                         "--peft_method", "lora", "--data_dir", str(root / "data"),
+                         "--feature_cache", str(root / "features"), "--dataset_cache_dir", str(root / "cache"),
+                         "--output_dir", str(root / "out"), "--max_steps", "2", "--per_device_train_batch_size", "8",
+                         "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]) == 0
+        finally:
+            torch.set_num_threads(threads)
+    return root
+
+
+def _with_base_path(trained, tmp_path, base: str) -> Path:
+    """A copy of the saved adapters whose adapter_config.json names `base`."""
+    folder = tmp_path / "adapters"
+    shutil.copytree(trained / "out", folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": base}))
+    return folder
+
+
+def test_training_records_the_local_base_model_by_its_absolute_path(trained, tmp_path, monkeypatch):
+    from peft import PeftModel
+
+    from hm_hf.inference.model_loading import load_trained_model
+
+    config = json.loads((trained / "out" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str((trained / "models" / "tiny").resolve())
+    assert not (trained / "out" / "base_model").exists()  # the base model is referenced, not copied
+    monkeypatch.chdir(tmp_path)  # another working directory than training's
+    model = load_trained_model(str(trained / "out"))
+    assert isinstance(model, PeftModel) and model.get_base_model().config.num_labels == 2
+
+
+def test_a_relative_base_model_path_is_read_from_the_working_directory_else_beside_the_adapters(
+        trained, tmp_path, monkeypatch):
+    from hm_hf.inference.model_loading import load_trained_model
+
+    monkeypatch.chdir(trained)  # "models/tiny" as an older run wrote it, loaded where it was trained: as before
+    assert load_trained_model(str(_with_base_path(trained, tmp_path / "a", "models/tiny"))) is not None
+    beside = tmp_path / "b"  # "../models/tiny", relative to the adapters' folder, from anywhere
+    (beside / "models").mkdir(parents=True)
+    shutil.copytree(trained / "models" / "tiny", beside / "models" / "tiny")
+    monkeypatch.chdir(ROOT)
+    assert load_trained_model(str(_with_base_path(trained, beside, "../models/tiny"))) is not None
+
+
+def test_a_base_model_found_nowhere_is_a_named_error_and_base_model_gives_it(trained, tmp_path, monkeypatch, capsys):
+    from hm_hf.inference.cli import cli
+    from hm_hf.inference.model_loading import load_trained_model
+    from hm_hf.pipeline import HatefulMemePipeline
+
+    folder = _with_base_path(trained, tmp_path, "models/tiny")  # the relative path older runs wrote
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError) as err:
+        load_trained_model(str(folder))
+    message = str(err.value)
+    assert str(folder / "adapter_config.json") in message and "'models/tiny'" in message
+    assert "base_model=" in message and "--base-model" in message
+    base = str(trained / "models" / "tiny")
+    assert load_trained_model(str(folder), base_model=base) is not None
+    pipe = HatefulMemePipeline.from_pretrained(str(folder), base_model=base, device="cpu")
+    image = str(sorted((trained / "data" / "img").iterdir())[0])
+    assert 0.0 <= pipe(image, texts="a caption", return_regions=False)["probability"] <= 1.0
+
+    assert cli(["--model", str(folder), "--text", "a caption", "--no-regions", image]) == 2
+    assert "adapter_config.json" in capsys.readouterr().err
+    assert cli(["--model", str(folder), "--base-model", base, "--text", "a caption", "--no-regions", image]) == 0
+    assert json.loads(capsys.readouterr().out)["image"] == image
