@@ -3,7 +3,7 @@
 import yaml
 
 from hm_hf.synthetic.data import SYNTHETIC_MARKER, is_synthetic, make_hmd, make_mmhs
-from hm_hf.training.card import write_model_card
+from hm_hf.training.card import hub_base_model, write_model_card
 
 
 def _card(tmp_path, dataset: str, synthetic: bool) -> tuple[dict, str]:
@@ -58,3 +58,19 @@ def test_the_cards_example_loads_the_model_from_where_it_is(tmp_path):
     assert 'from_pretrained("outputs/synthetic-tiny")' in local and "# synthetic-tiny" in local
     hub = write_model_card(tmp_path / "b", model_name="org/m", **common).read_text(encoding="utf-8")
     assert 'from_pretrained("org/m")' in hub
+
+
+def test_the_base_model_is_a_hub_id_never_a_local_folder(tmp_path, monkeypatch):
+    """The Hub accepts only a model id as the card's base_model: a run that started from a local folder (a
+    converted checkpoint, the tiny CLIP) names the first Hub id it used, or none."""
+    (tmp_path / "data" / "uniter-base-converted").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert hub_base_model("data/uniter-base-converted", None, "bert-base-uncased") == "bert-base-uncased"
+    assert hub_base_model(None, "openai/clip-vit-large-patch14-336") == "openai/clip-vit-large-patch14-336"
+    assert hub_base_model("data/uniter-base-converted", "../x//y", str(tmp_path)) is None
+    path = write_model_card(tmp_path / "out", model_name="org/m", model_type="rgcl",
+                            base_model=hub_base_model(None, "openai/clip-vit-large-patch14-336"), dataset="hmd",
+                            peft_method="none", results={}, figures=[], trainable=1, total=2, recipe_text=None,
+                            command="x")
+    assert yaml.safe_load(path.read_text(encoding="utf-8").split("---")[1])["base_model"] == \
+        "openai/clip-vit-large-patch14-336"

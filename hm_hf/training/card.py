@@ -79,6 +79,23 @@ def save_figures(probabilities: np.ndarray, labels: np.ndarray, output_dir, spli
     return written
 
 
+def hub_base_model(*names: str | None) -> str | None:
+    """The first of `names` (the checkpoints a run started from) that is a Hub model id, for the card's
+    ``base_model``, which the Hub accepts only as a model id: a local folder (``data/tiny_clip``, a converted
+    UNITER) is skipped, as is anything not of the id's form."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    for name in names:
+        if not name or Path(name).expanduser().exists():
+            continue
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            continue
+        return name
+    return None
+
+
 def write_model_card(
     output_dir,
     *,

@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             output_dir,
             model_name=training_args.hub_model_id or output_dir.name,
             model_type=model_args.model_type,
-            base_model=model_args.model_name_or_path or model_args.text_model_name_or_path,
+            base_model=card.hub_base_model(  # a CLIP model's checkpoint is its vision_model_name_or_path
+                model_args.model_name_or_path,
+                model_args.vision_model_name_or_path if model_args.model_type in model_loading.CLIP_MODEL_TYPES else None,
+                model_args.text_model_name_or_path),
             dataset=data_args.dataset,
             peft_method=peft_args.peft_method,
             results=results,
