@@ -128,6 +128,7 @@ def test_saved_folder_reloads_and_predicts_the_same(trained, data):
     output_dir, _ = trained
     model = AutoModelForSequenceClassification.from_pretrained(output_dir).eval()
     assert type(model) is type(load_trained_model(str(output_dir)))
+    assert model.config.id2label == {0: "not hateful", 1: "hateful"}  # the processor's names, not LABEL_0 / LABEL_1
     temperature = json.loads((output_dir / "decision_policy.json").read_text())["temperature"]
     splits = load_hmd(data / "data", cache_dir=data / "cache", config_name="regions", feature_cache=data / "features")
     collator = MemeCollator(tokenizer=AutoTokenizer.from_pretrained(output_dir), use_regions=True, max_length=32,

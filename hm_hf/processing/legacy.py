@@ -16,7 +16,7 @@ from pathlib import Path
 from hm_hf.fileio import atomic_write_text, read_json_object
 from hm_hf.hub import model_file
 from hm_hf.images import DEFAULT_MAX_PIXELS
-from hm_hf.processing.processor import DEFAULT_DETECTOR, MemeProcessor
+from hm_hf.processing.processor import BINARY_LABEL_NAMES, DEFAULT_DETECTOR, MemeProcessor
 
 __all__ = ["PIPELINE_CONFIG_NAME", "PipelineSettings", "load_pipeline_config", "save_pipeline_config", "translate"]
 
@@ -71,7 +71,7 @@ class PipelineSettings:
     threshold: float = 0.5
     ocr_lang: str = "eng"
     max_pixels: int = DEFAULT_MAX_PIXELS
-    label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
+    label_names: list[str] = field(default_factory=lambda: list(BINARY_LABEL_NAMES))
     detector_feature_dtype: str = "float16"
     trained_on_synthetic_data: bool = False
 

@@ -52,6 +52,7 @@ from hm_hf.synthetic.world import DETECTOR_NAME as SYNTHETIC_DETECTOR
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BINARY_LABEL_NAMES",
     "DEFAULT_DETECTOR",
     "FASTTEXT_MODEL",
     "INPUT_KINDS",
@@ -66,6 +67,7 @@ PROCESSOR_CONFIG_NAME = "processor_config.json"
 MULTI_LABEL_THRESHOLD = 0.5  # a label of a multi-label head is predicted when its sigmoid is > 0.5 (WOAH 2021)
 LEGACY_SETTINGS = frozenset({"threshold"})  # read from older files, not saved (see the module docstring)
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
+BINARY_LABEL_NAMES = ("not hateful", "hateful")  # a binary model's classes, in its config and its processor
 FASTTEXT_MODEL = "fasttext/fasttext.bin"  # where a model folder keeps its fastText model
 
 #: what a model can read; a config's ``model_inputs`` lists some of these
@@ -168,7 +170,7 @@ class MemeProcessor:
     ocr_engine: str = "ppocr"
     ocr_lang: str = "eng"
     max_pixels: int = DEFAULT_MAX_PIXELS
-    label_names: list[str] = field(default_factory=lambda: ["not hateful", "hateful"])
+    label_names: list[str] = field(default_factory=lambda: list(BINARY_LABEL_NAMES))
     multi_label: bool = False
     label_thresholds: list[float] | None = None
     trained_on_synthetic_data: bool = False

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from accelerate import PartialState
 
-from hm_hf.processing.processor import FASTTEXT_MODEL, MemeProcessor, detector_for_features
+from hm_hf.processing.processor import BINARY_LABEL_NAMES, FASTTEXT_MODEL, MemeProcessor, detector_for_features
 from hm_hf.training.arguments import DataArguments, ModelArguments, RecipeError, fine_grained_tasks
 
 logger = logging.getLogger(__name__)
@@ -87,14 +87,19 @@ def load_splits(data_args: DataArguments, needs: set[str]):
 
 
 def apply_class_names(model_args: ModelArguments, splits, data_args: DataArguments) -> None:
-    """A single-label column of more than two classes (MMHS150K's `fine_label`): the head gets one output per
-    class, named by the data set's `ClassLabel` (config `id2label`, the processor, so the pipeline, the card and
-    the Space), instead of LABEL_0..LABEL_5. Binary columns keep the processor's "not hateful" / "hateful";
-    the fine-grained tasks are named by the parser (`_apply_task`)."""
+    """Names for the head's classes in the config's `id2label` (what transformers users read), the processor
+    (so the pipeline), the card and the Space, instead of LABEL_0, LABEL_1, ...: a single-label column of more
+    than two classes (MMHS150K's `fine_label`) gets one output per class, named by the data set's `ClassLabel`;
+    a binary head the processor's "not hateful" / "hateful"; the fine-grained tasks are named by the parser
+    (`_apply_task`)."""
     from datasets import ClassLabel
 
+    if model_args.problem_type or model_args.label_names:
+        return
     feature = splits[data_args.train_split].features.get(data_args.label_column)
-    if model_args.problem_type or not isinstance(feature, ClassLabel) or feature.num_classes <= 2:
+    if not isinstance(feature, ClassLabel) or feature.num_classes <= 2:
+        if model_args.num_labels == 2:
+            model_args.label_names = list(BINARY_LABEL_NAMES)
         return
     names = list(feature.names)
     if model_args.num_labels not in (2, len(names)):  # 2: the default, not given
