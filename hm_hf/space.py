@@ -80,6 +80,10 @@ def _mask(message: str, token: str | None) -> str:
     return re.sub(r"hf_[A-Za-z0-9]{20,}", "hf_***", message)  # any other token-looking string too
 
 
+class LookupFailed(RuntimeError):
+    """The model could not be looked up on the Hub (no network, offline mode, a Hub error); nothing was uploaded."""
+
+
 def check_model(model: str, repo: str, token: str | None = None) -> str | None:
     """Look `model` up on the Hub (`HfApi.model_info`) before its Space is made: a Space whose model is missing
     fails at start-up. Raises SpaceError when it is not there; returns a warning when the Space needs the
@@ -95,6 +99,8 @@ def check_model(model: str, repo: str, token: str | None = None) -> str | None:
             "`hf auth login`, cannot read it): push the model first (the recipe's push_to_hub / hub_model_id), "
             "then run push-space again"
         ) from None
+    except Exception as err:  # noqa: BLE001 - no network, offline mode, a Hub error: nothing is uploaded yet
+        raise LookupFailed(f"{type(err).__name__}: {err}") from err
     settings = f"https://huggingface.co/spaces/{repo}/settings"
     if getattr(info, "private", False):
         return (f"the model {model} is private: the Space can load it only with a secret HF_TOKEN holding a token "
@@ -141,6 +147,10 @@ def cli(argv: list[str] | None = None) -> int:
     except SpaceError as err:
         print(f"push-space: error: {err}", file=sys.stderr)
         return 2
+    except LookupFailed as err:
+        print(f"push-space: could not look up the model {args.model} on the Hub, so nothing was uploaded "
+              f"({_mask(str(err), token)}); check the network and HF_HUB_OFFLINE, then run it again", file=sys.stderr)
+        return 1
     except Exception as err:  # noqa: BLE001 - network / auth failures: a message without the token
         print(f"push-space: upload failed: {_mask(f'{type(err).__name__}: {err}', token)}", file=sys.stderr)
         return 1

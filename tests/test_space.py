@@ -372,8 +372,10 @@ class FakeHub:
 
     `models`: {model id: {"private": ..., "gated": ...}} the Hub holds (None: any model, public)."""
 
-    def __init__(self, root: Path, fail_with: str | None = None, models: dict | None = None):
+    def __init__(self, root: Path, fail_with: str | None = None, models: dict | None = None,
+                 lookup_error: Exception | None = None):
         self.root, self.fail_with, self.models, self.calls = root, fail_with, models, []
+        self.lookup_error = lookup_error
 
     def install(self, monkeypatch):
         from huggingface_hub import HfApi
@@ -383,6 +385,8 @@ class FakeHub:
 
         def model_info(api, repo_id, **kwargs):
             hub.calls.append(("model_info", repo_id, api.token))
+            if hub.lookup_error is not None:
+                raise hub.lookup_error
             if hub.models is not None and repo_id not in hub.models:
                 raise _not_found(repo_id)
             return ModelInfo(id=repo_id, **{"private": False, "gated": False, **(hub.models or {}).get(repo_id, {})})
@@ -467,6 +471,22 @@ def test_push_space_refuses_a_model_that_is_not_on_the_hub(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "'my-org/not-pushed' is not a model on the Hub" in err and "push the model first" in err
     assert token not in err and hub.pushed() == []
+
+
+def test_push_space_says_when_the_model_could_not_be_looked_up(tmp_path, monkeypatch, capsys):
+    """Offline (or no network): the look-up fails before anything is uploaded, and the message says so."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from hm_hf.space import cli
+
+    token = "hf_" + "0ffline" * 5
+    hub = FakeHub(tmp_path / "hub", lookup_error=OfflineModeIsEnabled(f"offline; token {token}")).install(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model", "--space-dir", str(SPACE)]) == 1
+    err = capsys.readouterr().err
+    assert "could not look up the model my-org/meme-model" in err and "nothing was uploaded" in err
+    assert "OfflineModeIsEnabled" in err and "upload failed" not in err and token not in err
+    assert hub.pushed() == []
 
 
 def test_push_space_never_prints_the_token(tmp_path, monkeypatch, capsys):
