@@ -196,8 +196,8 @@ def build_processor(needs, data_args: DataArguments, tokenizer=None, image_proce
     """The run's `MemeProcessor`: the Trainer's data collator, saved beside the model for inference.
 
     With `mixed_precision` (fp16/bf16 training) region features stay float16 until the model's autocast uses
-    them (see `MemeCollator.region_dtype`); `label_names`: the classes of a head of more than two
-    (`apply_class_names`), so the pipeline names its predictions as the model's config does; `settings` are
+    them (see `MemeCollator.region_dtype`); `label_names`: the head's class names (`apply_class_names`), so
+    the pipeline names its predictions as the model's config does; `settings` are
     further processor fields (the detector, the fastText model)."""
     if data_args.label_column in fine_grained_tasks():  # a fine-grained task: a multi-label head
         settings.update(multi_label=True, label_names=list(fine_grained_tasks()[data_args.label_column]))
