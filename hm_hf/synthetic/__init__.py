@@ -5,7 +5,9 @@
   annotations) and MMHS150K, and their region features in a real feature cache (the embedded default of the README's main job, the tests and the
   benchmarks: the real data cannot be downloaded here, and HMD's images may not be redistributed);
 - `detector`: its "detector", which finds the drawn shapes and gives the features `data` stores;
-- `examples`: the Space's example memes.
+- `examples`: the Space's example memes;
+- `clip_pretraining`: a tiny CLIP pre-trained with the CLIP loss on synthetic image / caption pairs, the
+  stand-in for a web-pretrained CLIP that frozen-CLIP recipes (RGCL's) need.
 The tiny random CLIP checkpoint (`hm_hf.models.clip.make_tiny_clip`) takes its default vocabulary from `world`.
 """
 
@@ -19,4 +21,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     ],
     "detector": ["SyntheticShapeDetector"],
     "examples": ["make_examples"],
+    "clip_pretraining": ["pretrain_tiny_clip", "zero_shot_accuracy"],
 })

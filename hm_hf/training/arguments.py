@@ -88,6 +88,12 @@ class DataArguments:
         metadata={"help": "write the synthetic data set (and its features) to data_dir when it is missing"},
     )
     synthetic_scale: float = field(default=1.0, metadata={"help": "size of the synthetic data set"})
+    synthetic_clip_pretraining_pairs: int = field(
+        default=0,
+        metadata={"help": "clip / rgcl with synthetic_if_missing: a missing CLIP folder gets a tiny CLIP pre-trained "
+                          "with the CLIP loss on this many synthetic image / caption pairs "
+                          "(hm_hf.synthetic.clip_pretraining), the frozen-CLIP stand-in; 0: a random tiny CLIP"},
+    )
     dataset_cache_dir: str | None = field(default=None, metadata={"help": "where datasets caches the build"})
     train_split: str = field(default="train", metadata={"help": "the split trained on"})
     eval_split: str = field(
@@ -113,6 +119,9 @@ class DataArguments:
 
     def __post_init__(self):
         _at_least(self, max_text_length=1, max_regions=1, max_train_samples=1)
+        if self.synthetic_clip_pretraining_pairs < 0:
+            raise RecipeError("synthetic_clip_pretraining_pairs must be >= 0, got "
+                              f"{self.synthetic_clip_pretraining_pairs}")
         if not self.synthetic_scale > 0:
             raise RecipeError(f"synthetic_scale must be > 0, got {self.synthetic_scale}")
 

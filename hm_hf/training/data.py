@@ -160,8 +160,9 @@ def load_tokenizer(model_args: ModelArguments, splits, data_args: DataArguments,
 
 
 def ensure_tiny_clip(model_args: ModelArguments, splits, data_args: DataArguments) -> str:
-    """clip: the CLIP checkpoint folder; with `synthetic_if_missing`, a tiny random CLIP (its tokenizer's
-    merges learnt from the training texts) is written there when it does not exist yet."""
+    """clip: the CLIP checkpoint folder; with `synthetic_if_missing`, a tiny CLIP (its tokenizer's merges
+    learnt from the training texts) is written there when it does not exist yet: random, or with
+    `synthetic_clip_pretraining_pairs` pre-trained on synthetic image / caption pairs."""
     name = model_args.vision_model_name_or_path
     if not name or not data_args.synthetic_if_missing or (Path(name) / "config.json").is_file():
         return name
@@ -172,8 +173,16 @@ def ensure_tiny_clip(model_args: ModelArguments, splits, data_args: DataArgument
         if state.is_main_process and not (Path(name) / "config.json").is_file():
             train = splits[data_args.train_split]
             texts = list(train[TEXT_COLUMNS[data_args.dataset]])
-            logger.info("writing a tiny random CLIP (tokenizer from the %s split) to %s", data_args.train_split, name)
-            make_tiny_clip(name, texts)
+            pairs = data_args.synthetic_clip_pretraining_pairs
+            if pairs:
+                from hm_hf.synthetic.clip_pretraining import pretrain_tiny_clip
+
+                logger.info("writing a tiny CLIP pre-trained on %d synthetic image / caption pairs to %s", pairs, name)
+                pretrain_tiny_clip(name, texts, num_pairs=pairs)
+            else:
+                logger.info("writing a tiny random CLIP (tokenizer from the %s split) to %s", data_args.train_split,
+                            name)
+                make_tiny_clip(name, texts)
     return name
 
 
