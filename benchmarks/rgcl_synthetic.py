@@ -6,7 +6,9 @@ confounder pairs: each caption once with each kind of image, opposite labels), d
 beat its no-retrieval ablation (config_tiny_rgcl_no_retrieval.yaml: same model, cross-entropy only, head
 only), and does adding labelled memes to the index help with no retraining?
 
-For each seed and training-set size, both recipes are trained (in-process, `hm_hf.training.run.main`);
+Both recipes are the paper's frozen-CLIP setting (their tiny CLIP pre-trained on synthetic image / caption
+pairs once, in the work folder). For each seed and training-set size, both are trained (in-process,
+`hm_hf.training.run.main`) on the benchmark's own synthetic set (`BENCH_SPLITS`: 400 dev_unseen memes);
 dev_unseen is then scored by every decision rule, first with the index over the training split as saved,
 then after `hm-hf index add` (`hm_hf.retrieval.cli.add_to_index`) of the dev_unseen memes' *labelled
 twins*: the same caption and the same kind of object, re-drawn (new position, size, background and
@@ -14,7 +16,7 @@ distractors; new ids), i.e. re-posts of the evaluation memes that a moderator la
 No model is retrained for that step. Prints AUROC mean +- std (ddof=1) over seeds per (size, model, rule,
 index) and writes the runs to JSON.
 
-    python benchmarks/rgcl_synthetic.py --seeds 5 --train-sizes 96 480   # CPU, ~1 min per training run
+    python benchmarks/rgcl_synthetic.py --seeds 5 --train-sizes 480 960  # CPU, ~1-2 min per training run
     python benchmarks/rgcl_synthetic.py --tiny                            # smoke test (1 seed, 2 epochs)
 """
 
@@ -35,6 +37,10 @@ sys.path.insert(0, str(ROOT))
 RECIPES = {"rgcl": "recipes/synthetic/config_tiny_rgcl.yaml",
            "no_retrieval": "recipes/synthetic/config_tiny_rgcl_no_retrieval.yaml"}
 TWIN_ID_OFFSET = 100_000
+#: the benchmark's own synthetic set: larger evaluation splits than the recipes' (dev_unseen: 200 confounder pairs)
+BENCH_SPLITS = {"train": 960, "dev_seen": 200, "dev_unseen": 400, "test_seen": 8}
+TINY_SPLITS = {"train": 64, "dev_seen": 8, "dev_unseen": 16, "test_seen": 2}  # --tiny
+BENCH_DATA_SEED = 3
 
 
 def write_twins(data_dir: Path, split: str, out_dir: Path, seed: int = 7) -> Path:
@@ -91,8 +97,10 @@ def score_split(model_dir: Path, data_dir: Path, split: str) -> dict[str, float]
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--train-sizes", type=int, nargs="+", default=[96, 480])
-    parser.add_argument("--data-dir", default=str(ROOT / "data" / "synthetic_hmd"))
+    parser.add_argument("--train-sizes", type=int, nargs="+", default=[480, 960])
+    parser.add_argument("--data-dir", default=None,
+                        help="a Hateful-Memes-format folder (default: a synthetic one written to the work folder: "
+                             f"{BENCH_SPLITS})")
     parser.add_argument("--split", default="dev_unseen")
     parser.add_argument("--work-dir", default=None, help="where runs go (default: a temporary folder)")
     parser.add_argument("--tiny", action="store_true", help="1 seed, 2 epochs: only that it runs")
@@ -102,10 +110,16 @@ def main(argv=None) -> int:
     from hm_hf.retrieval.cli import add_to_index
     from hm_hf.training import run
 
-    data_dir = Path(args.data_dir)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="rgcl_bench_"))
+    data_dir = Path(args.data_dir) if args.data_dir else work / "data"
+    if not (data_dir / "train.jsonl").is_file():
+        from hm_hf.synthetic import make_hmd
+
+        make_hmd(data_dir, splits=TINY_SPLITS if args.tiny else BENCH_SPLITS, seed=BENCH_DATA_SEED)
+    shared = ["--data_dir", str(data_dir), "--vision_model_name_or_path", str(work / "tiny_clip_pretrained"),
+              "--dataset_cache_dir", str(work / "datasets_cache")]
     seeds = [12345 + i for i in range(1 if args.tiny else args.seeds)]
-    extra = ["--num_train_epochs", "2"] if args.tiny else []
+    extra = ["--num_train_epochs", "2", "--synthetic_clip_pretraining_pairs", "64"] if args.tiny else []
     records = []
     twins = None
     for size in args.train_sizes:
@@ -113,8 +127,8 @@ def main(argv=None) -> int:
             for name, recipe in RECIPES.items():
                 out = work / f"{name}-n{size}-s{seed}"
                 if not (out / "all_results.json").is_file():
-                    run.main([str(ROOT / recipe), "--output_dir", str(out), "--seed", str(seed), "--data_dir",
-                              str(data_dir), "--max_train_samples", str(size), "--save_total_limit", "1", *extra])
+                    run.main([str(ROOT / recipe), "--output_dir", str(out), "--seed", str(seed), *shared,
+                              "--max_train_samples", str(size), "--save_total_limit", "1", *extra])
                 if twins is None:
                     twins = write_twins(data_dir, args.split, work / "twins")
                 scores = {"train_index": score_split(out, data_dir, args.split)}

@@ -226,8 +226,9 @@ def test_rgcl_is_binary():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The tiny synthetic recipe, trained once (in-process, the recipe's own settings and training-set size;
-    smaller evaluation splits, no checkpoints). About a minute on one CPU thread: the one slow test here."""
+    """The tiny synthetic recipe, trained once (in-process, the recipe's own settings and training-set size, its
+    frozen tiny CLIP pre-trained here; smaller evaluation splits, no checkpoints). About two minutes on one CPU
+    thread: the one slow test here."""
     from hm_hf.synthetic import make_hmd
     from hm_hf.training.run import main
 
@@ -247,7 +248,13 @@ def trained(tmp_path_factory):
 
 
 def test_training_learns_and_saves_its_index(trained):
+    """The paper's setting: frozen (pre-trained) CLIP, only the MLP and head trained, the in-batch negatives on."""
+    from hm_hf.synthetic.clip_pretraining import PRETRAINING_FILE
+
     root, out = trained
+    assert (root / "tiny_clip" / PRETRAINING_FILE).is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert config["freeze_clip"] and config["in_batch_negatives"] and config["contrastive_loss"] == "triplet"
     results = json.loads((out / "all_results.json").read_text())
     assert results["dev_unseen_auroc"] > 0.7, results["dev_unseen_auroc"]  # chance is 0.5 on confounder pairs
     meta = json.loads((out / INDEX_FILE).read_text())
@@ -346,6 +353,7 @@ def test_lora_on_clip_saves_the_index_beside_the_adapters(tmp_path):
                  "--dataset_cache_dir", str(tmp_path / "cache"), "--vision_model_name_or_path",
                  str(tmp_path / "tiny_clip"), "--output_dir", str(out), "--save_strategy", "no",
                  "--load_best_model_at_end", "false", "--eval_strategy", "no", "--num_train_epochs", "2",
+                 "--synthetic_clip_pretraining_pairs", "0", "--clip_embedding_cache", "false",
                  "--peft_method", "lora", "--config_overrides",
                  "freeze_clip=true,projection_dim=16,pre_output_dim=16,num_pre_output_layers=2,in_batch_negatives=false,"
                  "decision_rule=combined,knn_k=5"]) == 0
