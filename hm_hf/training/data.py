@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate import PartialState
 
 from hm_hf.processing.processor import BINARY_LABEL_NAMES, FASTTEXT_MODEL, MemeProcessor, detector_for_features
-from hm_hf.training.arguments import DataArguments, ModelArguments, RecipeError, fine_grained_tasks
+from hm_hf.training.arguments import DataArguments, ModelArguments, RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -201,17 +201,19 @@ def features_detector(data_args: DataArguments) -> dict:
 
 
 def build_processor(needs, data_args: DataArguments, tokenizer=None, image_processor=None,
-                    mixed_precision: bool = False, label_names=None, **settings) -> MemeProcessor:
+                    mixed_precision: bool = False, label_names=None, multi_label: bool = False,
+                    **settings) -> MemeProcessor:
     """The run's `MemeProcessor`: the Trainer's data collator, saved beside the model for inference.
 
     With `mixed_precision` (fp16/bf16 training) region features stay float16 until the model's autocast uses
-    them (see `MemeCollator.region_dtype`); `label_names`: the head's class names (`apply_class_names`), so
-    the pipeline names its predictions as the model's config does; `settings` are
-    further processor fields (the detector, the fastText model)."""
-    if data_args.label_column in fine_grained_tasks():  # a fine-grained task: a multi-label head
-        settings.update(multi_label=True, label_names=list(fine_grained_tasks()[data_args.label_column]))
-    elif label_names:
+    them (see `MemeCollator.region_dtype`); `label_names`: the head's class names (`apply_class_names`, or a
+    fine-grained task's vocabulary), so the pipeline names its predictions as the model's config does;
+    `multi_label`: a multi-label head (a fine-grained task); `settings` are further processor fields (the
+    detector, the fastText model)."""
+    if label_names:
         settings["label_names"] = list(label_names)
+    if multi_label:
+        settings["multi_label"] = True
     return MemeProcessor(
         model_inputs=tuple(needs),
         tokenizer=tokenizer,

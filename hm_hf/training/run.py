@@ -25,6 +25,7 @@ from transformers import EarlyStoppingCallback, Trainer, set_seed
 
 from hm_hf.data.torch_dataset import RegionRowsDataset
 from hm_hf.fileio import atomic_write_text
+from hm_hf.metrics import MULTI_LABEL
 from hm_hf.peft.params import describe_trainable
 from hm_hf.processing.processor import TOKEN_INPUTS, model_inputs
 from hm_hf.synthetic.data import is_synthetic
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["fasttext_model"] = str(data.fasttext_model_path(data_args, output_dir))
     processor = data.build_processor(inputs, data_args, tokenizer, image_processor,
                                      mixed_precision=training_args.fp16 or training_args.bf16,
-                                     label_names=model_args.label_names, **settings)
+                                     label_names=model_args.label_names,
+                                     multi_label=model_args.problem_type == MULTI_LABEL, **settings)
     peft_config = model_loading.build_peft_config(model, model_args.model_type, peft_args)
     if peft_config is not None:
         from peft import get_peft_model
