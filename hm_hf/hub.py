@@ -54,10 +54,13 @@ MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", 
 
 def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None = None,
                 repo_type: str = "model", commit_message: str = "Upload with hm_hf",
-                ignore_patterns: list[str] | None = None, create_repo_kwargs: dict | None = None) -> str:
+                ignore_patterns: list[str] | None = None, create_repo_kwargs: dict | None = None,
+                extra_folders: dict | None = None) -> str:
     """Create `repo_id` (private by default; an existing repo keeps its visibility) and upload `folder`.
 
-    `create_repo_kwargs` go to `HfApi.create_repo` (a Space's `space_sdk` and `space_variables`)."""
+    `create_repo_kwargs` go to `HfApi.create_repo` (a Space's `space_sdk` and `space_variables`);
+    `extra_folders` ({path in the repo: local folder}) are uploaded too, after `folder` (adapters' local base
+    model as ``base_model/``)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -67,10 +70,13 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **(create_repo_kwargs or {}))
-        info = api.upload_folder(
-            repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), commit_message=commit_message,
-            ignore_patterns=MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns,
-        )
+        patterns = MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns
+        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
+                                 commit_message=commit_message, ignore_patterns=patterns)
+        for path_in_repo, extra in (extra_folders or {}).items():
+            info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(extra),
+                                     path_in_repo=path_in_repo, commit_message=f"{commit_message}: {path_in_repo}",
+                                     ignore_patterns=patterns)
     except OfflineModeIsEnabled:
         raise PushError(f"cannot push to {repo_id}: offline mode is enabled (HF_HUB_OFFLINE); {retry}") from None
     except HfHubHTTPError as err:

@@ -100,3 +100,50 @@ def test_a_base_model_found_nowhere_is_a_named_error_and_base_model_gives_it(tra
     assert "adapter_config.json" in capsys.readouterr().err
     assert cli(["--model", str(folder), "--base-model", base, "--text", "a caption", "--no-regions", image]) == 0
     assert json.loads(capsys.readouterr().out)["image"] == image
+
+
+def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tmp_path, monkeypatch):
+    """Pushed as they are, the adapters would name a folder of the training machine: the push uploads that base
+    model too, as base_model/, and the repo then loads by id where the folder does not exist."""
+    import huggingface_hub
+
+    from hm_hf.inference.model_loading import load_trained_model, local_base_model_to_push
+    from hm_hf.training.run import main
+    from hub_cache import offline_hub_repo
+
+    base = (trained / "models" / "tiny").resolve()
+    assert local_base_model_to_push(trained / "out") == base
+    assert local_base_model_to_push(trained / "models" / "tiny") is None  # not adapters
+    uploads = []
+
+    class FakeApi:  # stands in for the Hub: records each upload_folder
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, folder_path, repo_id, path_in_repo=None, **kwargs):
+            uploads.append((path_in_repo, Path(folder_path)))
+            return f"https://huggingface.co/{repo_id}/commit/{len(uploads)}"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "pushed"
+    assert main([RECIPE, "--model_name_or_path", str(base), "--config_overrides", "", "--peft_method", "lora",
+                 "--data_dir", str(trained / "data"), "--feature_cache", str(trained / "features"),
+                 "--dataset_cache_dir", str(trained / "cache"), "--output_dir", str(out), "--max_steps", "1",
+                 "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
+                 "--load_best_model_at_end", "false", "--push_to_hub", "true", "--hub_model_id", "org/lora"]) == 0
+    assert uploads == [(None, out), ("base_model", base)]
+
+    # The repo as pushed, on a machine without the base model's folder: it loads by id and scores as locally.
+    repo = tmp_path / "repo"
+    shutil.copytree(out, repo)
+    shutil.copytree(base, repo / "base_model")
+    config = json.loads((repo / "adapter_config.json").read_text())
+    (repo / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "/elsewhere/tiny"}))
+    local = load_trained_model(str(out)).eval()
+    offline_hub_repo(tmp_path, monkeypatch, repo, "org/lora")
+    from_hub = load_trained_model("org/lora").eval()
+    for (name, a), (_, b) in zip(sorted(local.state_dict().items()), sorted(from_hub.state_dict().items())):
+        torch.testing.assert_close(a, b, msg=name)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from hm_hf.fileio import read_json_object
-from hm_hf.hub import model_file
+from hm_hf.hub import model_file, model_path
 
-__all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model", "local_reference"]
+__all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model", "local_base_model_to_push", "local_reference"]
 
 BASE_MODEL_DIR = "base_model"
 
@@ -55,13 +55,35 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         base_model = AutoModelForSequenceClassification.from_pretrained(str(base_model), **kwargs)
     elif local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
         base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
+    elif not local.is_dir() and model_file(path, f"{BASE_MODEL_DIR}/config.json", kwargs.get("revision")):
+        # A Hub repo whose base model travelled with it (a random-init one, or a local folder the push copied),
+        # loaded from its downloaded folder: by repo id and `subfolder`, transformers would follow the repo's
+        # adapter_config.json to the base model it names instead.
+        downloaded = model_path(path, BASE_MODEL_DIR, kwargs.get("revision"))
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(downloaded), **kwargs)
     elif base:
         base_model = _load_base(base, adapter_file, local if local.is_dir() else None, **kwargs)
-    else:  # a Hub repo whose base model travelled with it
-        base_model = AutoModelForSequenceClassification.from_pretrained(path, subfolder=BASE_MODEL_DIR, **kwargs)
+    else:
+        raise OSError(f"{adapter_file}: names no base model (base_model_name_or_path) and {path} has no "
+                      f"{BASE_MODEL_DIR}/ folder; pass the base model's location: load_trained_model(path, "
+                      "base_model=...) or `hm-hf predict --base-model ...`")
     model = PeftModel.from_pretrained(base_model, path)
     _attach_retrieval_index(base_model, path)
     return model
+
+
+def local_base_model_to_push(folder) -> Path | None:
+    """The local base-model folder that must travel with the adapters in `folder` when they are pushed: the one
+    adapter_config.json names when it is a folder on this machine (a Hub id loads anywhere) and `folder` has no
+    ``base_model/`` of its own; else None. Without it the pushed adapters would name a path of this machine."""
+    folder = Path(folder)
+    adapter_file = folder / "adapter_config.json"
+    if not adapter_file.is_file() or (folder / BASE_MODEL_DIR).is_dir():
+        return None
+    base = read_json_object(adapter_file, "PEFT adapter settings",
+                            "save the adapters again (model.save_pretrained)").get("base_model_name_or_path")
+    location = Path(_base_location(base, folder)) if base else None
+    return location if location is not None and location.is_dir() else None
 
 
 def _attach_retrieval_index(base_model, path: str) -> None:

@@ -209,11 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     state.wait_for_everyone()
     if push_to_hub and state.is_main_process:
         from hm_hf.hub import PushError, push_folder
+        from hm_hf.inference.model_loading import BASE_MODEL_DIR, local_base_model_to_push
 
         repo_id = training_args.hub_model_id or output_dir.name
+        extra = {}
+        base = local_base_model_to_push(output_dir)
+        if base is not None:
+            logger.info("the adapters' base model is a local folder (%s): pushing it too, as %s/, so that %s "
+                        "loads on any machine", base, BASE_MODEL_DIR, repo_id)
+            extra[BASE_MODEL_DIR] = base
         try:
             push_folder(output_dir, repo_id, private=training_args.hub_private_repo is not False,
-                        token=training_args.hub_token)
+                        token=training_args.hub_token, extra_folders=extra)
         except PushError as err:
             logger.error("%s", err)
             return 1
