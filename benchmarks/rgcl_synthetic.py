@@ -111,12 +111,19 @@ def main(argv=None) -> int:
     from hm_hf.training import run
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="rgcl_bench_"))
-    data_dir = Path(args.data_dir) if args.data_dir else work / "data"
-    if not (data_dir / "train.jsonl").is_file():
-        from hm_hf.synthetic import make_hmd
+    mode = "tiny" if args.tiny else "full"  # a reused --work-dir keeps each mode's data and CLIP apart
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+        if not (data_dir / f"{args.split}.jsonl").is_file():
+            parser.error(f"--data-dir {data_dir}: no {args.split}.jsonl (a Hateful-Memes-format folder, official "
+                         "layout); leave --data-dir out for the benchmark's own synthetic set")
+    else:
+        data_dir = work / f"data-{mode}"
+        if not (data_dir / "train.jsonl").is_file():
+            from hm_hf.synthetic import make_hmd
 
-        make_hmd(data_dir, splits=TINY_SPLITS if args.tiny else BENCH_SPLITS, seed=BENCH_DATA_SEED)
-    shared = ["--data_dir", str(data_dir), "--vision_model_name_or_path", str(work / "tiny_clip_pretrained"),
+            make_hmd(data_dir, splits=TINY_SPLITS if args.tiny else BENCH_SPLITS, seed=BENCH_DATA_SEED)
+    shared = ["--data_dir", str(data_dir), "--vision_model_name_or_path", str(work / f"tiny_clip_pretrained-{mode}"),
               "--dataset_cache_dir", str(work / "datasets_cache")]
     seeds = [12345 + i for i in range(1 if args.tiny else args.seeds)]
     extra = ["--num_train_epochs", "2", "--synthetic_clip_pretraining_pairs", "64"] if args.tiny else []
@@ -125,12 +132,12 @@ def main(argv=None) -> int:
     for size in args.train_sizes:
         for seed in seeds:
             for name, recipe in RECIPES.items():
-                out = work / f"{name}-n{size}-s{seed}"
+                out = work / f"{name}-{mode}-n{size}-s{seed}"
                 if not (out / "all_results.json").is_file():
                     run.main([str(ROOT / recipe), "--output_dir", str(out), "--seed", str(seed), *shared,
                               "--max_train_samples", str(size), "--save_total_limit", "1", *extra])
                 if twins is None:
-                    twins = write_twins(data_dir, args.split, work / "twins")
+                    twins = write_twins(data_dir, args.split, work / f"twins-{mode}")
                 scores = {"train_index": score_split(out, data_dir, args.split)}
                 with_twins = work / f"{out.name}-twins"
                 shutil.rmtree(with_twins, ignore_errors=True)

@@ -55,28 +55,32 @@ MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", 
 def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None = None,
                 repo_type: str = "model", commit_message: str = "Upload with hm_hf",
                 ignore_patterns: list[str] | None = None, create_repo_kwargs: dict | None = None,
-                extra_folders: dict | None = None) -> str:
+                extra_folders: dict | None = None, delete_patterns: list[str] | None = None) -> str:
     """Create `repo_id` (private by default; an existing repo keeps its visibility) and upload `folder`.
 
     `create_repo_kwargs` go to `HfApi.create_repo` (a Space's `space_sdk` and `space_variables`);
-    `extra_folders` ({path in the repo: local folder}) are uploaded too, after `folder` (adapters' local base
-    model as ``base_model/``)."""
+    `extra_folders` ({path in the repo: local folder}, an adapters' local base model as ``base_model/``) are
+    uploaded first, each replacing what the repo held at that path, so `folder` (which names them) never lands
+    without them; `delete_patterns`: remote files `folder`'s upload removes (what an earlier push left)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     folder = Path(folder)
     kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
-    retry = f"the files are saved in {folder}; push them later with `hf upload{kind} {repo_id} {folder}`"
+    commands = [f"`hf upload{kind} {repo_id} {extra} {path_in_repo}`" for path_in_repo, extra in
+                (extra_folders or {}).items()] + [f"`hf upload{kind} {repo_id} {folder}`"]
+    retry = f"the files are saved in {folder}; push them later with {', then '.join(commands)}"
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **(create_repo_kwargs or {}))
         patterns = MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns
-        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
-                                 commit_message=commit_message, ignore_patterns=patterns)
         for path_in_repo, extra in (extra_folders or {}).items():
-            info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(extra),
-                                     path_in_repo=path_in_repo, commit_message=f"{commit_message}: {path_in_repo}",
-                                     ignore_patterns=patterns)
+            api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(extra), path_in_repo=path_in_repo,
+                              commit_message=f"{commit_message}: {path_in_repo}", ignore_patterns=patterns,
+                              delete_patterns=["**"])
+        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
+                                 commit_message=commit_message, ignore_patterns=patterns,
+                                 **({"delete_patterns": delete_patterns} if delete_patterns else {}))
     except OfflineModeIsEnabled:
         raise PushError(f"cannot push to {repo_id}: offline mode is enabled (HF_HUB_OFFLINE); {retry}") from None
     except HfHubHTTPError as err:

@@ -249,10 +249,11 @@ def trained(tmp_path_factory):
 
 def test_training_learns_and_saves_its_index(trained):
     """The paper's setting: frozen (pre-trained) CLIP, only the MLP and head trained, the in-batch negatives on."""
-    from hm_hf.synthetic.clip_pretraining import PRETRAINING_FILE
+    from hm_hf.synthetic.clip_pretraining import PRETRAINING_FILE, zero_shot_accuracy
 
     root, out = trained
     assert (root / "tiny_clip" / PRETRAINING_FILE).is_file()
+    assert min(zero_shot_accuracy(root / "tiny_clip").values()) > 0.9  # it knows both concepts, apart
     config = json.loads((out / "config.json").read_text())
     assert config["freeze_clip"] and config["in_batch_negatives"] and config["contrastive_loss"] == "triplet"
     results = json.loads((out / "all_results.json").read_text())

@@ -123,18 +123,21 @@ def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tm
         def create_repo(self, repo_id, **kwargs):
             pass
 
-        def upload_folder(self, folder_path, repo_id, path_in_repo=None, **kwargs):
-            uploads.append((path_in_repo, Path(folder_path)))
+        def upload_folder(self, folder_path, repo_id, path_in_repo=None, delete_patterns=None, **kwargs):
+            uploads.append((path_in_repo, Path(folder_path), delete_patterns))
             return f"https://huggingface.co/{repo_id}/commit/{len(uploads)}"
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     out = tmp_path / "pushed"
+    (out / "base_model").mkdir(parents=True)  # an earlier random-init run's, in the reused output folder
+    (out / "base_model" / "config.json").write_text("{}")
     assert main([RECIPE, "--model_name_or_path", str(base), "--config_overrides", "", "--peft_method", "lora",
                  "--data_dir", str(trained / "data"), "--feature_cache", str(trained / "features"),
                  "--dataset_cache_dir", str(trained / "cache"), "--output_dir", str(out), "--max_steps", "1",
                  "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
                  "--load_best_model_at_end", "false", "--push_to_hub", "true", "--hub_model_id", "org/lora"]) == 0
-    assert uploads == [(None, out), ("base_model", base)]
+    assert not (out / "base_model").exists()  # the stale base model is gone, not loaded in place of the real one
+    assert uploads == [("base_model", base, ["**"]), (None, out, None)]  # the base first, replacing the repo's
 
     # The repo as pushed, on a machine without the base model's folder: it loads by id and scores as locally.
     repo = tmp_path / "repo"
@@ -145,5 +148,36 @@ def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tm
     local = load_trained_model(str(out)).eval()
     offline_hub_repo(tmp_path, monkeypatch, repo, "org/lora")
     from_hub = load_trained_model("org/lora").eval()
-    for (name, a), (_, b) in zip(sorted(local.state_dict().items()), sorted(from_hub.state_dict().items())):
-        torch.testing.assert_close(a, b, msg=name)
+    local_weights, hub_weights = local.state_dict(), from_hub.state_dict()
+    assert local_weights.keys() == hub_weights.keys()
+    for name, weights in local_weights.items():
+        torch.testing.assert_close(weights, hub_weights[name], msg=name)
+
+
+def test_push_uploads_extra_folders_first_and_a_failure_says_how_to_finish(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from hm_hf.hub import PushError, push_folder
+
+    uploads = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            pass
+
+        def upload_folder(self, folder_path, repo_id, path_in_repo=None, delete_patterns=None, **kwargs):
+            uploads.append((path_in_repo, delete_patterns))
+            if path_in_repo is None:
+                raise OSError("connection reset")
+            return "https://huggingface.co/org/x/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    with pytest.raises(PushError) as err:
+        push_folder(tmp_path / "out", "org/x", extra_folders={"base_model": tmp_path / "base"},
+                    delete_patterns=["base_model/**"])
+    assert uploads == [("base_model", ["**"]), (None, ["base_model/**"])]
+    message = str(err.value)
+    assert f"hf upload org/x {tmp_path / 'base'} base_model" in message and f"hf upload org/x {tmp_path / 'out'}" in message

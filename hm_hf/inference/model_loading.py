@@ -60,6 +60,9 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         # loaded from its downloaded folder: by repo id and `subfolder`, transformers would follow the repo's
         # adapter_config.json to the base model it names instead.
         downloaded = model_path(path, BASE_MODEL_DIR, kwargs.get("revision"))
+        if downloaded is None:
+            raise OSError(f"{path}: its {BASE_MODEL_DIR}/ folder (the adapters' base model) could not be downloaded; "
+                          "check the network and token, or pass base_model=...")
         base_model = AutoModelForSequenceClassification.from_pretrained(str(downloaded), **kwargs)
     elif base:
         base_model = _load_base(base, adapter_file, local if local.is_dir() else None, **kwargs)

@@ -164,7 +164,15 @@ def ensure_tiny_clip(model_args: ModelArguments, splits, data_args: DataArgument
     learnt from the training texts) is written there when it does not exist yet: random, or with
     `synthetic_clip_pretraining_pairs` pre-trained on synthetic image / caption pairs."""
     name = model_args.vision_model_name_or_path
-    if not name or not data_args.synthetic_if_missing or (Path(name) / "config.json").is_file():
+    if not name or not data_args.synthetic_if_missing:
+        return name
+    if (Path(name) / "config.json").is_file():
+        from hm_hf.synthetic.clip_pretraining import PRETRAINING_FILE
+
+        if data_args.synthetic_clip_pretraining_pairs and not (Path(name) / PRETRAINING_FILE).is_file():
+            logger.warning("%s exists and was not pre-trained here (no %s): it is used as it is, not replaced by a "
+                           "tiny CLIP pre-trained on %d synthetic pairs; remove it, or name another folder, to get "
+                           "one", name, PRETRAINING_FILE, data_args.synthetic_clip_pretraining_pairs)
         return name
     from hm_hf.models.clip import make_tiny_clip
 

@@ -10,6 +10,7 @@ absolute path, so the adapters load from any working directory on that machine.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from transformers import AutoConfig
@@ -126,6 +127,16 @@ def save_base_model(model, output_dir) -> None:
 
     Call it before `get_peft_model`: afterwards the modules carry the adapters' wrappers."""
     model.save_pretrained(str(Path(output_dir) / BASE_MODEL_DIR))
+
+
+def remove_stale_base_model(output_dir, base_name_or_path: str) -> None:
+    """Remove a ``base_model/`` an earlier run left in a reused `output_dir`: these adapters sit on
+    `base_name_or_path`, and the loaders read ``base_model/`` first, so it would put them on the wrong base."""
+    stale = Path(output_dir) / BASE_MODEL_DIR
+    if stale.is_dir():
+        logger.warning("removing %s, an earlier run's base model: these adapters' base model is %s", stale,
+                       base_name_or_path)
+        shutil.rmtree(stale)
 
 
 def build_peft_config(model, model_type: str, peft_args: PeftArguments):

@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         if state.is_main_process and not model_args.model_name_or_path:
             # A base model that exists nowhere else travels with its adapters (saved before peft wraps it).
             model_loading.save_base_model(model, output_dir)
+        elif state.is_main_process:
+            model_loading.remove_stale_base_model(output_dir, model_args.model_name_or_path)
         model = get_peft_model(model, peft_config)
     elif peft_args.peft_method == "head_only":
         from hm_hf.peft import freeze_all_but_head
@@ -212,15 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         from hm_hf.inference.model_loading import BASE_MODEL_DIR, local_base_model_to_push
 
         repo_id = training_args.hub_model_id or output_dir.name
-        extra = {}
+        extra, delete = {}, None
         base = local_base_model_to_push(output_dir)
         if base is not None:
             logger.info("the adapters' base model is a local folder (%s): pushing it too, as %s/, so that %s "
                         "loads on any machine", base, BASE_MODEL_DIR, repo_id)
             extra[BASE_MODEL_DIR] = base
+        elif not (output_dir / BASE_MODEL_DIR).is_dir():
+            delete = [f"{BASE_MODEL_DIR}/**"]  # an earlier push's base model would be loaded instead of this one's
         try:
             push_folder(output_dir, repo_id, private=training_args.hub_private_repo is not False,
-                        token=training_args.hub_token, extra_folders=extra)
+                        token=training_args.hub_token, extra_folders=extra, delete_patterns=delete)
         except PushError as err:
             logger.error("%s", err)
             return 1
