@@ -31,7 +31,8 @@ from typing import Iterable
 from hm_hf.synthetic.data import SyntheticMeme, _caption, _draw, _vocabulary
 from hm_hf.synthetic.world import KEYWORDS, REGION_KINDS, keyword_texts
 
-__all__ = ["PRETRAINING_FILE", "describe", "pretrain_tiny_clip", "synthetic_pairs", "zero_shot_accuracy"]
+__all__ = ["KEYWORD_SIGNS", "PRETRAINING_FILE", "describe", "pretrain_tiny_clip", "synthetic_pairs",
+           "zero_shot_accuracy"]
 
 logger = logging.getLogger(__name__)
 
