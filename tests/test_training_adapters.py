@@ -180,4 +180,5 @@ def test_push_uploads_extra_folders_first_and_a_failure_says_how_to_finish(tmp_p
                     delete_patterns=["base_model/**"])
     assert uploads == [("base_model", ["**"]), (None, ["base_model/**"])]
     message = str(err.value)
-    assert f"hf upload org/x {tmp_path / 'base'} base_model" in message and f"hf upload org/x {tmp_path / 'out'}" in message
+    assert f"hf upload org/x {tmp_path / 'base'} base_model" in message
+    assert f"hf upload org/x {tmp_path / 'out'}" in message

@@ -4,12 +4,12 @@ CLIP (OpenAI's ViT-L/14) that frozen-CLIP recipes need and that cannot be downlo
 A *random* tiny CLIP (`hm_hf.models.clip.make_tiny_clip`) gives uninformative frozen vectors, so a frozen-CLIP
 method such as RGCL could only be shown by training the encoders too. Here the tiny CLIP is first trained with
 CLIP's own contrastive loss (``CLIPModel(..., return_loss=True)``) on freshly drawn synthetic pictures, each
-captioned by its regions and one keyword ("friends with a red square and a grey box and a black triangle"). The
-keyword's kind is drawn as a sign (a black triangle or an orange cross, `KEYWORD_SIGNS`) that memes never show, and it is
-independent of the object's kind: the pictures teach CLIP the objects' names and the keywords' two kinds as
-separate concepts, as the web teaches CLIP words and things, and never the memes' label (the XOR of the two
-kinds), nor any pairing of keyword and object. No meme image, label or split is used; the memes' captions only
-join the tokenizer's corpus, so that their words are whole tokens.
+captioned by its regions and one keyword ("friends with a red square and a grey box and a black triangle").
+The keyword's kind is drawn as a sign (a black triangle or an orange cross, `KEYWORD_SIGNS`) that memes never
+show, and it is independent of the object's kind: the pictures teach CLIP the objects' names and the keywords'
+two kinds as separate concepts, as the web teaches CLIP words and things, and never the memes' label (the XOR
+of the two kinds), nor any pairing of keyword and object. No meme image, label or split is used; the memes'
+captions only join the tokenizer's corpus, so that their words are whole tokens.
 
 Example:
     >>> path = pretrain_tiny_clip("data/tiny_clip_pretrained", meme_texts)  # doctest: +SKIP
@@ -93,7 +93,7 @@ def pretrain_tiny_clip(folder, texts: Iterable[str] = (), *, num_pairs: int = 30
     """Write a tiny CLIP pre-trained on `num_pairs` synthetic pairs to `folder` (once: an existing checkpoint is
     kept); return its path. `texts` (the memes' captions) join the pre-training captions in training the
     tokenizer's merges, so the memes' words are whole tokens. The folder appears atomically, with
-    ``synthetic_pretraining.json`` saying how it was made. CPU: about a minute for the defaults."""
+    ``synthetic_pretraining.json`` saying how it was made. CPU: about 40 s for the defaults."""
     import torch
     from tqdm.auto import tqdm
     from transformers import CLIPModel, CLIPProcessor
