@@ -252,3 +252,18 @@ def test_cache_refuses_trainable_encoders(tiny_clip, processor):
     model = _model(tiny_clip, freeze_clip=False)
     with pytest.raises(ValueError, match="frozen"):
         add_clip_embeddings(_dataset(2), model, processor.tokenizer, processor.image_processor)
+
+
+def test_checkpoint_staging_publishes_whole_folders_only(tmp_path):
+    """What `make_tiny_clip` and the synthetic pre-training write appears in one rename or not at all."""
+    from hm_hf.models.clip.tiny_clip import checkpoint_staging, is_clip_checkpoint
+
+    with pytest.raises(RuntimeError):
+        with checkpoint_staging(tmp_path / "clip") as staging:
+            (staging / "config.json").write_text("{}")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor the staging folder
+    with checkpoint_staging(tmp_path / "clip") as staging:
+        for name in ("config.json", "processor_config.json"):
+            (staging / name).write_text("{}")
+    assert is_clip_checkpoint(tmp_path / "clip") and [p.name for p in tmp_path.iterdir()] == ["clip"]

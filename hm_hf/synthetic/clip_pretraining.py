@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -83,10 +81,6 @@ def synthetic_pairs(n: int, seed: int = 0):
     return images, captions
 
 
-def _is_checkpoint(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "processor_config.json").is_file()
-
-
 def pretrain_tiny_clip(folder, texts: Iterable[str] = (), *, num_pairs: int = 3000, epochs: int = 30,
                        batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
                        progress: bool = True, **tiny_clip_sizes) -> str:
@@ -98,20 +92,19 @@ def pretrain_tiny_clip(folder, texts: Iterable[str] = (), *, num_pairs: int = 30
     from tqdm.auto import tqdm
     from transformers import CLIPModel, CLIPProcessor
 
-    from hm_hf.models.clip import make_tiny_clip
+    from hm_hf.models.clip.tiny_clip import checkpoint_staging, is_clip_checkpoint, make_tiny_clip
 
     folder = Path(folder)
-    if _is_checkpoint(folder):
+    if is_clip_checkpoint(folder):
         return str(folder)
     if num_pairs < 2 or epochs < 1:
         raise ValueError(f"pre-training needs at least 2 pairs and 1 epoch, got {num_pairs} pairs, {epochs} epochs")
     images, captions = synthetic_pairs(num_pairs, seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        make_tiny_clip(tmp / "random", [*texts, *keyword_texts(), *captions], seed=seed, **tiny_clip_sizes)
-        model = CLIPModel.from_pretrained(tmp / "random")
-        processor = CLIPProcessor.from_pretrained(tmp / "random")
+    with checkpoint_staging(folder) as staging:
+        initial = make_tiny_clip(staging / "random", [*texts, *keyword_texts(), *captions], seed=seed,
+                                 **tiny_clip_sizes)
+        model, processor = CLIPModel.from_pretrained(initial), CLIPProcessor.from_pretrained(initial)
+        shutil.rmtree(initial)
         pixels = processor(images=images, return_tensors="pt")["pixel_values"]
         tokens = processor.tokenizer(captions, padding=True, return_tensors="pt")
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
@@ -130,21 +123,13 @@ def pretrain_tiny_clip(folder, texts: Iterable[str] = (), *, num_pairs: int = 30
             losses.append(round(total / num_pairs, 4))
         logger.info("tiny CLIP pre-trained on %d synthetic pairs: CLIP loss %.3f -> %.3f", num_pairs, losses[0],
                     losses[-1])
-        out = tmp / "pretrained"
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-        (out / PRETRAINING_FILE).write_text(json.dumps({
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        (staging / PRETRAINING_FILE).write_text(json.dumps({
             "what": "tiny CLIP pre-trained with the CLIP loss on synthetic image / caption pairs "
                     "(hm_hf.synthetic.clip_pretraining); synthetic, not a real CLIP",
             "num_pairs": num_pairs, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
             "seed": seed, "clip_loss_per_epoch": losses}, indent=1) + "\n")
-        try:
-            os.replace(out, folder)
-        except OSError:
-            if not _is_checkpoint(folder):  # not another process's finished copy: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return str(folder)
 
 

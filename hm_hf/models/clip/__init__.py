@@ -5,5 +5,5 @@ from hm_hf.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "configuration_clip": ["FUSIONS", "HmClipConfig"],
     "modeling_clip": ["HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel"],
-    "tiny_clip": ["make_tiny_clip", "train_clip_tokenizer"],
+    "tiny_clip": ["checkpoint_staging", "is_clip_checkpoint", "make_tiny_clip", "train_clip_tokenizer"],
 })

@@ -17,10 +17,11 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-__all__ = ["make_tiny_clip", "train_clip_tokenizer"]
+__all__ = ["checkpoint_staging", "is_clip_checkpoint", "make_tiny_clip", "train_clip_tokenizer"]
 
 # CLIP's pre-tokenisation pattern (as in transformers' CLIPTokenizer).
 _CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
@@ -81,7 +82,7 @@ def make_tiny_clip(
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     folder = Path(folder)
-    if (folder / "config.json").is_file() and (folder / "processor_config.json").is_file():
+    if is_clip_checkpoint(folder):
         return str(folder)
     if texts is None:
         from hm_hf.synthetic.world import keyword_texts
@@ -102,14 +103,32 @@ def make_tiny_clip(
     image_processor = CLIPImageProcessor(size={"height": image_size, "width": image_size}, do_center_crop=False)
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     tokenizer.model_max_length = max_text_length
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        os.replace(tmp, folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "config.json").is_file():  # not someone else's finished copy: a real failure
-            raise
+    with checkpoint_staging(folder) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
     return str(folder)
+
+
+def is_clip_checkpoint(folder) -> bool:
+    """A finished CLIP checkpoint folder: the model's config and the processor's settings are both there."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and (folder / "processor_config.json").is_file()
+
+
+@contextmanager
+def checkpoint_staging(folder) -> Iterator[Path]:
+    """Yield an empty folder beside `folder` to write a checkpoint into; when the block succeeds it becomes
+    `folder` in one rename, so no reader sees half of it (a finished copy another process renamed there first is
+    kept), and the staging folder never stays behind."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield staging
+        try:
+            os.replace(staging, folder)
+        except OSError:
+            if not is_clip_checkpoint(folder):  # not someone else's finished copy: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
