@@ -55,15 +55,11 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         base_model = AutoModelForSequenceClassification.from_pretrained(str(base_model), **kwargs)
     elif local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
         base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
-    elif not local.is_dir() and model_file(path, f"{BASE_MODEL_DIR}/config.json", kwargs.get("revision")):
+    elif not local.is_dir() and (travelled := model_path(path, BASE_MODEL_DIR, kwargs.get("revision"))) is not None:
         # A Hub repo whose base model travelled with it (a random-init one, or a local folder the push copied),
         # loaded from its downloaded folder: by repo id and `subfolder`, transformers would follow the repo's
         # adapter_config.json to the base model it names instead.
-        downloaded = model_path(path, BASE_MODEL_DIR, kwargs.get("revision"))
-        if downloaded is None:
-            raise OSError(f"{path}: its {BASE_MODEL_DIR}/ folder (the adapters' base model) could not be downloaded; "
-                          "check the network and token, or pass base_model=...")
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(downloaded), **kwargs)
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(travelled), **kwargs)
     elif base:
         base_model = _load_base(base, adapter_file, local if local.is_dir() else None, **kwargs)
     else:
