@@ -148,3 +148,59 @@ def test_run_gpu_script_runs_every_step_at_smoke_size(tmp_path):
         assert payload["results"], name
     loading = json.loads((tmp_path / "data_loading_cpu.json").read_text())
     assert loading["gpu_step"]["samples_per_s"]["fixed"] > 0  # compared with the step it just measured
+
+
+def test_rgcl_ablation(bench, tmp_path, capsys):
+    """The RGCL benchmark trains both recipes, scores with and without the twins, and measures the feature
+    ceiling; `hidden_kinds` recovers the generator's own factors from a written meme."""
+    from hm_hf.synthetic import make_hmd
+
+    rgcl_ablation = bench("rgcl_ablation")
+    memes = make_hmd(tmp_path / "kinds", splits={"dev_unseen": 12}, seed=5)["dev_unseen"]
+    rows = [json.loads(line) for line in (tmp_path / "kinds" / "dev_unseen.jsonl").read_text().splitlines()]
+    assert [rgcl_ablation.hidden_kinds(row) for row in rows] == [(m.image_kind, m.text_kind) for m in memes]
+
+    assert rgcl_ablation.main(["--tiny", "--train-sizes", "64", "--work-dir", str(tmp_path / "work")]) == 0
+    out = capsys.readouterr().out
+    for model in ("rgcl", "no_retrieval"):
+        assert f"    64 {model:<13} train_plus_twins_index" in out
+    assert "feature ceiling of the frozen CLIP vectors on dev_unseen" in out
+    twins = (tmp_path / "work" / "twins-tiny" / "dev_unseen_twins.jsonl").read_text().splitlines()
+    assert len(twins) == 16  # one labelled twin per dev_unseen meme
+
+
+def test_rgcl_ablation_paper_recipes(bench, tmp_path, capsys):
+    """`--recipes hmd` trains the paper's recipe and its ablation on a Hateful-Memes folder (here a synthetic one,
+    a tiny CLIP standing in for ViT-L/14-336, one CPU epoch) and scores the training index only; bad folders
+    are refused with what to do."""
+    from hm_hf.models.clip import make_tiny_clip
+    from hm_hf.synthetic import make_hmd
+
+    rgcl_ablation = bench("rgcl_ablation")
+    data = tmp_path / "hmd"
+    make_hmd(data, seed=2)
+    make_tiny_clip(tmp_path / "clip", ["a tiny clip tokenizer vocabulary"])
+    out = tmp_path / "hmd.json"
+    argv = ["--recipes", "hmd", "--data-dir", str(data), "--vision-model", str(tmp_path / "clip"), "--seeds", "1",
+            "--work-dir", str(tmp_path / "work"), "--output", str(out)]
+    fast = "--fp16 false --num_train_epochs 1 --dataloader_num_workers 0 --per_device_train_batch_size 16"
+    assert rgcl_ablation.main([*argv, "--split", "dev_unseen", "--recipe-args", fast]) == 0
+    result = json.loads(out.read_text())
+    assert result["recipes"] == "hmd" and result["feature_ceiling"] is None
+    assert [(r["model"], r["train_size"], sorted(r["auroc"])) for r in result["runs"]] == [
+        ("rgcl", 0, ["train_index"]), ("no_retrieval", 0, ["train_index"])]
+    for run in result["runs"]:
+        assert all(0.0 <= v <= 1.0 for v in run["auroc"]["train_index"].values())
+    ablation = json.loads((tmp_path / "work" / "no_retrieval-hmd-full-n0-s12345" / "config.json").read_text())
+    assert (ablation["contrastive_loss"], ablation["decision_rule"]) == ("none", "head")
+    assert ablation["projection_dim"] == 1024  # the paper's settings, not the tiny recipe's
+
+    not_synthetic = tmp_path / "not_synthetic"
+    not_synthetic.mkdir()
+    (not_synthetic / "dev_unseen.jsonl").write_text((data / "dev_unseen.jsonl").read_text())
+    for bad, message in ((argv[:2], "needs --data-dir"),
+                         ([*argv, "--split", "test_seen"], "test_seen.jsonl: its first line has no label"),
+                         (["--data-dir", str(not_synthetic), "--tiny"], "is not a synthetic folder")):
+        with pytest.raises(SystemExit):
+            rgcl_ablation.main(bad)
+        assert message in capsys.readouterr().err
