@@ -14,8 +14,20 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def model_file(path: str, name: str, revision: str | None = None) -> Path | None:
-    """The file `name` of a local model folder or a Hub repo id `path` (at `revision`); None when it is not there."""
+#: the download options every hm_hf loader takes and passes on together (the names of transformers'
+#: ``from_pretrained`` and huggingface_hub's downloads), so that a model, its processor, decision policy,
+#: adapters, travelled base model, index and detector all come from the same revision, cache and token
+HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
+
+
+def hub_options(kwargs: dict) -> dict:
+    """The Hub download options among `kwargs` (those set: a None is left out)."""
+    return {name: kwargs[name] for name in HUB_OPTIONS if kwargs.get(name) is not None}
+
+
+def model_file(path: str, name: str, **options) -> Path | None:
+    """The file `name` of a local model folder or a Hub repo id `path`; None when it is not there. `options`:
+    `HUB_OPTIONS` (``revision``, ``token``, ``cache_dir``, ...), used for a Hub repo."""
     local = Path(path)
     if local.is_dir():
         return local / name if (local / name).is_file() else None
@@ -23,15 +35,15 @@ def model_file(path: str, name: str, revision: str | None = None) -> Path | None
     from huggingface_hub.errors import EntryNotFoundError
 
     try:
-        return Path(hf_hub_download(path, name, revision=revision))
+        return Path(hf_hub_download(path, name, **hub_options(options)))
     except EntryNotFoundError:
         return None
 
 
-def model_path(path: str, name: str, revision: str | None = None) -> Path | None:
+def model_path(path: str, name: str, **options) -> Path | None:
     """The file or folder `name` (relative) inside a local model folder, or inside the Hub repo `path` (what it
     holds under `name` is downloaded, into the repo's snapshot); None when it is not there. Paths saved in a
-    model's settings are relative to the model, never to the working directory."""
+    model's settings are relative to the model, never to the working directory. `options`: as `model_file`'s."""
     local = Path(path)
     if local.is_dir():
         return local / name if (local / name).exists() else None
@@ -39,7 +51,7 @@ def model_path(path: str, name: str, revision: str | None = None) -> Path | None
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
     try:
-        root = Path(snapshot_download(path, revision=revision, allow_patterns=[name, f"{name}/**"]))
+        root = Path(snapshot_download(path, allow_patterns=[name, f"{name}/**"], **hub_options(options)))
     except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError):  # not a repo, not cached offline, ...
         return None
     return root / name if (root / name).exists() else None

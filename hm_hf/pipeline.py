@@ -53,6 +53,7 @@ from typing import Sequence
 
 import torch
 
+from hm_hf.hub import hub_options
 from hm_hf.images import load_image
 from hm_hf.inference.detectors import load_detector
 from hm_hf.inference.model_loading import base_config, load_trained_model
@@ -143,6 +144,11 @@ class HatefulMemePipeline:
         image_processor=None,
         device: str | torch.device | None = None,
         base_model: str | None = None,
+        *,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
         **settings,
     ) -> "HatefulMemePipeline":
         """Load a model folder / Hub repo saved by the training recipe and what it needs to run.
@@ -151,7 +157,9 @@ class HatefulMemePipeline:
         of saved adapters is, when their adapter_config.json names one not found from here; other keyword
         arguments override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s;
         ``threshold=`` replaces the decision policy's threshold; for a multi-label model it sets every label's
-        threshold, or each label's given a list).
+        threshold, or each label's given a list). `revision`, `token`, `cache_dir`, `local_files_only`: as
+        ``from_pretrained``'s, for everything read from a Hub repo (the model, its processor, decision policy,
+        adapters, base model, index and detector come from the same revision).
         """
         from hm_hf.processing.processor import read_settings
 
@@ -167,14 +175,15 @@ class HatefulMemePipeline:
             given = Path(detector).expanduser()
             named = str(detector) == SYNTHETIC_DETECTOR  # the synthetic world's shape finder, not a folder
             settings["detector"] = str(given.resolve()) if given.is_dir() and not named else str(detector)
-        read_settings(path)  # a broken settings file is reported before the model is loaded
-        model = load_trained_model(path, base_model=base_model)
+        hub = hub_options(dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only))
+        read_settings(path, **hub)  # a broken settings file is reported before the model is loaded
+        model = load_trained_model(path, base_model=base_model, **hub)
         config = base_config(model)
         processor = MemeProcessor.from_pretrained(path, config, tokenizer=tokenizer, image_processor=image_processor,
-                                                  **settings)
+                                                  **hub, **settings)
         if "regions" in processor.model_inputs and (detector is None or isinstance(detector, (str, os.PathLike))):
             detector = load_detector(processor.detector, processor.detector_settings, path,
-                                     feature_dim=getattr(config, "visual_embedding_dim", 2048))
+                                     feature_dim=getattr(config, "visual_embedding_dim", 2048), hub=hub)
         return cls(model, processor, detector=detector, device=device)
 
     def save_pretrained(self, folder) -> None:

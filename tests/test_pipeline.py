@@ -435,6 +435,51 @@ def test_loads_from_a_hub_id(world, tmp_path, monkeypatch):
         1 / (1 + np.exp(-logit / 3.0)), abs=1e-6)
 
 
+def test_a_hub_revision_is_read_whole_and_a_cache_dir_is_used(world, tmp_path, monkeypatch, capsys):
+    """revision= gives that revision's weights, processor settings, tokenizer and decision policy together (not
+    main's settings beside the revision's weights), as `hm-hf predict --revision` does; cache_dir= is where the
+    repo is looked up."""
+    from hm_hf.metrics.policy import DecisionPolicy
+
+    texts = [m.text for split in world["memes"].values() for m in split]
+    version_2, _ = build_tiny_model(tmp_path / "v2", texts, seed=1, max_text_length=24)
+    DecisionPolicy(temperature=2.0, threshold=0.3, rule="max_f1", fitted_on="dev_seen",
+                   calibrated=True).save_pretrained(tmp_path / "v2")
+    absent = ("adapter_config.json", "preprocessor_config.json", "processor_config.json")
+    cache = tmp_path / "elsewhere"
+    for folder, ref, commit in ((world["root"] / "model", "main", "1" * 40), (tmp_path / "v2", "v2", "2" * 40)):
+        offline_hub_repo(tmp_path, monkeypatch, folder, "org/memes", absent=absent, ref=ref, commit=commit,
+                         cache=cache)
+    absent_policy = cache / "models--org--memes" / ".no_exist" / ("1" * 40) / "decision_policy.json"
+    absent_policy.touch()  # main has none
+
+    def weights(model):
+        return model.classifier.weight.detach()
+
+    latest = HatefulMemePipeline.from_pretrained("org/memes", device="cpu", cache_dir=cache)
+    pinned = HatefulMemePipeline.from_pretrained("org/memes", device="cpu", cache_dir=cache, revision="v2")
+    torch.testing.assert_close(weights(latest.model), weights(world["model"]))
+    torch.testing.assert_close(weights(pinned.model), weights(version_2))
+    assert (latest.settings.max_text_length, pinned.settings.max_text_length) == (32, 24)
+    assert latest.decision_policy is None and pinned.decision_policy.temperature == 2.0
+    meme = world["dev"][0]
+    pinned_again = HatefulMemePipeline.from_pretrained(tmp_path / "v2", device="cpu")
+    assert pinned(world["image"](meme), texts=meme.text)["scores"] == pytest.approx(
+        pinned_again(world["image"](meme), texts=meme.text)["scores"], abs=1e-6)
+    with pytest.raises(OSError):  # the default cache does not hold the repo: cache_dir was what found it
+        HatefulMemePipeline.from_pretrained("org/memes", device="cpu")
+
+    import huggingface_hub.constants
+
+    from hm_hf.inference.cli import cli
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    capsys.readouterr()
+    assert cli(["--model", "org/memes", "--revision", "v2", str(world["image"](meme)), "--text", meme.text]) == 0
+    (line,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert line["probability"] == pytest.approx(pinned(world["image"](meme), texts=meme.text)["probability"], abs=1e-6)
+
+
 def test_predict_cli(world, capsys, tmp_path):
     from hm_hf.inference.cli import cli
 

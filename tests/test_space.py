@@ -165,6 +165,24 @@ def test_a_model_trained_on_synthetic_data_says_so_next_to_its_name(app_module, 
     assert "means nothing" not in app_module.MemeApp(real).classify(example, "a caption")[3]
 
 
+def test_a_space_pinned_to_a_model_revision_loads_that_revision(app_module, space_model, tmp_path, monkeypatch):
+    """HM_HF_MODEL_REVISION / --revision: the app reads the model repo at that revision (here the only one: the
+    repo has no main, so an unpinned load fails)."""
+    from hub_cache import offline_hub_repo
+
+    offline_hub_repo(tmp_path, monkeypatch, space_model, "org/space-model", ref="v1", commit="3" * 40)
+    pipe = app_module.load_pipeline("org/space-model", device="cpu", revision="v1")
+    assert pipe.settings.max_text_length == 32
+    with pytest.raises(OSError):
+        app_module.load_pipeline("org/space-model", device="cpu")
+    loaded = {}
+    monkeypatch.setattr(app_module, "load_pipeline", lambda model, **kwargs: loaded.update(kwargs) or 1 / 0)
+    monkeypatch.setenv("HM_HF_MODEL_REVISION", "v1")
+    with pytest.raises(ZeroDivisionError):  # stops before serving
+        app_module.main(["--model", "org/space-model"])
+    assert loaded["revision"] == "v1"
+
+
 def test_missing_default_model_is_a_clear_message(app_module, monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("HM_HF_MODEL", raising=False)
     assert app_module.main(["--model", str(tmp_path / "outputs/synthetic-tiny")]) == 2

@@ -182,3 +182,29 @@ def test_push_uploads_extra_folders_first_and_a_failure_says_how_to_finish(tmp_p
     message = str(err.value)
     assert f"hf upload org/x {tmp_path / 'base'} base_model" in message
     assert f"hf upload org/x {tmp_path / 'out'}" in message
+
+
+def test_adapters_at_a_hub_revision_come_with_that_revision_s_base_model(trained, tmp_path, monkeypatch):
+    """load_trained_model(repo, revision=...) reads adapter_config.json, the adapters and the travelled base_model/
+    of that revision, not main's."""
+    from safetensors.torch import load_file, save_file
+
+    from hm_hf.inference.model_loading import load_trained_model
+    from hub_cache import offline_hub_repo
+
+    versions = {}
+    for ref, commit, change in (("main", "1" * 40, 0.0), ("v2", "2" * 40, 0.5)):
+        folder = tmp_path / ref
+        shutil.copytree(trained / "out", folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+        shutil.copytree(trained / "models" / "tiny", folder / "base_model")
+        config = json.loads((folder / "adapter_config.json").read_text())
+        (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "/elsewhere/x"}))
+        for weights in (folder / "adapter_model.safetensors", folder / "base_model" / "model.safetensors"):
+            save_file({name: tensor + change for name, tensor in load_file(weights).items()}, weights)
+        offline_hub_repo(tmp_path, monkeypatch, folder, "org/lora-versions", ref=ref, commit=commit)
+        versions[ref] = load_trained_model(str(folder)).eval().state_dict()
+    for ref in ("main", "v2"):
+        from_hub = load_trained_model("org/lora-versions", revision=ref).eval().state_dict()
+        assert from_hub.keys() == versions[ref].keys()
+        for name, weights in versions[ref].items():
+            torch.testing.assert_close(from_hub[name], weights, msg=f"{ref}: {name}")

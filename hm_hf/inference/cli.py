@@ -19,6 +19,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-pair", action="append", default=None,
                         help="for models trained on a text pair (MMHS150K: --text is the tweet, this the image's own "
                         "text): the second text, once per image in order ('' for an image without text; default: read by OCR)")
+    parser.add_argument("--revision", default=None,
+                        help="the Hub repo's branch, tag or commit to read everything from (default: main)")
     parser.add_argument("--detector", default=None, help="detector folder / Hub id for region models, or 'synthetic'")
     parser.add_argument("--base-model", default=None,
                         help="for saved adapters: their base model's folder or Hub id, when the one their "
@@ -38,7 +40,8 @@ def cli(argv: list[str] | None = None) -> int:
 
     try:
         pipe = HatefulMemePipeline.from_pretrained(args.model, detector=args.detector, device=args.device,
-                                                   ocr_engine=args.ocr_engine, base_model=args.base_model)
+                                                   ocr_engine=args.ocr_engine, base_model=args.base_model,
+                                                   revision=args.revision)
         results = pipe(list(args.images), texts=args.text, text_pairs=args.text_pair, batch_size=args.batch_size,
                        return_regions=not args.no_regions)
     except (OSError, ValueError, RuntimeError) as err:  # bad image, missing model / detector / tesseract

@@ -20,10 +20,12 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
 
 
-def load_detector(name: str | None, settings: dict | None = None, folder: str | None = None, feature_dim: int = 2048):
+def load_detector(name: str | None, settings: dict | None = None, folder: str | None = None, feature_dim: int = 2048,
+                  hub: dict | None = None):
     """The detector `name`, with `settings` set on its config. A relative `name` is read inside the model
-    `folder` (or its Hub repo), never the working directory: one missing there is an error unless it is a Hub
-    id; "synthetic" is the synthetic world's shape finder (giving `feature_dim`-d features)."""
+    `folder` (or its Hub repo, with the Hub options `hub`: ``revision``, ``token``, ...), never the working
+    directory: one missing there is an error unless it is a Hub id (read with `hub` less the model's revision);
+    "synthetic" is the synthetic world's shape finder (giving `feature_dim`-d features)."""
     if not name:
         raise ValueError("this model reads region features: give a detector (folder, Hub id or 'synthetic')")
     if name == SYNTHETIC_DETECTOR:
@@ -35,7 +37,7 @@ def load_detector(name: str | None, settings: dict | None = None, folder: str | 
 
     location = name
     if folder and not Path(name).is_absolute():
-        inside = model_path(folder, name)
+        inside = model_path(folder, name, **(hub or {}))
         if inside is not None and inside.is_dir():
             location = str(inside)
         elif not _looks_like_hub_id(name):  # a part of the model folder that is missing: not the cwd's namesake
@@ -44,7 +46,8 @@ def load_detector(name: str | None, settings: dict | None = None, folder: str | 
                 "copy the Faster R-CNN that made the training features there, or give detector=<folder or Hub id>"
             )
     try:
-        detector = FrcnnForRegionFeatures.from_pretrained(location)
+        own_repo = {key: value for key, value in (hub or {}).items() if key != "revision"}
+        detector = FrcnnForRegionFeatures.from_pretrained(location, **({} if location != name else own_repo))
     except (OSError, ValueError) as err:
         raise OSError(
             f"this model reads region features, and the detector {location!r} could not be loaded ({err}). Give "

@@ -5,7 +5,8 @@ adapters on a randomly initialised base model have it beside them in ``base_mode
 otherwise ``base_model_name_or_path`` names it: a Hub id, or a local folder (training records its absolute path;
 a relative one, as older runs and hand-edited files have, is read from the working directory, else from the
 adapters' folder). ``base_model=`` gives its location when it is neither. An RGCL model's retrieval index lies
-beside its adapters.
+beside its adapters. The Hub options (``revision``, ``token``, ``cache_dir``, ...) apply to everything read from
+the model's repo; a base model in a repo of its own is read at the revision adapter_config.json records.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hm_hf.fileio import read_json_object
-from hm_hf.hub import model_file, model_path
+from hm_hf.hub import hub_options, model_file, model_path
 
 __all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model", "local_base_model_to_push", "local_reference"]
 
@@ -40,34 +41,39 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
     """Load what `recipes/train_peft.py` saved (a folder or Hub repo): a model, or base model + adapters.
 
     `base_model`: where the adapters' base model is (a folder or Hub id), when adapter_config.json names one
-    that cannot be found from here (a folder of another machine, or moved)."""
+    that cannot be found from here (a folder of another machine, or moved). `kwargs`: ``from_pretrained``'s
+    (``revision``, ``token``, ``cache_dir``, ``torch_dtype``, ...)."""
     from transformers import AutoModelForSequenceClassification
 
     local = Path(path)
-    adapter_file = model_file(path, "adapter_config.json")
+    hub = hub_options(kwargs)
+    adapter_file = model_file(path, "adapter_config.json", **hub)
     if adapter_file is None:
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     from peft import PeftModel
 
-    base = read_json_object(adapter_file, "PEFT adapter settings",
-                            "save the adapters again (model.save_pretrained)").get("base_model_name_or_path")
+    settings = read_json_object(adapter_file, "PEFT adapter settings",
+                                "save the adapters again (model.save_pretrained)")
+    base = settings.get("base_model_name_or_path")
+    other_repo = {name: value for name, value in kwargs.items() if name != "revision"}  # not the adapters' revision
     if base_model is not None:
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(base_model), **kwargs)
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(base_model), **other_repo)
     elif local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **kwargs)
-    elif not local.is_dir() and (travelled := model_path(path, BASE_MODEL_DIR, kwargs.get("revision"))) is not None:
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **other_repo)
+    elif not local.is_dir() and (travelled := model_path(path, BASE_MODEL_DIR, **hub)) is not None:
         # A Hub repo whose base model travelled with it (a random-init one, or a local folder the push copied),
         # loaded from its downloaded folder: by repo id and `subfolder`, transformers would follow the repo's
         # adapter_config.json to the base model it names instead.
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(travelled), **kwargs)
+        base_model = AutoModelForSequenceClassification.from_pretrained(str(travelled), **other_repo)
     elif base:
-        base_model = _load_base(base, adapter_file, local if local.is_dir() else None, **kwargs)
+        revision = {"revision": settings["revision"]} if settings.get("revision") else {}  # the base's own
+        base_model = _load_base(base, adapter_file, local if local.is_dir() else None, **other_repo, **revision)
     else:
         raise OSError(f"{adapter_file}: names no base model (base_model_name_or_path) and {path} has no "
                       f"{BASE_MODEL_DIR}/ folder; pass the base model's location: load_trained_model(path, "
                       "base_model=...) or `hm-hf predict --base-model ...`")
-    model = PeftModel.from_pretrained(base_model, path)
-    _attach_retrieval_index(base_model, path)
+    model = PeftModel.from_pretrained(base_model, path, **hub)
+    _attach_retrieval_index(base_model, path, hub)
     return model
 
 
@@ -85,13 +91,13 @@ def local_base_model_to_push(folder) -> Path | None:
     return location if location is not None and location.is_dir() else None
 
 
-def _attach_retrieval_index(base_model, path: str) -> None:
+def _attach_retrieval_index(base_model, path: str, hub: dict) -> None:
     """An RGCL model's index lies beside its adapters (peft saves only those, training writes the index there):
     attach it, as `HmRgclForHatefulMemes.from_pretrained` does for a whole model."""
     from hm_hf.models.rgcl.modeling_rgcl import HmRgclForHatefulMemes, load_retrieval_index
 
     if isinstance(base_model, HmRgclForHatefulMemes):
-        base_model.retrieval_index = load_retrieval_index(path) or base_model.retrieval_index
+        base_model.retrieval_index = load_retrieval_index(path, **hub) or base_model.retrieval_index
 
 
 def _load_base(base: str, adapter_file: Path, adapters: Path | None, **kwargs):

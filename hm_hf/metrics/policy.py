@@ -210,12 +210,13 @@ class DecisionPolicy:
         return path
 
     @classmethod
-    def from_pretrained(cls, path, revision: str | None = None, num_labels: int = 2) -> "DecisionPolicy":
-        """The policy saved in a model folder or Hub repo (`hm_hf.hub.model_file`), or the neutral one for
-        `num_labels` (T = 1, fixed@0.5 or arg-max) when there is none."""
+    def from_pretrained(cls, path, revision: str | None = None, num_labels: int = 2, **hub) -> "DecisionPolicy":
+        """The policy saved in a model folder or Hub repo (`hm_hf.hub.model_file`; `hub`: its other options,
+        ``token``, ``cache_dir``, ...), or the neutral one for `num_labels` (T = 1, fixed@0.5 or arg-max) when
+        there is none."""
         from hm_hf.hub import model_file
 
-        path = model_file(str(path), POLICY_FILE, revision=revision)
+        path = model_file(str(path), POLICY_FILE, revision=revision, **hub)
         if path is None:
             logger.info("no %s with the model: temperature 1, the model's own decisions", POLICY_FILE)
             return cls.neutral(num_labels)

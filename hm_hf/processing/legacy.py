@@ -96,9 +96,9 @@ def save_pipeline_config(folder, **settings) -> Path:
     return path
 
 
-def load_pipeline_config(path) -> dict:
-    """The settings saved in a model folder / Hub repo ({} when it has none)."""
-    file = model_file(str(path), PIPELINE_CONFIG_NAME)
+def load_pipeline_config(path, **hub) -> dict:
+    """The settings saved in a model folder / Hub repo ({} when it has none); `hub`: the Hub options."""
+    file = model_file(str(path), PIPELINE_CONFIG_NAME, **hub)
     if file is None:
         return {}
     return read_json_object(file, "pipeline settings", "fix it or delete it to use the defaults")

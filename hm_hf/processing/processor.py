@@ -378,14 +378,17 @@ class MemeProcessor:
 
         `config` (the model's config) says what the model reads when the folder does not (older folders); the
         parts not given are loaded from the folder, the decision policy from ``decision_policy.json``.
-        ``AutoProcessor.from_pretrained(folder)`` lands here.
+        ``AutoProcessor.from_pretrained(folder)`` lands here. The Hub options (`hm_hf.hub.HUB_OPTIONS`:
+        ``revision``, ``token``, ``cache_dir``, ...) apply to every file and part read from a Hub repo.
         """
+        from hm_hf.hub import HUB_OPTIONS, hub_options
         from hm_hf.processing import legacy
 
         path = str(path)
-        for auto_only in ("_from_auto", "trust_remote_code"):  # what AutoProcessor passes along
-            settings.pop(auto_only, None)
-        values = read_settings(path, revision)
+        hub = hub_options({**settings, "revision": revision})
+        for not_a_setting in ("_from_auto", "trust_remote_code", *HUB_OPTIONS):  # AutoProcessor passes these on
+            settings.pop(not_a_setting, None)
+        values = read_settings(path, **hub)
         saved_threshold = values.pop("threshold", None)
         overrides = legacy.translate(settings, source="the settings given")
         given_threshold = overrides.pop("threshold", None)
@@ -401,30 +404,30 @@ class MemeProcessor:
             values["label_thresholds"] = list(given)
             given_threshold = None
         if not values.get("model_inputs"):
-            values["model_inputs"] = model_inputs(config if config is not None else _model_config(path))
+            values["model_inputs"] = model_inputs(config if config is not None else _model_config(path, hub))
         inputs = set(values["model_inputs"])
         if inputs & TOKEN_INPUTS and tokenizer is None:
-            tokenizer = _load_tokenizer(path)
+            tokenizer = _load_tokenizer(path, hub)
         if "pixels" in inputs and image_processor is None:
-            image_processor = _load_image_processor(path, values.get("image_processor_name_or_path"))
+            image_processor = _load_image_processor(path, values.get("image_processor_name_or_path"), hub)
         if decision_policy is None and not values.get("multi_label"):
-            decision_policy = _load_policy(path, revision, saved_threshold, given_threshold,
-                                           lambda: (config if config is not None else _model_config(path)).num_labels)
+            decision_policy = _load_policy(path, hub, saved_threshold, given_threshold, lambda: (
+                config if config is not None else _model_config(path, hub)).num_labels)
         if "text_embedding" in inputs and fasttext is None:
-            fasttext, values["fasttext_model"], recorded = _load_fasttext(path, values.get("fasttext_model",
-                                                                                         FASTTEXT_MODEL))
+            fasttext, values["fasttext_model"], recorded = _load_fasttext(
+                path, values.get("fasttext_model", FASTTEXT_MODEL), hub)
             if values.get("fasttext_lowercase") is None:
                 values["fasttext_lowercase"] = recorded
         processor = cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext,
                         decision_policy=decision_policy, **values)
         if config is None:
             try:
-                config = _model_config(path)
+                config = _model_config(path, hub)
             except OSError:  # (a processor folder without its model: nothing to check against)
                 return processor
-        files = [model_file(path, name, revision=revision) for name in (PROCESSOR_CONFIG_NAME, legacy.PIPELINE_CONFIG_NAME)]
+        files = [model_file(path, name, **hub) for name in (PROCESSOR_CONFIG_NAME, legacy.PIPELINE_CONFIG_NAME)]
         processor.check_fits(config, next((str(f) for f in files if f is not None), "the processor settings"),
-                             model_file(path, POLICY_FILE, revision=revision))
+                             model_file(path, POLICY_FILE, **hub))
         return processor
 
     def check_fits(self, config, source: str = "the processor", policy_source=None) -> None:
@@ -510,13 +513,13 @@ def _numpy(logits) -> np.ndarray:
     return np.asarray(logits, dtype=np.float64)
 
 
-def _load_policy(path: str, revision: str | None, saved_threshold, given_threshold, num_labels) -> DecisionPolicy | None:
+def _load_policy(path: str, hub: dict, saved_threshold, given_threshold, num_labels) -> DecisionPolicy | None:
     """The folder's decision policy (``decision_policy.json``; an older folder's ``threshold`` setting when it
     has none), with a threshold given by hand applied; None: the model's own decisions. `num_labels()` gives
-    the model's label count (read only when needed)."""
+    the model's label count (read only when needed); `hub`: the Hub options."""
     policy = None
-    if model_file(path, POLICY_FILE, revision=revision) is not None:
-        policy = DecisionPolicy.from_pretrained(path, revision=revision)
+    if model_file(path, POLICY_FILE, **hub) is not None:
+        policy = DecisionPolicy.from_pretrained(path, **hub)
         if saved_threshold not in (None, 0.5, policy.threshold):  # (0.5: the old files' default, always written)
             logger.warning("%s: the older threshold setting %s is ignored; the threshold is %s's (%s)", path,
                            saved_threshold, POLICY_FILE, policy.threshold)
@@ -530,15 +533,16 @@ def _load_policy(path: str, revision: str | None, saved_threshold, given_thresho
     return policy
 
 
-def read_settings(path: str, revision: str | None = None) -> dict:
+def read_settings(path: str, **hub) -> dict:
     """The processor settings saved in a model folder / Hub repo: ``processor_config.json``, else an older
-    folder's ``hm_hf_pipeline.json`` (translated), else {}. Unknown settings are an error naming the file."""
+    folder's ``hm_hf_pipeline.json`` (translated), else {}. Unknown settings are an error naming the file.
+    `hub`: the Hub options (``revision``, ``token``, ...)."""
     from hm_hf.processing import legacy
 
-    file = model_file(path, PROCESSOR_CONFIG_NAME, revision=revision)
+    file = model_file(path, PROCESSOR_CONFIG_NAME, **hub)
     if file is None:
-        old = legacy.load_pipeline_config(path)
-        source = model_file(path, legacy.PIPELINE_CONFIG_NAME) or f"{path}/{legacy.PIPELINE_CONFIG_NAME}"
+        old = legacy.load_pipeline_config(path, **hub)
+        source = model_file(path, legacy.PIPELINE_CONFIG_NAME, **hub) or f"{path}/{legacy.PIPELINE_CONFIG_NAME}"
         values, fix = legacy.translate(old, source=str(source)), "fix it or delete it to use the defaults"
     else:
         values, source = read_json_object(file, "processor settings", "fix it, or save the processor again"), file
@@ -558,7 +562,7 @@ def read_settings(path: str, revision: str | None = None) -> dict:
     return values
 
 
-def _model_config(path: str):
+def _model_config(path: str, hub: dict | None = None):
     """The model config of a folder / Hub repo saved by hm_hf (a PEFT folder: its base model's)."""
     from transformers import AutoConfig
 
@@ -566,20 +570,21 @@ def _model_config(path: str):
 
     for subfolder in ("", BASE_MODEL_DIR):
         try:
-            return AutoConfig.from_pretrained(path, subfolder=subfolder)
+            return AutoConfig.from_pretrained(path, subfolder=subfolder, **(hub or {}))
         except (OSError, ValueError):
             continue
     raise OSError(f"{path}: no model config found to tell what the model reads; pass config=")
 
 
-def _load_tokenizer(path: str):
+def _load_tokenizer(path: str, hub: dict | None = None):
     from transformers import AutoTokenizer
 
+    hub = hub or {}
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, **hub)
     except (OSError, ValueError) as first:
         try:  # the recipe also keeps the tokenizer it trained in tokenizer/
-            return AutoTokenizer.from_pretrained(path, subfolder="tokenizer")
+            return AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **hub)
         except (OSError, ValueError):
             raise OSError(
                 f"{path}: no tokenizer found beside the model ({first}); "
@@ -587,27 +592,36 @@ def _load_tokenizer(path: str):
             ) from None
 
 
-def _load_image_processor(path: str, name_or_path: str | None):
+def _load_image_processor(path: str, name_or_path: str | None, hub: dict | None = None):
     from transformers import AutoImageProcessor
 
-    if model_file(path, "preprocessor_config.json") is not None:
-        return AutoImageProcessor.from_pretrained(path)
+    hub = hub or {}
+    if model_file(path, "preprocessor_config.json", **hub) is not None:
+        return AutoImageProcessor.from_pretrained(path, **hub)
     if name_or_path:  # a folder of the model's first (a relative setting is the model's, not the cwd's)
-        inside = None if Path(name_or_path).is_absolute() else model_path(path, name_or_path)
-        return AutoImageProcessor.from_pretrained(str(inside) if inside is not None else name_or_path)
+        inside = None if Path(name_or_path).is_absolute() else model_path(path, name_or_path, **hub)
+        if inside is not None:
+            return AutoImageProcessor.from_pretrained(str(inside))
+        return AutoImageProcessor.from_pretrained(name_or_path, **_other_repo(hub))
     raise OSError(
         f"{path} has no preprocessor_config.json and no image_processor setting: this model reads pixels, so pass "
         "image_processor=<the vision backbone's folder or Hub id> (the recipe's vision_model_name_or_path)"
     )
 
 
-def _load_fasttext(path: str, name: str):
+def _other_repo(hub: dict) -> dict:
+    """The Hub options for a part named by a Hub id of its own: the model's revision is not that repo's."""
+    return {name: value for name, value in hub.items() if name != "revision"}
+
+
+def _load_fasttext(path: str, name: str, hub: dict | None = None):
     """(fastText model, its file, whether it was trained on lowercased text)."""
     from hm_hf.text.fasttext_embeddings import _read_metadata, load_fasttext
 
-    file = Path(name) if Path(name).is_absolute() else model_file(path, name)
+    hub = hub or {}
+    file = Path(name) if Path(name).is_absolute() else model_file(path, name, **hub)
     if file is not None and not Path(name).is_absolute():
-        model_file(path, f"{name}.json")  # its record (lowercase, ...) beside it, also from a Hub repo
+        model_file(path, f"{name}.json", **hub)  # its record (lowercase, ...) beside it, also from a Hub repo
     if file is None or not file.is_file():
         raise FileNotFoundError(
             f"{path}: this model reads fastText sentence vectors but {name} is not there; "

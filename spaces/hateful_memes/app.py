@@ -93,8 +93,10 @@ def default_model() -> str:
     return DEFAULT_MODEL
 
 
-def load_pipeline(model: str, detector: str | None = None, device: str | None = None) -> HatefulMemePipeline:
-    """The model's pipeline; the README's synthetic model gets the synthetic world's detector by default."""
+def load_pipeline(model: str, detector: str | None = None, device: str | None = None,
+                  revision: str | None = None) -> HatefulMemePipeline:
+    """The model's pipeline (a Hub repo at `revision`: a Space pinned to a model version does not change when
+    the repo does); the README's synthetic model gets the synthetic world's detector by default."""
     from hm_hf.processing import PROCESSOR_CONFIG_NAME
     from hm_hf.processing.legacy import PIPELINE_CONFIG_NAME
 
@@ -103,7 +105,8 @@ def load_pipeline(model: str, detector: str | None = None, device: str | None = 
     if detector is None and folder.is_dir() and not saved:
         if folder.resolve().as_posix().endswith(DEFAULT_MODEL):
             detector = "synthetic"  # trained on the synthetic data set's features (see hm_hf.synthetic.detector)
-    return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS)
+    return HatefulMemePipeline.from_pretrained(model, detector=detector, device=device, max_pixels=MAX_PIXELS,
+                                               revision=revision)
 
 
 SYNTHETIC_NOTICE = (
@@ -359,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", default=os.environ.get("HM_HF_DETECTOR"),
                         help="detector folder / Hub id for region models, or 'synthetic' (default: the model's "
                         "processor_config.json)")
+    parser.add_argument("--revision", default=os.environ.get("HM_HF_MODEL_REVISION"),
+                        help="the model repo's branch, tag or commit (default: $HM_HF_MODEL_REVISION, else main)")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--device", default=None)
@@ -369,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if model.endswith(DEFAULT_MODEL) and not Path(model).is_dir():  # never look for it on the Hub
             raise FileNotFoundError(f"{model} does not exist")
-        pipeline = load_pipeline(model, detector=args.detector, device=args.device)
+        pipeline = load_pipeline(model, detector=args.detector, device=args.device, revision=args.revision)
     except (OSError, ValueError) as err:
         print(f"app: cannot load the model {model!r}: {err}", file=sys.stderr)
         if model.endswith(DEFAULT_MODEL):
