@@ -11,8 +11,9 @@ caption pairs once, in the work folder). For each seed and training-set size, bo
 decision rule, first with the index over the training split as saved, then after `hm-hf index add`
 (`hm_hf.retrieval.cli.add_to_index`) of the dev_unseen memes' *labelled twins*: the same caption and the same
 kind of object, re-drawn (new position, size, background and distractors; new ids), i.e. re-posts of the
-evaluation memes that a moderator labelled after training. No model is retrained for that step. Last, the
-*feature ceiling* (`feature_ceiling`): how well any head could do on these frozen CLIP vectors.
+evaluation memes that a moderator labelled after training. No model is retrained for that step. Last,
+*reference heads* (`reference_heads`): what heads trained on far more memes reach on the same frozen CLIP
+vectors, i.e. how much room the features leave above the recipes' heads.
 
 `--recipes hmd` (a GPU, the real data, a local copy of the CLIP checkpoint without Hub access): the same
 comparison with the paper's settings, recipes/rgcl/frozen/config_hmd.yaml against
@@ -20,7 +21,7 @@ config_hmd_no_retrieval.yaml, on the whole training split (or `--train-sizes`), 
 
 Prints AUROC mean +- std (ddof=1) over seeds per (size, model, rule, index) and writes the runs to JSON.
 
-    python benchmarks/rgcl_ablation.py --seeds 5 --train-sizes 120 240 480 960  # CPU, ~1 min per training run
+    python benchmarks/rgcl_ablation.py          # 5 seeds x 120 / 240 / 480 / 960 memes; CPU, ~1 min per training run
     python benchmarks/rgcl_ablation.py --tiny                                   # smoke test (1 seed, 2 epochs)
     python benchmarks/rgcl_ablation.py --recipes hmd --data-dir data/hateful_memes \
         --vision-model <local openai/clip-vit-large-patch14-336> --seeds 5
@@ -29,6 +30,7 @@ Prints AUROC mean +- std (ddof=1) over seeds per (size, model, rule, index) and 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import shlex
@@ -95,7 +97,8 @@ def score_split(model_dir: Path, data_dir: Path, split: str) -> dict[str, float]
     from hm_hf.processing import MemeProcessor
     from hm_hf.models.rgcl.modeling_rgcl import rgcl_model
 
-    model = rgcl_model(load_trained_model(str(model_dir))).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = rgcl_model(load_trained_model(str(model_dir))).eval().to(device)
     processor = MemeProcessor.from_pretrained(str(model_dir), model.config)
     rows = [json.loads(line) for line in (data_dir / f"{split}.jsonl").read_text().splitlines()]
     head, knn, labels = [], [], []
@@ -103,8 +106,9 @@ def score_split(model_dir: Path, data_dir: Path, split: str) -> dict[str, float]
         chunk = rows[start:start + 64]
         batch = processor([{processor.text_column: r["text"], processor.image_column: load_image(data_dir / r["img"])}
                            for r in chunk])
+        batch = {key: value.to(device) if hasattr(value, "to") else value for key, value in batch.items()}
         with torch.no_grad():
-            out = model(**batch, meme_ids=torch.tensor([r["id"] for r in chunk]), return_neighbours=True)
+            out = model(**batch, meme_ids=torch.tensor([r["id"] for r in chunk], device=device), return_neighbours=True)
         head += out.head_logits.float().softmax(-1)[:, 1].tolist()
         knn += out.knn_probability.tolist()
         labels += [r["label"] for r in chunk]
@@ -139,12 +143,12 @@ def clip_vectors(clip_dir: Path, data_dir: Path, split: str) -> tuple:
             np.array([r["label"] for r in rows]), [r["text"] for r in rows])
 
 
-def feature_ceiling(clip_dir: Path, data_dir: Path, split: str, probe_dir: Path, size: int) -> dict:
-    """How far can any head on these frozen vectors go? Probes trained on `size` fresh memes (the benchmark's
-    generator and vocabulary, no caption of `split`), scored on `split`: a logistic regression per hidden
-    factor (image kind from the image vector, text kind from the text vector), the XOR of their probabilities
-    as a meme's score, and an MLP on both vectors trained on the label itself. The better of the two AUROCs
-    bounds what a loss on top of these vectors can add (both use far more memes than the recipes see)."""
+def reference_heads(clip_dir: Path, data_dir: Path, split: str, probe_dir: Path, size: int) -> dict:
+    """How much room do these frozen vectors leave above the recipes' heads? Heads trained on `size` fresh memes
+    (the benchmark's generator and vocabulary, no caption of `split`), scored on `split`: a logistic regression
+    per hidden factor (image kind from the image vector, text kind from the text vector), the XOR of their
+    probabilities as a meme's score, and an MLP on both vectors trained on the label itself. Their AUROCs are
+    reached, so the best head on these vectors does at least as well (a floor under the ceiling, not a bound)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -175,7 +179,7 @@ def main(argv=None) -> int:
     parser.add_argument("--recipes", choices=sorted(RECIPES), default="synthetic")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--train-sizes", type=int, nargs="+", default=None,
-                        help="training memes per run (0: the whole split; default: 480 960 synthetic, 0 hmd)")
+                        help="training memes per run (0: the whole split; default: 120 240 480 960 synthetic, 0 hmd)")
     parser.add_argument("--data-dir", default=None,
                         help="a Hateful-Memes-format folder (--recipes hmd: required; synthetic: default a folder "
                              f"written to the work folder: {BENCH_SPLITS})")
@@ -185,8 +189,8 @@ def main(argv=None) -> int:
                         ", ".join(f"{k} {v}" for k, v in DEFAULT_SPLIT.items()) + ")")
     parser.add_argument("--recipe-args", default="", help="more recipe overrides for every run, e.g. '--fp16 false'")
     parser.add_argument("--work-dir", default=None, help="where runs go (default: a temporary folder)")
-    parser.add_argument("--ceiling-memes", type=int, default=6000,
-                        help="synthetic: fresh memes the feature-ceiling probes train on (0: skip)")
+    parser.add_argument("--reference-memes", type=int, default=6000,
+                        help="synthetic: fresh memes the reference heads train on (0: skip)")
     parser.add_argument("--tiny", action="store_true", help="synthetic: 1 seed, 2 epochs: only that it runs")
     parser.add_argument("--output", default=None,
                         help="JSON of the runs (default: benchmarks/results/rgcl_ablation/<recipes>.json)")
@@ -198,7 +202,7 @@ def main(argv=None) -> int:
 
     synthetic = args.recipes == "synthetic"
     split = args.split or DEFAULT_SPLIT[args.recipes]
-    sizes = args.train_sizes or ([480, 960] if synthetic else [0])
+    sizes = args.train_sizes or ([120, 240, 480, 960] if synthetic else [0])
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="rgcl_bench_"))
     mode = "tiny" if args.tiny else "full"  # a reused --work-dir keeps each mode's data and CLIP apart
     if args.tiny and not synthetic:
@@ -211,7 +215,7 @@ def main(argv=None) -> int:
         if '"label"' not in annotations.read_text(encoding="utf-8").partition("\n")[0]:
             parser.error(f"{annotations}: its first line has no label; score a labelled split (--split)")
         if synthetic and not is_synthetic(data_dir):
-            parser.error(f"--data-dir {data_dir} is not a synthetic folder (the twins and the ceiling read the "
+            parser.error(f"--data-dir {data_dir} is not a synthetic folder (the twins and the reference heads read the "
                          "synthetic world's hidden factors): use --recipes hmd for real data")
     elif synthetic:
         data_dir = work / f"data-{mode}"
@@ -230,12 +234,14 @@ def main(argv=None) -> int:
     shared += shlex.split(args.recipe_args)
     seeds = [12345 + i for i in range(1 if args.tiny else args.seeds)]
     indexes = ("train_index", "train_plus_twins_index") if synthetic else ("train_index",)
+    # a reused --work-dir keeps a run only for the same inputs (another CLIP, data folder or overrides: new runs)
+    inputs_tag = hashlib.sha256(json.dumps([str(data_dir), str(clip_dir), args.recipe_args]).encode()).hexdigest()[:8]
     records = []
     twins = None
     for size in sizes:
         for seed in seeds:
             for name, recipe in RECIPES[args.recipes].items():
-                out = work / f"{name}-{args.recipes}-{mode}-n{size}-s{seed}"
+                out = work / f"{name}-{args.recipes}-{mode}-{inputs_tag}-n{size}-s{seed}"
                 if not (out / "all_results.json").is_file():
                     limit = ["--max_train_samples", str(size)] if size else []
                     run.main([str(ROOT / recipe), "--output_dir", str(out), "--seed", str(seed), *shared, *limit,
@@ -268,19 +274,19 @@ def main(argv=None) -> int:
                                 **{rule: {"mean": m, "std": s} for rule, (m, s) in cells.items()}})
                 print(f"{size:>6} {name:<13} {index:<23} " +
                       " ".join(f"{m:>7.3f}+-{s:.3f}" for m, s in cells.values()))
-    ceiling = None
-    if synthetic and args.ceiling_memes:
-        ceiling = feature_ceiling(clip_dir, data_dir, split, work / f"ceiling-{mode}-{args.ceiling_memes}",
-                                  64 if args.tiny else args.ceiling_memes)
-        print(f"\nfeature ceiling of the frozen CLIP vectors on {split} (probes on {ceiling['probe_memes']} "
-              f"fresh memes): image kind accuracy {ceiling['image_kind_accuracy']:.3f}, text kind accuracy "
-              f"{ceiling['text_kind_accuracy']:.3f}; AUROC of their XOR {ceiling['xor_of_probes_auroc']:.3f}, "
-              f"of an MLP on both vectors {ceiling['mlp_auroc']:.3f}")
+    reference = None
+    if synthetic and args.reference_memes:
+        reference = reference_heads(clip_dir, data_dir, split, work / f"reference-{mode}-{args.reference_memes}",
+                                    64 if args.tiny else args.reference_memes)
+        print(f"\nreference heads on the frozen CLIP vectors, {split} (trained on {reference['probe_memes']} "
+              f"fresh memes): image kind accuracy {reference['image_kind_accuracy']:.3f}, text kind accuracy "
+              f"{reference['text_kind_accuracy']:.3f}; AUROC of their XOR {reference['xor_of_probes_auroc']:.3f}, "
+              f"of an MLP on both vectors {reference['mlp_auroc']:.3f}")
     if not args.tiny:
         output = Path(args.output or ROOT / "benchmarks" / "results" / "rgcl_ablation" / f"{args.recipes}.json")
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"recipes": args.recipes, "split": split, "seeds": seeds, "runs": records,
-                                      "summary": summary, "feature_ceiling": ceiling}, indent=1) + "\n")
+                                      "summary": summary, "reference_heads": reference}, indent=1) + "\n")
         print(f"written to {output}")
     return 0
 

@@ -152,7 +152,7 @@ def test_run_gpu_script_runs_every_step_at_smoke_size(tmp_path):
 
 def test_rgcl_ablation(bench, tmp_path, capsys):
     """The RGCL benchmark trains both recipes, scores with and without the twins, and measures the feature
-    ceiling; `hidden_kinds` recovers the generator's own factors from a written meme."""
+    reference heads; `hidden_kinds` recovers the generator's own factors from a written meme."""
     from hm_hf.synthetic import make_hmd
 
     rgcl_ablation = bench("rgcl_ablation")
@@ -164,7 +164,7 @@ def test_rgcl_ablation(bench, tmp_path, capsys):
     out = capsys.readouterr().out
     for model in ("rgcl", "no_retrieval"):
         assert f"    64 {model:<13} train_plus_twins_index" in out
-    assert "feature ceiling of the frozen CLIP vectors on dev_unseen" in out
+    assert "reference heads on the frozen CLIP vectors, dev_unseen" in out
     twins = (tmp_path / "work" / "twins-tiny" / "dev_unseen_twins.jsonl").read_text().splitlines()
     assert len(twins) == 16  # one labelled twin per dev_unseen meme
 
@@ -186,12 +186,13 @@ def test_rgcl_ablation_paper_recipes(bench, tmp_path, capsys):
     fast = "--fp16 false --num_train_epochs 1 --dataloader_num_workers 0 --per_device_train_batch_size 16"
     assert rgcl_ablation.main([*argv, "--split", "dev_unseen", "--recipe-args", fast]) == 0
     result = json.loads(out.read_text())
-    assert result["recipes"] == "hmd" and result["feature_ceiling"] is None
+    assert result["recipes"] == "hmd" and result["reference_heads"] is None
     assert [(r["model"], r["train_size"], sorted(r["auroc"])) for r in result["runs"]] == [
         ("rgcl", 0, ["train_index"]), ("no_retrieval", 0, ["train_index"])]
     for run in result["runs"]:
         assert all(0.0 <= v <= 1.0 for v in run["auroc"]["train_index"].values())
-    ablation = json.loads((tmp_path / "work" / "no_retrieval-hmd-full-n0-s12345" / "config.json").read_text())
+    (run_folder,) = (tmp_path / "work").glob("no_retrieval-hmd-full-*-n0-s12345")
+    ablation = json.loads((run_folder / "config.json").read_text())
     assert (ablation["contrastive_loss"], ablation["decision_rule"]) == ("none", "head")
     assert ablation["projection_dim"] == 1024  # the paper's settings, not the tiny recipe's
 
