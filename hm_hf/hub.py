@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 #: the download options every hm_hf loader takes and passes on together (the names of transformers'
 #: ``from_pretrained`` and huggingface_hub's downloads), so that a model, its processor, decision policy,
 #: adapters, travelled base model, index and detector all come from the same revision, cache and token
-HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
+HUB_OPTIONS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
 
 
 def hub_options(kwargs: dict) -> dict:
@@ -27,7 +27,8 @@ def hub_options(kwargs: dict) -> dict:
 
 def model_file(path: str, name: str, **options) -> Path | None:
     """The file `name` of a local model folder or a Hub repo id `path`; None when it is not there. `options`:
-    `HUB_OPTIONS` (``revision``, ``token``, ``cache_dir``, ...), used for a Hub repo."""
+    `HUB_OPTIONS` (``revision``, ``token``, ``cache_dir``, ...), used for a Hub repo. As transformers does for
+    optional files, one that is neither in the cache nor reachable (offline, ``local_files_only``) is absent."""
     local = Path(path)
     if local.is_dir():
         return local / name if (local / name).is_file() else None

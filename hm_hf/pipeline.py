@@ -149,6 +149,7 @@ class HatefulMemePipeline:
         token: str | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
+        force_download: bool | None = None,
         **settings,
     ) -> "HatefulMemePipeline":
         """Load a model folder / Hub repo saved by the training recipe and what it needs to run.
@@ -157,9 +158,9 @@ class HatefulMemePipeline:
         of saved adapters is, when their adapter_config.json names one not found from here; other keyword
         arguments override the saved processor settings (`MemeProcessor`'s names, or ``hm_hf_pipeline.json``'s;
         ``threshold=`` replaces the decision policy's threshold; for a multi-label model it sets every label's
-        threshold, or each label's given a list). `revision`, `token`, `cache_dir`, `local_files_only`: as
-        ``from_pretrained``'s, for everything read from a Hub repo (the model, its processor, decision policy,
-        adapters, base model, index and detector come from the same revision).
+        threshold, or each label's given a list). `revision`, `token`, `cache_dir`, `local_files_only`,
+        `force_download`: as ``from_pretrained``'s, for everything read from a Hub repo (the model, its
+        processor, decision policy, adapters, base model, index and detector come from the same revision).
         """
         from hm_hf.processing.processor import read_settings
 
@@ -175,7 +176,8 @@ class HatefulMemePipeline:
             given = Path(detector).expanduser()
             named = str(detector) == SYNTHETIC_DETECTOR  # the synthetic world's shape finder, not a folder
             settings["detector"] = str(given.resolve()) if given.is_dir() and not named else str(detector)
-        hub = hub_options(dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only))
+        hub = hub_options(dict(revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only,
+                               force_download=force_download))
         read_settings(path, **hub)  # a broken settings file is reported before the model is loaded
         model = load_trained_model(path, base_model=base_model, **hub)
         config = base_config(model)

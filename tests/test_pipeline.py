@@ -442,7 +442,8 @@ def test_a_hub_revision_is_read_whole_and_a_cache_dir_is_used(world, tmp_path, m
     from hm_hf.metrics.policy import DecisionPolicy
 
     texts = [m.text for split in world["memes"].values() for m in split]
-    version_2, _ = build_tiny_model(tmp_path / "v2", texts, seed=1, max_text_length=24)
+    version_2, tokenizer_2 = build_tiny_model(tmp_path / "v2", texts[: len(texts) // 3], seed=1, max_text_length=24)
+    assert tokenizer_2.get_vocab() != world["tokenizer"].get_vocab()  # so the test sees which tokenizer came
     DecisionPolicy(temperature=2.0, threshold=0.3, rule="max_f1", fitted_on="dev_seen",
                    calibrated=True).save_pretrained(tmp_path / "v2")
     absent = ("adapter_config.json", "preprocessor_config.json", "processor_config.json")
@@ -462,6 +463,8 @@ def test_a_hub_revision_is_read_whole_and_a_cache_dir_is_used(world, tmp_path, m
     torch.testing.assert_close(weights(pinned.model), weights(version_2))
     assert (latest.settings.max_text_length, pinned.settings.max_text_length) == (32, 24)
     assert latest.decision_policy is None and pinned.decision_policy.temperature == 2.0
+    assert pinned.processor.tokenizer.get_vocab() == tokenizer_2.get_vocab()
+    assert latest.processor.tokenizer.get_vocab() == world["tokenizer"].get_vocab()
     meme = world["dev"][0]
     pinned_again = HatefulMemePipeline.from_pretrained(tmp_path / "v2", device="cpu")
     assert pinned(world["image"](meme), texts=meme.text)["scores"] == pytest.approx(

@@ -203,8 +203,32 @@ def test_adapters_at_a_hub_revision_come_with_that_revision_s_base_model(trained
             save_file({name: tensor + change for name, tensor in load_file(weights).items()}, weights)
         offline_hub_repo(tmp_path, monkeypatch, folder, "org/lora-versions", ref=ref, commit=commit)
         versions[ref] = load_trained_model(str(folder)).eval().state_dict()
-    for ref in ("main", "v2"):
-        from_hub = load_trained_model("org/lora-versions", revision=ref).eval().state_dict()
+    import huggingface_hub.constants
+
+    for ref, offline in (("main", True), ("v2", True), ("v2", False)):
+        # offline False: local_files_only alone keeps every part (peft's adapters too) off the network
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+        from_hub = load_trained_model("org/lora-versions", revision=ref, local_files_only=True).eval().state_dict()
         assert from_hub.keys() == versions[ref].keys()
         for name, weights in versions[ref].items():
             torch.testing.assert_close(from_hub[name], weights, msg=f"{ref}: {name}")
+
+
+def test_a_base_model_in_a_repo_of_its_own_is_read_at_its_own_revision(trained, tmp_path, monkeypatch):
+    """The adapters' revision is theirs: a base model named by Hub id is read at the revision adapter_config.json
+    records for it (here the base repo has only that one, so the adapters' revision or main would fail)."""
+    from hm_hf.inference.model_loading import load_trained_model
+    from hub_cache import offline_hub_repo
+
+    offline_hub_repo(tmp_path, monkeypatch, trained / "models" / "tiny", "org/tiny-base", ref="b1", commit="4" * 40)
+    adapters = tmp_path / "adapters"
+    shutil.copytree(trained / "out", adapters, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((adapters / "adapter_config.json").read_text())
+    (adapters / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "org/tiny-base", "revision": "b1"}))
+    offline_hub_repo(tmp_path, monkeypatch, adapters, "org/lora-own-base", ref="v3", commit="5" * 40)
+    expected = load_trained_model(str(trained / "out")).eval().state_dict()
+    from_hub = load_trained_model("org/lora-own-base", revision="v3").eval().state_dict()
+    assert from_hub.keys() == expected.keys()
+    for name, weights in expected.items():
+        torch.testing.assert_close(from_hub[name], weights, msg=name)

@@ -566,9 +566,11 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
         except OSError as err:  # a Hub repo in the reference layout has no config.json
             from huggingface_hub import hf_hub_download
 
+            from hm_hf.hub import hub_options
+
             try:
-                config_file = hf_hub_download(path, REFERENCE_CONFIG_NAME, revision=kwargs.get("revision"))
-                weights_file = hf_hub_download(path, REFERENCE_WEIGHTS_NAME, revision=kwargs.get("revision"))
+                config_file = hf_hub_download(path, REFERENCE_CONFIG_NAME, **hub_options(kwargs))
+                weights_file = hf_hub_download(path, REFERENCE_WEIGHTS_NAME, **hub_options(kwargs))
             except Exception:
                 raise err from None
             return cls.from_reference_checkpoint(

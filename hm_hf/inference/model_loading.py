@@ -72,9 +72,25 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         raise OSError(f"{adapter_file}: names no base model (base_model_name_or_path) and {path} has no "
                       f"{BASE_MODEL_DIR}/ folder; pass the base model's location: load_trained_model(path, "
                       "base_model=...) or `hm-hf predict --base-model ...`")
-    model = PeftModel.from_pretrained(base_model, path, **hub)
+    model = PeftModel.from_pretrained(base_model, path if local.is_dir() else _downloaded_adapters(path, hub))
     _attach_retrieval_index(base_model, path, hub)
     return model
+
+
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def _downloaded_adapters(repo: str, hub: dict) -> str:
+    """The adapters of Hub repo `repo`, downloaded with the model's Hub options, as a folder for peft: given a
+    repo id, peft asks the Hub which weights exist even with ``local_files_only``, and would unpickle an
+    ``adapter_model.bin`` (only safetensors are read here)."""
+    from huggingface_hub import snapshot_download
+
+    folder = Path(snapshot_download(repo, allow_patterns=list(_ADAPTER_FILES), **hub))
+    if not (folder / _ADAPTER_FILES[1]).is_file():
+        raise OSError(f"{repo}: no {_ADAPTER_FILES[1]} beside its adapter_config.json (hm_hf reads adapter weights as "
+                      "safetensors only): save the adapters again with model.save_pretrained and push them")
+    return str(folder)
 
 
 def local_base_model_to_push(folder) -> Path | None:
