@@ -182,6 +182,49 @@ def test_missing_reference_is_a_clear_error(tiny_clip, tmp_path):
         AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved", local_files_only=True)
 
 
+def test_a_referenced_local_clip_travels_with_the_pushed_model(tiny_clip, processor, tmp_path, monkeypatch):
+    """A frozen CLIP referenced by a folder of the training machine is pushed as clip_model/ (base_model/clip_model/
+    for adapters' base model), and the repo then loads where that folder does not exist, with the same logits."""
+    from peft import get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from hm_hf.inference.model_loading import folders_to_push, load_trained_model
+    from hm_hf.peft import build_peft_config
+    from hm_hf.training.model_loading import save_base_model
+    from hub_cache import offline_hub_repo
+
+    local_clip = shutil.copytree(tiny_clip, tmp_path / "machine_a" / "clip")
+    model = _model(local_clip, fusion="cross").eval()
+    with torch.no_grad():
+        for p in model.classifier.parameters():
+            p.normal_()
+    model.save_pretrained(tmp_path / "saved")
+    base = _model(local_clip)
+    save_base_model(base, tmp_path / "run")
+    adapted = get_peft_model(base, build_peft_config(base, "lora", r=2, init_lora_weights=False)).eval()
+    adapted.save_pretrained(tmp_path / "run")
+    batch = _batch(processor)
+    with torch.no_grad():
+        expected, expected_adapted = model(**batch).logits, adapted(**batch).logits
+
+    assert folders_to_push(tmp_path / "saved") == ({"clip_model": local_clip}, ["base_model/**"])
+    assert folders_to_push(tmp_path / "run") == ({"base_model/clip_model": local_clip}, ["clip_model/**"])
+    for name, folder in (("org/clip-head", tmp_path / "saved"), ("org/clip-lora", tmp_path / "run")):
+        repo = shutil.copytree(folder, tmp_path / "repos" / name)  # as pushed: the folder and what travels
+        for path_in_repo, local in folders_to_push(folder)[0].items():
+            shutil.copytree(local, repo / path_in_repo)
+        offline_hub_repo(tmp_path, monkeypatch, repo, name)
+    shutil.rmtree(local_clip)  # another machine
+    with torch.no_grad():
+        from_hub = AutoModelForSequenceClassification.from_pretrained("org/clip-head").eval()
+        torch.testing.assert_close(from_hub(**batch).logits, expected)
+        local_copy = AutoModelForSequenceClassification.from_pretrained(tmp_path / "repos" / "org/clip-head").eval()
+        torch.testing.assert_close(local_copy(**batch).logits, expected)
+        torch.testing.assert_close(load_trained_model("org/clip-lora").eval()(**batch).logits, expected_adapted)
+    with pytest.raises(OSError, match="frozen CLIP referenced"):  # without it: the error names the reference
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+
+
 def test_lora_adapters_and_base_model_reload(tiny_clip, processor, tmp_path):
     """The training job's save path: adapters + base_model/ (which stays small: CLIP is referenced)."""
     from peft import get_peft_model

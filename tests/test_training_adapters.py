@@ -137,7 +137,7 @@ def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tm
                  "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
                  "--load_best_model_at_end", "false", "--push_to_hub", "true", "--hub_model_id", "org/lora"]) == 0
     assert not (out / "base_model").exists()  # the stale base model is gone, not loaded in place of the real one
-    assert uploads == [("base_model", base, ["**"]), (None, out, None)]  # the base first, replacing the repo's
+    assert uploads == [("base_model", base, ["**"]), (None, out, ["clip_model/**"])]  # the base first, replacing
 
     # The repo as pushed, on a machine without the base model's folder: it loads by id and scores as locally.
     repo = tmp_path / "repo"

@@ -16,7 +16,8 @@ from pathlib import Path
 from hm_hf.fileio import read_json_object
 from hm_hf.hub import hub_options, model_file, model_path
 
-__all__ = ["BASE_MODEL_DIR", "base_config", "load_trained_model", "local_base_model_to_push", "local_reference"]
+__all__ = ["BASE_MODEL_DIR", "base_config", "folders_to_push", "load_trained_model", "local_base_model_to_push",
+           "local_reference"]
 
 BASE_MODEL_DIR = "base_model"
 
@@ -105,6 +106,33 @@ def local_base_model_to_push(folder) -> Path | None:
                             "save the adapters again (model.save_pretrained)").get("base_model_name_or_path")
     location = Path(_base_location(base, folder)) if base else None
     return location if location is not None and location.is_dir() else None
+
+
+def folders_to_push(folder) -> tuple[dict[str, Path], list[str]]:
+    """What must travel with the model or adapters in `folder` so that its Hub repo loads on any machine, and what
+    an earlier push may have left there that would now mislead: ({path in the repo: local folder}, delete
+    patterns for the upload of `folder`). Travelling: the adapters' local base model as ``base_model/``, and a
+    local frozen CLIP the model (or that base model) references as ``clip_model/`` (``base_model/clip_model/``).
+    The folders are listed in upload order: a base model before the CLIP inside it."""
+    from hm_hf.models.clip.modeling_clip import CLIP_MODEL_DIR, local_clip_to_push
+
+    folder = Path(folder)
+    extra, delete = {}, []
+    base = local_base_model_to_push(folder)
+    if base is not None:
+        extra[BASE_MODEL_DIR] = base
+    elif not (folder / BASE_MODEL_DIR).is_dir():
+        delete.append(f"{BASE_MODEL_DIR}/**")  # an earlier push's base model would be loaded instead of this one's
+    clip = local_clip_to_push(folder)
+    if clip is not None:
+        extra[CLIP_MODEL_DIR] = clip
+    elif not (folder / CLIP_MODEL_DIR).is_dir():
+        delete.append(f"{CLIP_MODEL_DIR}/**")
+    base_folder = base if base is not None else folder / BASE_MODEL_DIR
+    base_clip = local_clip_to_push(base_folder) if base_folder.is_dir() else None
+    if base_clip is not None:
+        extra[f"{BASE_MODEL_DIR}/{CLIP_MODEL_DIR}"] = base_clip
+    return extra, delete
 
 
 def _attach_retrieval_index(base_model, path: str, hub: dict) -> None:

@@ -211,20 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     state.wait_for_everyone()
     if push_to_hub and state.is_main_process:
         from hm_hf.hub import PushError, push_folder
-        from hm_hf.inference.model_loading import BASE_MODEL_DIR, local_base_model_to_push
+        from hm_hf.inference.model_loading import folders_to_push
 
         repo_id = training_args.hub_model_id or output_dir.name
-        extra, delete = {}, None
-        base = local_base_model_to_push(output_dir)
-        if base is not None:
-            logger.info("the adapters' base model is a local folder (%s): pushing it too, as %s/, so that %s "
-                        "loads on any machine", base, BASE_MODEL_DIR, repo_id)
-            extra[BASE_MODEL_DIR] = base
-        elif not (output_dir / BASE_MODEL_DIR).is_dir():
-            delete = [f"{BASE_MODEL_DIR}/**"]  # an earlier push's base model would be loaded instead of this one's
+        extra, delete = folders_to_push(output_dir)
+        for path_in_repo, local in extra.items():
+            logger.info("%s is a local folder the model needs: pushing it too, as %s/, so that %s loads on any "
+                        "machine", local, path_in_repo, repo_id)
         try:
             push_folder(output_dir, repo_id, private=training_args.hub_private_repo is not False,
-                        token=training_args.hub_token, extra_folders=extra, delete_patterns=delete)
+                        token=training_args.hub_token, extra_folders=extra, delete_patterns=delete or None)
         except PushError as err:
             logger.error("%s", err)
             return 1

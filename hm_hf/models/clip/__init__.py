@@ -4,6 +4,7 @@ from hm_hf.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "configuration_clip": ["FUSIONS", "HmClipConfig"],
-    "modeling_clip": ["HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel"],
+    "modeling_clip": ["CLIP_MODEL_DIR", "HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel",
+                      "frozen_clip_location", "local_clip_to_push"],
     "tiny_clip": ["checkpoint_staging", "is_clip_checkpoint", "make_tiny_clip", "train_clip_tokenizer"],
 })

@@ -11,7 +11,9 @@ checkpoint), frozen by default; LoRA on their ``q_proj`` / ``v_proj`` goes throu
 When the encoders stay frozen and the model knows which checkpoint they came from
 (``config.clip_model_name_or_path``), ``save_pretrained`` writes only the trained layers and
 ``from_pretrained`` reloads the frozen CLIP from that reference: a saved Hate-CLIPper head on ViT-L/14 is
-a few MB, not 1.7 GB.
+a few MB, not 1.7 GB. A reference to a folder of the training machine travels with a pushed model as its
+``clip_model/`` folder (`local_clip_to_push`), which loading uses where that folder does not exist
+(`frozen_clip_location`).
 
 The new layers are named ``image_map`` / ``text_map`` / ``pre_output`` (not ``*_projection``) so that
 they never collide with CLIP's own ``visual_projection`` / ``text_projection`` in peft's suffix matching.
@@ -33,7 +35,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceCl
 from ..heads import classification_output, refuse_output_attentions
 from .configuration_clip import HmClipConfig
 
-__all__ = ["HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel"]
+__all__ = ["CLIP_MODEL_DIR", "HmClipForHatefulMemes", "HmClipModel", "HmClipPreTrainedModel", "frozen_clip_location",
+           "local_clip_to_push"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +52,44 @@ def _projection(in_dim: int, out_dim: int, num_layers: int, dropout: float) -> n
     return nn.Sequential(*layers)
 
 
+CLIP_MODEL_DIR = "clip_model"  # in a model folder / repo: the referenced frozen CLIP, when it travelled with it
+
+
 def _reference(path: str | os.PathLike) -> str:
     """A local CLIP folder is referenced by its absolute path (the run may start elsewhere); a Hub id as is."""
     local = Path(path).expanduser()
     return str(local.resolve()) if local.is_dir() else str(path)
+
+
+def frozen_clip_location(model_name_or_path, reference: str, subfolder: str | None = None, **hub) -> str:
+    """Where the frozen CLIP a saved model references is: the reference itself when it is a folder here or a Hub
+    id; a folder of another machine is looked for as the model's own ``clip_model/`` (in its folder or Hub repo,
+    at the model's revision: `hub`), where a push put it. Else the reference, whose loading error names it."""
+    if Path(reference).expanduser().is_dir() or not Path(reference).is_absolute():
+        return reference
+    from hm_hf.hub import model_path
+
+    name = f"{subfolder}/{CLIP_MODEL_DIR}" if subfolder else CLIP_MODEL_DIR
+    travelled = model_path(str(model_name_or_path), name, **hub)
+    return str(travelled) if travelled is not None and travelled.is_dir() else reference
+
+
+def local_clip_to_push(model_folder) -> Path | None:
+    """The local CLIP folder that must travel with the model saved in `model_folder` when it is pushed: the one
+    its config references for its frozen encoders (not saved with it), when that is a folder on this machine and
+    the model has no ``clip_model/`` of its own; else None. Without it the pushed model would name a path of
+    this machine and load nowhere else."""
+    from hm_hf.fileio import read_json_object
+
+    model_folder = Path(model_folder)
+    config_file = model_folder / "config.json"
+    if not config_file.is_file() or (model_folder / CLIP_MODEL_DIR).is_dir():
+        return None
+    config = read_json_object(config_file, "model config", "save the model again (model.save_pretrained)")
+    reference = config.get("clip_model_name_or_path")
+    if not (config.get("freeze_clip") and isinstance(reference, str) and Path(reference).is_absolute()):
+        return None
+    return Path(reference) if Path(reference).is_dir() else None
 
 
 class HmClipPreTrainedModel(PreTrainedModel):
@@ -102,8 +139,12 @@ class HmClipPreTrainedModel(PreTrainedModel):
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
         if loaded.config.references_frozen_clip:
-            options = {k: kwargs[k] for k in ("cache_dir", "token", "local_files_only") if k in kwargs}
-            loaded.load_clip_weights(loaded.config.clip_model_name_or_path, **options)
+            from hm_hf.hub import hub_options
+
+            hub = hub_options(kwargs)
+            location = frozen_clip_location(pretrained_model_name_or_path, loaded.config.clip_model_name_or_path,
+                                            kwargs.get("subfolder"), **hub)
+            loaded.load_clip_weights(location, **{k: v for k, v in hub.items() if k != "revision"})  # its own repo
         return model
 
     def load_clip_weights(self, clip_name_or_path: str | os.PathLike, **kwargs: Any) -> None:
