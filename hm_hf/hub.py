@@ -25,6 +25,12 @@ def hub_options(kwargs: dict) -> dict:
     return {name: kwargs[name] for name in HUB_OPTIONS if kwargs.get(name) is not None}
 
 
+def other_repo_options(options: dict) -> dict:
+    """`options` for a part in a repo of its own (a base model, a detector, a CLIP named by Hub id): the model's
+    revision is not that repo's; the rest (token, cache, offline) applies."""
+    return {name: value for name, value in options.items() if name != "revision"}
+
+
 def model_file(path: str, name: str, **options) -> Path | None:
     """The file `name` of a local model folder or a Hub repo id `path`; None when it is not there. `options`:
     `HUB_OPTIONS` (``revision``, ``token``, ``cache_dir``, ...), used for a Hub repo. As transformers does for

@@ -33,7 +33,7 @@ def load_detector(name: str | None, settings: dict | None = None, folder: str | 
 
         return SyntheticShapeDetector(dim=feature_dim)
     from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures
-    from hm_hf.hub import model_path
+    from hm_hf.hub import model_path, other_repo_options
 
     location = name
     if folder and not Path(name).is_absolute():
@@ -46,8 +46,8 @@ def load_detector(name: str | None, settings: dict | None = None, folder: str | 
                 "copy the Faster R-CNN that made the training features there, or give detector=<folder or Hub id>"
             )
     try:
-        own_repo = {key: value for key, value in (hub or {}).items() if key != "revision"}
-        detector = FrcnnForRegionFeatures.from_pretrained(location, **({} if location != name else own_repo))
+        detector = FrcnnForRegionFeatures.from_pretrained(
+            location, **({} if location != name else other_repo_options(hub or {})))
     except (OSError, ValueError) as err:
         raise OSError(
             f"this model reads region features, and the detector {location!r} could not be loaded ({err}). Give "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hm_hf.fileio import read_json_object
-from hm_hf.hub import hub_options, model_file, model_path
+from hm_hf.hub import hub_options, model_file, model_path, other_repo_options
 
 __all__ = ["BASE_MODEL_DIR", "base_config", "folders_to_push", "load_trained_model", "local_base_model_to_push",
            "local_reference"]
@@ -56,7 +56,7 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
     settings = read_json_object(adapter_file, "PEFT adapter settings",
                                 "save the adapters again (model.save_pretrained)")
     base = settings.get("base_model_name_or_path")
-    other_repo = {name: value for name, value in kwargs.items() if name != "revision"}  # not the adapters' revision
+    other_repo = other_repo_options(kwargs)  # the adapters' revision is not their base model's
     if base_model is not None:
         base_model = AutoModelForSequenceClassification.from_pretrained(str(base_model), **other_repo)
     elif local.is_dir() and (local / BASE_MODEL_DIR).is_dir():

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
-from hm_hf.hub import model_file, model_path
+from hm_hf.hub import model_file, model_path, other_repo_options
 from hm_hf.images import DEFAULT_MAX_PIXELS
 from hm_hf.metrics.policy import POLICY_FILE, DecisionPolicy
 from hm_hf.synthetic.world import DETECTOR_NAME as SYNTHETIC_DETECTOR
@@ -602,16 +602,11 @@ def _load_image_processor(path: str, name_or_path: str | None, hub: dict | None 
         inside = None if Path(name_or_path).is_absolute() else model_path(path, name_or_path, **hub)
         if inside is not None:
             return AutoImageProcessor.from_pretrained(str(inside))
-        return AutoImageProcessor.from_pretrained(name_or_path, **_other_repo(hub))
+        return AutoImageProcessor.from_pretrained(name_or_path, **other_repo_options(hub))
     raise OSError(
         f"{path} has no preprocessor_config.json and no image_processor setting: this model reads pixels, so pass "
         "image_processor=<the vision backbone's folder or Hub id> (the recipe's vision_model_name_or_path)"
     )
-
-
-def _other_repo(hub: dict) -> dict:
-    """The Hub options for a part named by a Hub id of its own: the model's revision is not that repo's."""
-    return {name: value for name, value in hub.items() if name != "revision"}
 
 
 def _load_fasttext(path: str, name: str, hub: dict | None = None):

@@ -139,12 +139,12 @@ class HmClipPreTrainedModel(PreTrainedModel):
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
         if loaded.config.references_frozen_clip:
-            from hm_hf.hub import hub_options
+            from hm_hf.hub import hub_options, other_repo_options
 
             hub = hub_options(kwargs)
             location = frozen_clip_location(pretrained_model_name_or_path, loaded.config.clip_model_name_or_path,
                                             kwargs.get("subfolder"), **hub)
-            loaded.load_clip_weights(location, **{k: v for k, v in hub.items() if k != "revision"})  # its own repo
+            loaded.load_clip_weights(location, **other_repo_options(hub))
         return model
 
     def load_clip_weights(self, clip_name_or_path: str | os.PathLike, **kwargs: Any) -> None:
