@@ -232,3 +232,18 @@ def test_a_base_model_in_a_repo_of_its_own_is_read_at_its_own_revision(trained, 
     assert from_hub.keys() == expected.keys()
     for name, weights in expected.items():
         torch.testing.assert_close(from_hub[name], weights, msg=name)
+
+
+def test_a_hub_repo_with_pickled_adapter_weights_is_refused_by_name(trained, tmp_path, monkeypatch):
+    """Adapters from a Hub repo are read as safetensors only: a repo holding adapter_model.bin gets an error naming
+    the repo and what to do, and the pickle is neither downloaded nor loaded."""
+    from hm_hf.inference.model_loading import load_trained_model
+    from hub_cache import offline_hub_repo
+
+    repo = shutil.copytree(trained / "out", tmp_path / "pickled", ignore=shutil.ignore_patterns("checkpoint-*"))
+    shutil.copytree(trained / "models" / "tiny", repo / "base_model")
+    (repo / "adapter_model.safetensors").unlink()
+    (repo / "adapter_model.bin").write_bytes(b"not to be unpickled")
+    offline_hub_repo(tmp_path, monkeypatch, repo, "org/pickled")
+    with pytest.raises(OSError, match=r"org/pickled: no adapter_model.safetensors .* safetensors only"):
+        load_trained_model("org/pickled")
