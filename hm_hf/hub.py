@@ -69,6 +69,10 @@ class PushError(RuntimeError):
 
 
 MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", ".*", "**/.*"]
+#: left out of the folders that travel with a model (a local base model or CLIP checkpoint): pickled or
+#: framework-specific weights, which hm_hf never loads from a repo (safetensors are read) and which would only
+#: add gigabytes
+PICKLED_WEIGHT_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.h5", "*.msgpack", "*.ot"]
 
 
 def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None = None,
@@ -79,8 +83,9 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
 
     `create_repo_kwargs` go to `HfApi.create_repo` (a Space's `space_sdk` and `space_variables`);
     `extra_folders` ({path in the repo: local folder}, an adapters' local base model as ``base_model/``) are
-    uploaded first, each replacing what the repo held at that path, so `folder` (which names them) never lands
-    without them; `delete_patterns`: remote files `folder`'s upload removes (what an earlier push left)."""
+    uploaded first (less `PICKLED_WEIGHT_PATTERNS`), each replacing what the repo held at that path, so `folder`
+    (which names them) never lands without them; `delete_patterns`: remote files `folder`'s upload removes
+    (what an earlier push left)."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -95,8 +100,8 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
         patterns = MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns
         for path_in_repo, extra in (extra_folders or {}).items():
             api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(extra), path_in_repo=path_in_repo,
-                              commit_message=f"{commit_message}: {path_in_repo}", ignore_patterns=patterns,
-                              delete_patterns=["**"])
+                              commit_message=f"{commit_message}: {path_in_repo}",
+                              ignore_patterns=patterns + PICKLED_WEIGHT_PATTERNS, delete_patterns=["**"])
         info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
                                  commit_message=commit_message, ignore_patterns=patterns,
                                  **({"delete_patterns": delete_patterns} if delete_patterns else {}))

@@ -1,5 +1,6 @@
 """hm_clip (Hate-CLIPper style): fusions, LoRA, save/load with a referenced frozen CLIP, the embedding cache."""
 
+import json
 import shutil
 
 import pytest
@@ -184,45 +185,82 @@ def test_missing_reference_is_a_clear_error(tiny_clip, tmp_path):
 
 def test_a_referenced_local_clip_travels_with_the_pushed_model(tiny_clip, processor, tmp_path, monkeypatch):
     """A frozen CLIP referenced by a folder of the training machine is pushed as clip_model/ (base_model/clip_model/
-    for adapters' base model), and the repo then loads where that folder does not exist, with the same logits."""
+    for adapters' base model, saved beside them or a local folder of its own), safetensors only, replacing what an
+    earlier push left; the repo then loads where those folders do not exist, with the same logits, and a model
+    loaded so and saved again still carries its CLIP."""
+    import huggingface_hub
     from peft import get_peft_model
     from transformers import AutoModelForSequenceClassification
 
+    from hm_hf.hub import push_folder
     from hm_hf.inference.model_loading import folders_to_push, load_trained_model
     from hm_hf.peft import build_peft_config
     from hm_hf.training.model_loading import save_base_model
-    from hub_cache import offline_hub_repo
+    from hub_cache import FakeHubRepo, offline_hub_repo
 
-    local_clip = shutil.copytree(tiny_clip, tmp_path / "machine_a" / "clip")
+    machine_a = tmp_path / "machine_a"
+    local_clip = shutil.copytree(tiny_clip, machine_a / "clip")
+    (local_clip / "pytorch_model.bin").write_bytes(b"a pickle that must not travel")
+    batch = _batch(processor)
     model = _model(local_clip, fusion="cross").eval()
     with torch.no_grad():
         for p in model.classifier.parameters():
             p.normal_()
-    model.save_pretrained(tmp_path / "saved")
-    base = _model(local_clip)
-    save_base_model(base, tmp_path / "run")
-    adapted = get_peft_model(base, build_peft_config(base, "lora", r=2, init_lora_weights=False)).eval()
-    adapted.save_pretrained(tmp_path / "run")
-    batch = _batch(processor)
+    model.save_pretrained(machine_a / "whole")
+    expected = {"whole": model}
+    for name in ("lora_inside", "lora_local_base"):  # random-init base saved beside the adapters / a local folder
+        base = _model(local_clip)
+        if name == "lora_inside":
+            save_base_model(base, machine_a / name)
+        else:
+            base.save_pretrained(machine_a / "local_base")
+        adapted = get_peft_model(base, build_peft_config(base, "lora", r=2, init_lora_weights=False)).eval()
+        adapted.save_pretrained(machine_a / name)
+        if name == "lora_local_base":
+            config_file = machine_a / name / "adapter_config.json"
+            config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
+                                               "base_model_name_or_path": str(machine_a / "local_base")}))
+        expected[name] = adapted
     with torch.no_grad():
-        expected, expected_adapted = model(**batch).logits, adapted(**batch).logits
+        expected = {name: m(**batch).logits for name, m in expected.items()}
 
-    assert folders_to_push(tmp_path / "saved") == ({"clip_model": local_clip}, ["base_model/**"])
-    assert folders_to_push(tmp_path / "run") == ({"base_model/clip_model": local_clip}, ["clip_model/**"])
-    for name, folder in (("org/clip-head", tmp_path / "saved"), ("org/clip-lora", tmp_path / "run")):
-        repo = shutil.copytree(folder, tmp_path / "repos" / name)  # as pushed: the folder and what travels
-        for path_in_repo, local in folders_to_push(folder)[0].items():
-            shutil.copytree(local, repo / path_in_repo)
-        offline_hub_repo(tmp_path, monkeypatch, repo, name)
-    shutil.rmtree(local_clip)  # another machine
+    assert folders_to_push(machine_a / "whole") == ({"clip_model": local_clip}, ["base_model/**"])
+    assert folders_to_push(machine_a / "lora_inside") == ({"base_model/clip_model": local_clip}, ["clip_model/**"])
+    assert folders_to_push(machine_a / "lora_local_base") == (
+        {"base_model": machine_a / "local_base", "base_model/clip_model": local_clip}, ["clip_model/**"])
+    stale = {"clip_model/config.json": b"{}", "base_model/clip_model/config.json": b"{}"}  # an earlier push's
+    for name in expected:
+        repo = FakeHubRepo(stale)
+        monkeypatch.setattr(huggingface_hub, "HfApi", repo.api)
+        extra, delete = folders_to_push(machine_a / name)
+        push_folder(machine_a / name, f"org/{name}", extra_folders=extra, delete_patterns=delete)
+        assert not any(path.endswith(".bin") and "clip_model" in path for path in repo.files)
+        assert all(repo.files.get(path) != b"{}" for path in stale)  # replaced or deleted
+        offline_hub_repo(tmp_path, monkeypatch, repo.write(tmp_path / "remote" / name), f"org/{name}")
+    shutil.rmtree(machine_a)  # another machine
     with torch.no_grad():
-        from_hub = AutoModelForSequenceClassification.from_pretrained("org/clip-head").eval()
-        torch.testing.assert_close(from_hub(**batch).logits, expected)
-        local_copy = AutoModelForSequenceClassification.from_pretrained(tmp_path / "repos" / "org/clip-head").eval()
-        torch.testing.assert_close(local_copy(**batch).logits, expected)
-        torch.testing.assert_close(load_trained_model("org/clip-lora").eval()(**batch).logits, expected_adapted)
-    with pytest.raises(OSError, match="frozen CLIP referenced"):  # without it: the error names the reference
-        AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+        from_hub = AutoModelForSequenceClassification.from_pretrained("org/whole").eval()
+        torch.testing.assert_close(from_hub(**batch).logits, expected["whole"])
+        for name in ("lora_inside", "lora_local_base"):
+            torch.testing.assert_close(load_trained_model(f"org/{name}").eval()(**batch).logits, expected[name])
+        from_hub.save_pretrained(tmp_path / "saved_again")  # its CLIP is now the travelled copy, carried on
+        assert set(folders_to_push(tmp_path / "saved_again")[0]) == {"clip_model"}
+        again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved_again").eval()
+        torch.testing.assert_close(again(**batch).logits, expected["whole"])
+
+
+def test_pushing_a_model_whose_referenced_clip_is_gone_or_pickled_is_warned_about(tiny_clip, tmp_path, caplog):
+    from hm_hf.inference.model_loading import folders_to_push
+
+    copy = shutil.copytree(tiny_clip, tmp_path / "clip")
+    _model(copy).save_pretrained(tmp_path / "saved")
+    for weights in copy.glob("*.safetensors"):
+        weights.rename(weights.with_suffix(".bin"))  # as a pickled checkpoint would be
+    assert folders_to_push(tmp_path / "saved")[0] == {"clip_model": copy}
+    assert "has no safetensors weights" in caplog.text
+    shutil.rmtree(copy)
+    assert folders_to_push(tmp_path / "saved")[0] == {}
+    assert f"references its frozen CLIP at {copy}, which is not on this machine" in caplog.text
 
 
 def test_lora_adapters_and_base_model_reload(tiny_clip, processor, tmp_path):

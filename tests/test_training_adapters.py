@@ -236,7 +236,7 @@ def test_a_base_model_in_a_repo_of_its_own_is_read_at_its_own_revision(trained, 
 
 def test_a_hub_repo_with_pickled_adapter_weights_is_refused_by_name(trained, tmp_path, monkeypatch):
     """Adapters from a Hub repo are read as safetensors only: a repo holding adapter_model.bin gets an error naming
-    the repo and what to do, and the pickle is neither downloaded nor loaded."""
+    the repo and what to do, before anything reads the pickle (which is not one: reading it would fail otherwise)."""
     from hm_hf.inference.model_loading import load_trained_model
     from hub_cache import offline_hub_repo
 

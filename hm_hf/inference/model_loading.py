@@ -11,6 +11,7 @@ the model's repo; a base model in a repo of its own is read at the revision adap
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hm_hf.fileio import read_json_object
@@ -20,6 +21,8 @@ __all__ = ["BASE_MODEL_DIR", "base_config", "folders_to_push", "load_trained_mod
            "local_reference"]
 
 BASE_MODEL_DIR = "base_model"
+
+logger = logging.getLogger(__name__)
 
 
 def local_reference(name_or_path: str) -> str:
@@ -105,7 +108,12 @@ def local_base_model_to_push(folder) -> Path | None:
     base = read_json_object(adapter_file, "PEFT adapter settings",
                             "save the adapters again (model.save_pretrained)").get("base_model_name_or_path")
     location = Path(_base_location(base, folder)) if base else None
-    return location if location is not None and location.is_dir() else None
+    if location is None or not location.is_dir():
+        return None
+    if not any(location.glob("*.safetensors")):
+        logger.warning("the base model at %s has no safetensors weights, and only those travel with pushed adapters: "
+                       "save it again with save_pretrained before pushing", location)
+    return location
 
 
 def folders_to_push(folder) -> tuple[dict[str, Path], list[str]]:
@@ -132,6 +140,8 @@ def folders_to_push(folder) -> tuple[dict[str, Path], list[str]]:
     base_clip = local_clip_to_push(base_folder) if base_folder.is_dir() else None
     if base_clip is not None:
         extra[f"{BASE_MODEL_DIR}/{CLIP_MODEL_DIR}"] = base_clip
+    elif base is None and base_folder.is_dir() and not (base_folder / CLIP_MODEL_DIR).is_dir():
+        delete.append(f"{BASE_MODEL_DIR}/{CLIP_MODEL_DIR}/**")  # the base model's, uploaded with `folder`
     return extra, delete
 
 

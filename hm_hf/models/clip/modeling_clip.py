@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -61,11 +61,16 @@ def _reference(path: str | os.PathLike) -> str:
     return str(local.resolve()) if local.is_dir() else str(path)
 
 
+def _names_a_folder(reference: str) -> bool:
+    """Whether a recorded reference is a folder path (of this machine or another, POSIX or Windows), not a Hub id."""
+    return PurePosixPath(reference).is_absolute() or PureWindowsPath(reference).is_absolute()
+
+
 def frozen_clip_location(model_name_or_path, reference: str, subfolder: str | None = None, **hub) -> str:
     """Where the frozen CLIP a saved model references is: the reference itself when it is a folder here or a Hub
     id; a folder of another machine is looked for as the model's own ``clip_model/`` (in its folder or Hub repo,
     at the model's revision: `hub`), where a push put it. Else the reference, whose loading error names it."""
-    if Path(reference).expanduser().is_dir() or not Path(reference).is_absolute():
+    if Path(reference).expanduser().is_dir() or not _names_a_folder(reference):
         return reference
     from hm_hf.hub import model_path
 
@@ -78,7 +83,8 @@ def local_clip_to_push(model_folder) -> Path | None:
     """The local CLIP folder that must travel with the model saved in `model_folder` when it is pushed: the one
     its config references for its frozen encoders (not saved with it), when that is a folder on this machine and
     the model has no ``clip_model/`` of its own; else None. Without it the pushed model would name a path of
-    this machine and load nowhere else."""
+    this machine and load nowhere else. A referenced folder that is missing here, or holds no safetensors
+    weights (only those travel: `hm_hf.hub.push_folder`), is warned about: the pushed model would not load."""
     from hm_hf.fileio import read_json_object
 
     model_folder = Path(model_folder)
@@ -87,9 +93,17 @@ def local_clip_to_push(model_folder) -> Path | None:
         return None
     config = read_json_object(config_file, "model config", "save the model again (model.save_pretrained)")
     reference = config.get("clip_model_name_or_path")
-    if not (config.get("freeze_clip") and isinstance(reference, str) and Path(reference).is_absolute()):
+    if not (config.get("freeze_clip") and isinstance(reference, str) and _names_a_folder(reference)):
         return None
-    return Path(reference) if Path(reference).is_dir() else None
+    if not Path(reference).is_dir():
+        logger.warning("%s references its frozen CLIP at %s, which is not on this machine: pushed, it will not load "
+                       "anywhere; point config.clip_model_name_or_path at the checkpoint and save it again",
+                       config_file, reference)
+        return None
+    if not any(Path(reference).glob("*.safetensors")):
+        logger.warning("the frozen CLIP at %s has no safetensors weights, and only those travel with a pushed model: "
+                       "save it again with CLIPModel.save_pretrained before pushing", reference)
+    return Path(reference)
 
 
 class HmClipPreTrainedModel(PreTrainedModel):
@@ -142,9 +156,13 @@ class HmClipPreTrainedModel(PreTrainedModel):
             from hm_hf.hub import hub_options, other_repo_options
 
             hub = hub_options(kwargs)
-            location = frozen_clip_location(pretrained_model_name_or_path, loaded.config.clip_model_name_or_path,
-                                            kwargs.get("subfolder"), **hub)
-            loaded.load_clip_weights(location, **other_repo_options(hub))
+            reference = loaded.config.clip_model_name_or_path
+            location = frozen_clip_location(pretrained_model_name_or_path, reference, kwargs.get("subfolder"), **hub)
+            if location == reference:
+                loaded.load_clip_weights(location, **other_repo_options(hub))
+            else:  # the copy that travelled with the model (from a repo: never a pickle), referenced from now on,
+                loaded.load_clip_weights(location, use_safetensors=True)  # so a re-save / re-push carries it on
+                loaded.config.clip_model_name_or_path = _reference(location)
         return model
 
     def load_clip_weights(self, clip_name_or_path: str | os.PathLike, **kwargs: Any) -> None:
