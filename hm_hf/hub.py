@@ -25,6 +25,13 @@ def hub_options(kwargs: dict) -> dict:
     return {name: kwargs[name] for name in HUB_OPTIONS if kwargs.get(name) is not None}
 
 
+def local_reference(name_or_path) -> str:
+    """How a model records a folder or Hub repo it reads (a base model, a CLIP checkpoint): a local folder by
+    its absolute path (what reads it may run from another directory), a Hub id as it is."""
+    local = Path(name_or_path).expanduser()
+    return str(local.resolve()) if local.is_dir() else str(name_or_path)
+
+
 def other_repo_options(options: dict) -> dict:
     """`options` for a part in a repo of its own (a base model, a detector, a CLIP named by Hub id): the model's
     revision is not that repo's; the rest (token, cache, offline) applies."""
@@ -73,6 +80,14 @@ MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", 
 #: framework-specific weights, which hm_hf never loads from a repo (safetensors are read) and which would only
 #: add gigabytes
 PICKLED_WEIGHT_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "*.h5", "*.msgpack", "*.ot"]
+
+
+def warn_without_safetensors(folder: Path, what: str) -> None:
+    """Warn when a folder that is to travel with a pushed model (`what`: "the base model") has no safetensors
+    weights: `push_folder` leaves the others behind, so the pushed model would not load."""
+    if not any(Path(folder).glob("*.safetensors")):
+        logger.warning("%s at %s has no safetensors weights, and only those travel with a pushed model: save it "
+                       "again with save_pretrained before pushing", what, folder)
 
 
 def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None = None,

@@ -15,20 +15,13 @@ import logging
 from pathlib import Path
 
 from hm_hf.fileio import read_json_object
-from hm_hf.hub import hub_options, model_file, model_path, other_repo_options
+from hm_hf.hub import hub_options, model_file, model_path, other_repo_options, warn_without_safetensors
 
-__all__ = ["BASE_MODEL_DIR", "base_config", "folders_to_push", "load_trained_model", "local_base_model_to_push",
-           "local_reference"]
+__all__ = ["BASE_MODEL_DIR", "base_config", "folders_to_push", "load_trained_model", "local_base_model_to_push"]
 
 BASE_MODEL_DIR = "base_model"
 
 logger = logging.getLogger(__name__)
-
-
-def local_reference(name_or_path: str) -> str:
-    """A local folder by its absolute path (what reads it may run from another directory); a Hub id as it is."""
-    local = Path(name_or_path).expanduser()
-    return str(local.resolve()) if local.is_dir() else str(name_or_path)
 
 
 def _base_location(base: str, adapters: Path | None) -> str:
@@ -110,9 +103,7 @@ def local_base_model_to_push(folder) -> Path | None:
     location = Path(_base_location(base, folder)) if base else None
     if location is None or not location.is_dir():
         return None
-    if not any(location.glob("*.safetensors")):
-        logger.warning("the base model at %s has no safetensors weights, and only those travel with pushed adapters: "
-                       "save it again with save_pretrained before pushing", location)
+    warn_without_safetensors(location, "the base model")
     return location
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from transformers import AutoConfig
 
-from hm_hf.inference.model_loading import BASE_MODEL_DIR, local_reference
+from hm_hf.hub import local_reference
+from hm_hf.inference.model_loading import BASE_MODEL_DIR
 from hm_hf.training.arguments import ModelArguments, PeftArguments, RecipeError, parse_overrides
 
 logger = logging.getLogger(__name__)

@@ -32,6 +32,8 @@ from torch.nn import functional as F
 from transformers import CLIPModel, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
+from hm_hf.hub import local_reference
+
 from ..heads import classification_output, refuse_output_attentions
 from .configuration_clip import HmClipConfig
 
@@ -53,12 +55,6 @@ def _projection(in_dim: int, out_dim: int, num_layers: int, dropout: float) -> n
 
 
 CLIP_MODEL_DIR = "clip_model"  # in a model folder / repo: the referenced frozen CLIP, when it travelled with it
-
-
-def _reference(path: str | os.PathLike) -> str:
-    """A local CLIP folder is referenced by its absolute path (the run may start elsewhere); a Hub id as is."""
-    local = Path(path).expanduser()
-    return str(local.resolve()) if local.is_dir() else str(path)
 
 
 def _names_a_folder(reference: str) -> bool:
@@ -100,9 +96,9 @@ def local_clip_to_push(model_folder) -> Path | None:
                        "anywhere; point config.clip_model_name_or_path at the checkpoint and save it again",
                        config_file, reference)
         return None
-    if not any(Path(reference).glob("*.safetensors")):
-        logger.warning("the frozen CLIP at %s has no safetensors weights, and only those travel with a pushed model: "
-                       "save it again with CLIPModel.save_pretrained before pushing", reference)
+    from hm_hf.hub import warn_without_safetensors
+
+    warn_without_safetensors(Path(reference), "the frozen CLIP")
     return Path(reference)
 
 
@@ -162,7 +158,7 @@ class HmClipPreTrainedModel(PreTrainedModel):
                 loaded.load_clip_weights(location, **other_repo_options(hub))
             else:  # the copy that travelled with the model (from a repo: never a pickle), referenced from now on,
                 loaded.load_clip_weights(location, use_safetensors=True)  # so a re-save / re-push carries it on
-                loaded.config.clip_model_name_or_path = _reference(location)
+                loaded.config.clip_model_name_or_path = local_reference(location)
         return model
 
     def load_clip_weights(self, clip_name_or_path: str | os.PathLike, **kwargs: Any) -> None:
@@ -314,7 +310,7 @@ class HmClipForHatefulMemes(HmClipPreTrainedModel):
                              f"({clip_name_or_path}); override the hm_clip fields only")
         clip = CLIPModel.from_pretrained(str(clip_name_or_path))
         config = cls.config_class(clip_config=clip.config.to_dict(),
-                                  clip_model_name_or_path=_reference(clip_name_or_path), **config_overrides)
+                                  clip_model_name_or_path=local_reference(clip_name_or_path), **config_overrides)
         model = cls(config)
         model.clip_model().load_state_dict(clip.state_dict())
         if config.freeze_clip:

@@ -170,9 +170,9 @@ def load_retrieval_index(path, **kwargs) -> RetrievalIndex | None:
         return RetrievalIndex.load(folder) if RetrievalIndex.files_in(folder) else None
     from transformers.utils import cached_file
 
-    from hm_hf.hub import HUB_OPTIONS
+    from hm_hf.hub import hub_options
 
-    options = {k: kwargs[k] for k in (*HUB_OPTIONS, "subfolder") if kwargs.get(k) is not None}
+    options = {**hub_options(kwargs), **({"subfolder": subfolder} if subfolder else {})}
     json_file = cached_file(str(path), INDEX_FILE, _raise_exceptions_for_missing_entries=False, **options)
     if json_file is None:
         return None
