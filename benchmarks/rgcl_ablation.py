@@ -189,11 +189,14 @@ def main(argv=None) -> int:
                         ", ".join(f"{k} {v}" for k, v in DEFAULT_SPLIT.items()) + ")")
     parser.add_argument("--recipe-args", default="", help="more recipe overrides for every run, e.g. '--fp16 false'")
     parser.add_argument("--work-dir", default=None, help="where runs go (default: a temporary folder)")
+    parser.add_argument("--train-singles", type=float, default=None,
+                        help="synthetic: share of the training memes outside confounder pairs (default: "
+                             "hm_hf.synthetic.data.TRAIN_SINGLES); raise it to make confounders rare in training")
     parser.add_argument("--reference-memes", type=int, default=6000,
                         help="synthetic: fresh memes the reference heads train on (0: skip)")
     parser.add_argument("--tiny", action="store_true", help="synthetic: 1 seed, 2 epochs: only that it runs")
     parser.add_argument("--output", default=None,
-                        help="JSON of the runs (default: benchmarks/results/rgcl_ablation/<recipes>.json)")
+                        help="JSON of the runs (default: benchmarks/results/rgcl_ablation/<recipes>[_singles<x>].json)")
     args = parser.parse_args(argv)
 
     from hm_hf.retrieval.cli import add_to_index
@@ -207,6 +210,9 @@ def main(argv=None) -> int:
     mode = "tiny" if args.tiny else "full"  # a reused --work-dir keeps each mode's data and CLIP apart
     if args.tiny and not synthetic:
         parser.error("--tiny is the synthetic smoke test")
+    if args.train_singles is not None and not (synthetic and not args.data_dir and 0 <= args.train_singles <= 1):
+        parser.error("--train-singles (between 0 and 1) shapes the synthetic set the benchmark writes: not with "
+                     "--data-dir or --recipes hmd")
     if args.data_dir:
         data_dir = Path(args.data_dir)
         annotations = data_dir / f"{split}.jsonl"
@@ -218,11 +224,13 @@ def main(argv=None) -> int:
             parser.error(f"--data-dir {data_dir} is not a synthetic folder (the twins and the reference heads read the "
                          "synthetic world's hidden factors): use --recipes hmd for real data")
     elif synthetic:
-        data_dir = work / f"data-{mode}"
-        if not (data_dir / "train.jsonl").is_file():
-            from hm_hf.synthetic import make_hmd
+        from hm_hf.synthetic.data import TRAIN_SINGLES, make_hmd
 
-            make_hmd(data_dir, splits=TINY_SPLITS if args.tiny else BENCH_SPLITS, seed=BENCH_DATA_SEED)
+        singles = TRAIN_SINGLES if args.train_singles is None else args.train_singles
+        data_dir = work / f"data-{mode}" if singles == TRAIN_SINGLES else work / f"data-{mode}-singles{singles:g}"
+        if not (data_dir / "train.jsonl").is_file():
+            make_hmd(data_dir, splits=TINY_SPLITS if args.tiny else BENCH_SPLITS, seed=BENCH_DATA_SEED,
+                     train_singles=singles)
     else:
         parser.error("--recipes hmd needs --data-dir: the Hateful Memes folder as distributed")
     shared = ["--data_dir", str(data_dir), "--dataset_cache_dir", str(work / "datasets_cache")]
@@ -283,9 +291,11 @@ def main(argv=None) -> int:
               f"{reference['text_kind_accuracy']:.3f}; AUROC of their XOR {reference['xor_of_probes_auroc']:.3f}, "
               f"of an MLP on both vectors {reference['mlp_auroc']:.3f}")
     if not args.tiny:
-        output = Path(args.output or ROOT / "benchmarks" / "results" / "rgcl_ablation" / f"{args.recipes}.json")
+        name = args.recipes if args.train_singles is None else f"{args.recipes}_singles{args.train_singles:g}"
+        output = Path(args.output or ROOT / "benchmarks" / "results" / "rgcl_ablation" / f"{name}.json")
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"recipes": args.recipes, "split": split, "seeds": seeds, "runs": records,
+        output.write_text(json.dumps({"recipes": args.recipes, "split": split, "seeds": seeds,
+                                      "train_singles": args.train_singles, "runs": records,
                                       "summary": summary, "reference_heads": reference}, indent=1) + "\n")
         print(f"written to {output}")
     return 0

@@ -47,6 +47,15 @@ def test_evaluation_labels_need_both_modalities(tmp_path):
     assert len(singles) == 16 and all(0 in (m.image_kind, m.text_kind) for m in singles)
 
 
+def test_few_confounder_pairs_in_training_leave_the_evaluation_splits_all_pairs(tmp_path):
+    """`train_singles` sets the share of training memes outside confounder pairs; dev stays all pairs."""
+    memes = make_hmd(tmp_path, splits={"train": 100, "dev_unseen": 20}, seed=4, train_singles=0.9)
+    for split, expected_singles in (("train", 90), ("dev_unseen", 0)):
+        rows = memes[split]
+        singles = [m for m in rows if sum(x.text == m.text for x in rows) == 1]
+        assert len(singles) == expected_singles, split
+
+
 def test_mmhs_files_are_in_the_official_format(tmp_path):
     memes = make_mmhs(tmp_path, splits={"train": 10, "val": 4, "test": 4}, ocr_fraction=0.5)
     ground_truth = json.loads((tmp_path / "MMHS150K_GT.json").read_text())

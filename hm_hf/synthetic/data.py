@@ -141,12 +141,13 @@ def _memes(n: int, start_id: int, rng: random.Random, vocab: list[str], singles:
 TRAIN_SINGLES = 0.4  # share of the training split outside confounder pairs (see `_memes`)
 
 
-def _generate(splits: dict[str, int], seed: int, start_id: int) -> dict[str, list[SyntheticMeme]]:
+def _generate(splits: dict[str, int], seed: int, start_id: int,
+              train_singles: float = TRAIN_SINGLES) -> dict[str, list[SyntheticMeme]]:
     rng = random.Random(seed)
     vocab = _vocabulary(rng)
     out, next_id = {}, start_id
     for split, n in splits.items():
-        out[split] = _memes(n, next_id, rng, vocab, singles=TRAIN_SINGLES if split == "train" else 0.0)
+        out[split] = _memes(n, next_id, rng, vocab, singles=train_singles if split == "train" else 0.0)
         next_id += n
     return out
 
@@ -175,8 +176,12 @@ def make_hmd(
     image_size: tuple[int, int] = (320, 240),
     layout: str = "official",
     unlabeled: tuple[str, ...] = HMD_UNLABELED,
+    train_singles: float = TRAIN_SINGLES,
 ) -> dict[str, list[SyntheticMeme]]:
     """Write a Hateful-Memes-format folder (`layout="mmf"` for MMF's defaults/ layout); return the memes.
+
+    `train_singles` is the share of the training split outside confounder pairs (`_memes`); raised, the
+    training memes hold few confounders while the evaluation splits stay all confounder pairs.
 
     Files: `img/NNNNN.png` (id zero-padded to 5 digits), `<split>.jsonl` with `id` (int), `img`, `text`
     and `label` (left out for the `unlabeled` splits, as the test sets were first released), and
@@ -184,7 +189,7 @@ def make_hmd(
     """
     out_dir = Path(out_dir)
     _mark_synthetic(out_dir, "hmd", seed)
-    memes = _generate(splits or HMD_SPLITS, seed, start_id=1)
+    memes = _generate(splits or HMD_SPLITS, seed, start_id=1, train_singles=train_singles)
     image_dir = out_dir / ("defaults/images/img" if layout == "mmf" else "img")
     annotation_dir = out_dir / "defaults/annotations" if layout == "mmf" else out_dir
     image_dir.mkdir(parents=True, exist_ok=True)
