@@ -66,3 +66,24 @@ def test_an_existing_random_clip_is_kept_with_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert ensure_tiny_clip(model_args, {}, data_args) == path
     assert PRETRAINING_FILE in caplog.text and "not pre-trained here" in caplog.text
+
+
+def test_the_tokenizer_is_the_same_in_every_process():
+    """The BPE trainer broke ties between equally frequent merges by an order that changes from one process to
+    the next (huggingface/tokenizers#1794), so each run of a synthetic recipe pre-trained another tiny CLIP and
+    the benchmarks compared models on different frozen features; trained in fresh processes, the merges agree."""
+    import subprocess
+    import sys
+
+    script = ("import hashlib, json\n"
+              "from hm_hf.models.clip.tiny_clip import train_clip_tokenizer\n"
+              "import random\n"
+              "from hm_hf.synthetic.data import _caption, _vocabulary\n"
+              "rng = random.Random(0)\n"
+              "vocab = _vocabulary(rng)\n"
+              "tokenizer = train_clip_tokenizer([_caption(rng, vocab, i % 2) for i in range(2000)])\n"
+              "merges = json.loads(tokenizer.backend_tokenizer.to_str())['model']['merges']\n"
+              "print(hashlib.sha256(json.dumps([tokenizer.get_vocab(), merges], sort_keys=True).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+               for _ in range(3)}
+    assert len(digests) == 1, digests

@@ -42,9 +42,15 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 1000):
         pre_tokenizers.ByteLevel(add_prefix_space=False),
     ])
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=[BOS, EOS],
+    texts = [t for t in texts if t]
+    # The trainer numbers each word-end symbol ("e</w>") as it meets it in a hash map's order, and breaks ties
+    # between equally frequent merges by those numbers, so the same texts gave other merges in each process
+    # (huggingface/tokenizers#1794). Numbered beforehand, in sorted order, the merges are reproducible.
+    word_ends = sorted({word[-1] + "</w>" for text in texts
+                        for word, _ in bpe.pre_tokenizer.pre_tokenize_str(bpe.normalizer.normalize_str(text))})
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=[BOS, EOS, *word_ends],
                                   initial_alphabet=alphabet, end_of_word_suffix="</w>", show_progress=False)
-    bpe.train_from_iterator([t for t in texts if t], trainer)
+    bpe.train_from_iterator(texts, trainer)
     model = json.loads(bpe.to_str())["model"]
     vocab, merges = dict(model["vocab"]), [tuple(m) for m in model["merges"]]
     for char in sorted(alphabet):  # every byte also as a word end, as CLIP's vocabulary has
