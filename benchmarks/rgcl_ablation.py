@@ -23,6 +23,7 @@ Prints AUROC mean +- std (ddof=1) over seeds per (size, model, rule, index) and 
 
     python benchmarks/rgcl_ablation.py          # 5 seeds x 120 / 240 / 480 / 960 memes; CPU, ~1 min per training run
     python benchmarks/rgcl_ablation.py --tiny                                   # smoke test (1 seed, 2 epochs)
+    python benchmarks/rgcl_ablation.py --train-singles 0.95 --train-sizes 240 480 960   # few confounders in training
     python benchmarks/rgcl_ablation.py --recipes hmd --data-dir data/hateful_memes \
         --vision-model <local openai/clip-vit-large-patch14-336> --seeds 5
 """
