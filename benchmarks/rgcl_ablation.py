@@ -211,9 +211,12 @@ def main(argv=None) -> int:
     mode = "tiny" if args.tiny else "full"  # a reused --work-dir keeps each mode's data and CLIP apart
     if args.tiny and not synthetic:
         parser.error("--tiny is the synthetic smoke test")
-    if args.train_singles is not None and not (synthetic and not args.data_dir and 0 <= args.train_singles <= 1):
-        parser.error("--train-singles (between 0 and 1) shapes the synthetic set the benchmark writes: not with "
-                     "--data-dir or --recipes hmd")
+    if args.train_singles is not None:
+        if not synthetic or args.data_dir:
+            parser.error("--train-singles shapes the synthetic set the benchmark writes: not with --data-dir or "
+                         "--recipes hmd")
+        if not 0 <= args.train_singles <= 1:
+            parser.error(f"--train-singles {args.train_singles}: a share, between 0 and 1")
     if args.data_dir:
         data_dir = Path(args.data_dir)
         annotations = data_dir / f"{split}.jsonl"

@@ -202,8 +202,8 @@ def test_rgcl_ablation_paper_recipes(bench, tmp_path, capsys):
     for bad, message in ((argv[:2], "needs --data-dir"),
                          ([*argv, "--split", "test_seen"], "test_seen.jsonl: its first line has no label"),
                          (["--data-dir", str(not_synthetic), "--tiny"], "is not a synthetic folder"),
-                         ([*argv, "--train-singles", "0.9"], "--train-singles (between 0 and 1) shapes the synthetic"),
-                         (["--train-singles", "1.5"], "--train-singles (between 0 and 1)")):
+                         ([*argv, "--train-singles", "0.9"], "--train-singles shapes the synthetic set"),
+                         (["--train-singles", "1.5"], "--train-singles 1.5: a share, between 0 and 1")):
         with pytest.raises(SystemExit):
             rgcl_ablation.main(bad)
         assert message in capsys.readouterr().err

@@ -70,14 +70,13 @@ def test_an_existing_random_clip_is_kept_with_a_warning(tmp_path, caplog):
 
 def test_the_tokenizer_is_the_same_in_every_process():
     """The BPE trainer broke ties between equally frequent merges by an order that changes from one process to
-    the next (huggingface/tokenizers#1794), so each run of a synthetic recipe pre-trained another tiny CLIP and
-    the benchmarks compared models on different frozen features; trained in fresh processes, the merges agree."""
+    the next (huggingface/tokenizers#1794), so each run of a synthetic recipe pre-trained another tiny CLIP and no
+    benchmark on it could be reproduced; trained in fresh processes, the merges agree."""
     import subprocess
     import sys
 
-    script = ("import hashlib, json\n"
+    script = ("import hashlib, json, random\n"
               "from hm_hf.models.clip.tiny_clip import train_clip_tokenizer\n"
-              "import random\n"
               "from hm_hf.synthetic.data import _caption, _vocabulary\n"
               "rng = random.Random(0)\n"
               "vocab = _vocabulary(rng)\n"
