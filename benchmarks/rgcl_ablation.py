@@ -217,6 +217,7 @@ def main(argv=None) -> int:
                          "--recipes hmd")
         if not 0 <= args.train_singles <= 1:
             parser.error(f"--train-singles {args.train_singles}: a share, between 0 and 1")
+    singles_tag = "" if args.train_singles is None else f"-singles{args.train_singles:g}"  # data folder, results file
     if args.data_dir:
         data_dir = Path(args.data_dir)
         annotations = data_dir / f"{split}.jsonl"
@@ -230,11 +231,10 @@ def main(argv=None) -> int:
     elif synthetic:
         from hm_hf.synthetic.data import TRAIN_SINGLES, make_hmd
 
-        singles = TRAIN_SINGLES if args.train_singles is None else args.train_singles
-        data_dir = work / f"data-{mode}" if singles == TRAIN_SINGLES else work / f"data-{mode}-singles{singles:g}"
+        data_dir = work / f"data-{mode}{singles_tag}"
         if not (data_dir / "train.jsonl").is_file():
             make_hmd(data_dir, splits=TINY_SPLITS if args.tiny else BENCH_SPLITS, seed=BENCH_DATA_SEED,
-                     train_singles=singles)
+                     train_singles=TRAIN_SINGLES if args.train_singles is None else args.train_singles)
     else:
         parser.error("--recipes hmd needs --data-dir: the Hateful Memes folder as distributed")
     shared = ["--data_dir", str(data_dir), "--dataset_cache_dir", str(work / "datasets_cache")]
@@ -295,8 +295,8 @@ def main(argv=None) -> int:
               f"{reference['text_kind_accuracy']:.3f}; AUROC of their XOR {reference['xor_of_probes_auroc']:.3f}, "
               f"of an MLP on both vectors {reference['mlp_auroc']:.3f}")
     if not args.tiny:
-        name = args.recipes if args.train_singles is None else f"{args.recipes}_singles{args.train_singles:g}"
-        output = Path(args.output or ROOT / "benchmarks" / "results" / "rgcl_ablation" / f"{name}.json")
+        name = f"{args.recipes}{singles_tag.replace('-', '_')}.json"
+        output = Path(args.output or ROOT / "benchmarks" / "results" / "rgcl_ablation" / name)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps({"recipes": args.recipes, "split": split, "seeds": seeds,
                                       "train_singles": args.train_singles, "runs": records,
