@@ -74,3 +74,17 @@ def test_the_base_model_is_a_hub_id_never_a_local_folder(tmp_path, monkeypatch):
                             command="x")
     assert yaml.safe_load(path.read_text(encoding="utf-8").split("---")[1])["base_model"] == \
         "openai/clip-vit-large-patch14-336"
+
+
+def test_a_hub_cache_snapshot_names_its_repo_as_the_base_model(tmp_path):
+    """Offline, a run reads the base checkpoint from the Hub cache: the card still names the repo, never the
+    cache folder; a folder that only looks alike (no snapshots/ level) names nothing."""
+    snapshot = tmp_path / "hub" / "models--openai--clip-vit-large-patch14-336" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    legacy = tmp_path / "hub" / "models--bert-base-uncased" / "snapshots" / "4567def"
+    legacy.mkdir(parents=True)
+    lookalike = tmp_path / "models--openai--clip-vit-base-patch32"
+    lookalike.mkdir()
+    assert hub_base_model(None, str(snapshot)) == "openai/clip-vit-large-patch14-336"
+    assert hub_base_model(str(lookalike), str(legacy)) == "bert-base-uncased"
+    assert hub_base_model(str(lookalike)) is None

@@ -81,12 +81,16 @@ def save_figures(probabilities: np.ndarray, labels: np.ndarray, output_dir, spli
 
 def hub_base_model(*names: str | None) -> str | None:
     """The first of `names` (the checkpoints a run started from) that is a Hub model id, for the card's
-    ``base_model``, which the Hub accepts only as a model id: a local folder (``data/tiny_clip``, a converted
-    UNITER) is skipped, as is anything not of the id's form."""
+    ``base_model``, which the Hub accepts only as a model id: a snapshot in the Hub cache
+    (``.../models--openai--clip-vit-large-patch14-336/snapshots/<commit>``, where an offline run finds it) gives
+    its repo's id; any other local folder (``data/tiny_clip``, a converted UNITER) is skipped, as is anything
+    not of the id's form."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     for name in names:
-        if not name or Path(name).expanduser().exists():
+        if name and Path(name).expanduser().exists():
+            name = _hub_cache_repo_id(Path(name).expanduser())
+        if not name:
             continue
         try:
             validate_repo_id(name)
@@ -94,6 +98,16 @@ def hub_base_model(*names: str | None) -> str | None:
             continue
         return name
     return None
+
+
+def _hub_cache_repo_id(folder: Path) -> str | None:
+    """The model id of a snapshot folder of the Hub cache (``models--{owner}--{name}/snapshots/{commit}``), else
+    None. The cache spells the id's ``/`` as ``--``, which no id holds itself."""
+    folder = folder.resolve()
+    if folder.parent.name != "snapshots" or not folder.parent.parent.name.startswith("models--"):
+        return None
+    parts = folder.parent.parent.name[len("models--"):].split("--")
+    return "/".join(parts) if len(parts) in (1, 2) and all(parts) else None
 
 
 def write_model_card(
