@@ -91,6 +91,34 @@ def test_word_gaps_are_restored_from_the_recognisers_space_probability(engine):
     assert engine.read(meme) == "when you see your neighbor watering the lawn in the rain"
 
 
+def test_thin_strips_are_padded_so_detection_stays_bounded(engine, monkeypatch):
+    """RapidOCR scales the short side up to 736 pixels: unpadded, a 1 x 400 upload would become a 4.5 GiB
+    array (the Space's OCR, reachable by anyone). What reaches it is at most MAX_ASPECT_RATIO : 1."""
+    from types import SimpleNamespace
+
+    from hm_hf.ocr.ppocr import MAX_ASPECT_RATIO
+
+    shapes = []
+
+    def spy(bgr):  # records what would be detected on, and detects nothing (never allocates the strip's array)
+        shapes.append(bgr.shape[:2])
+        return SimpleNamespace(boxes=None, txts=None, scores=None)
+
+    monkeypatch.setattr(engine, "_ocr", spy)
+    for size in [(1, 400), (4000, 40), (640, 480)]:
+        assert engine.read(Image.new("RGB", size, (30, 90, 200))) == ""
+    assert [max(s) / min(s) <= MAX_ASPECT_RATIO for s in shapes] == [True, True, True]
+    assert shapes == [(400, 100), (40 * 25, 4000), (480, 640)]
+
+
+@needs_fonts
+def test_a_banner_is_read_after_padding(engine):
+    """Padding keeps the text's own size: a 20 : 1 banner and a 1 : 12 column read word for word."""
+    card = "Me explaining to my mom why I need another plant"
+    for size in [(1800, 90), (120, 1400)]:
+        assert engine.read(render.render_text_card(card, size=size)) == normalise_text(card)
+
+
 @needs_ppocr
 def test_read_text_defaults_to_ppocr_and_engines_are_shared(memes):
     assert ocr.resolve_engine("auto") == "ppocr"

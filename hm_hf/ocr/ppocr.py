@@ -31,7 +31,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageStat
 
 from hm_hf.ocr.base import OcrEngine, OcrUnavailableError
 from hm_hf.ocr.text import ENGLISH, normalise_text
@@ -47,6 +47,7 @@ INSTALL = f"`pip install 'hm_hf[ocr]'` (rapidocr=={RAPIDOCR_VERSION} and onnxrun
 SPACE_PROBABILITY = 0.05  # write a space in a CTC gap where P(space) >= this (see the module docstring)
 MIN_SCORE = 0.9  # a box scored below this ...
 MIN_RELATIVE_HEIGHT = 0.4  # ... and lower than this fraction of the tallest box is dropped (photo texture)
+MAX_ASPECT_RATIO = 4  # a longer side over this many times the shorter one is padded (see _pad_to_aspect_ratio)
 _LATIN = re.compile(r"[0-9A-Za-z]")
 
 
@@ -107,6 +108,24 @@ def _reading_order(boxes, texts, scores) -> list[str]:
     return [it[3] for line in lines for it in sorted(line, key=lambda it: it[2])]
 
 
+def _pad_to_aspect_ratio(image: Image.Image, max_ratio: float) -> Image.Image:
+    """`image`, its short side padded (with its mean colour) to at least 1 / `max_ratio` of its long side.
+
+    Why: RapidOCR scales the short side up to 736 pixels before detection, so a thin strip grows without bound
+    (a 1 x 400 upload became a 4.5 GiB array; 40 x 4000 took a minute): a Space anyone can reach must not
+    allow that. Padding keeps the text's own size, so what is readable stays readable."""
+    width, height = image.size
+    short, long = sorted((width, height))
+    if long <= max_ratio * short:
+        return image
+    padded_short = -(-long // max_ratio)
+    size = (padded_short, height) if width == short else (width, padded_short)
+    mean = tuple(round(c) for c in ImageStat.Stat(image).mean)
+    canvas = Image.new("RGB", size, mean)
+    canvas.paste(image, ((size[0] - width) // 2, (size[1] - height) // 2))
+    return canvas
+
+
 class PpOcrEngine(OcrEngine):
     """PP-OCRv6 small (detection + recognition) on ONNX Runtime, English.
 
@@ -158,7 +177,8 @@ class PpOcrEngine(OcrEngine):
         return {**super().info(), "space_probability": self.space_probability}
 
     def read(self, image: Image.Image) -> str:
-        bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        image = _pad_to_aspect_ratio(image.convert("RGB"), MAX_ASPECT_RATIO)
+        bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
         with self._lock:
             result = self._ocr(bgr)
         if result.boxes is None or not result.txts:
