@@ -2,7 +2,9 @@
 load of model + index, adding labelled memes (the vote follows, `hm-hf index add` atomic and resumable,
 bad input named), the training run on the tiny synthetic set, the pipeline's neighbours and the card."""
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,55 @@ def test_save_is_atomic_and_damage_is_named(tmp_path, monkeypatch):
     (tmp_path / meta["vectors_file"]).write_bytes(b"not safetensors")
     with pytest.raises(IndexError_, match=meta["vectors_file"]):
         RetrievalIndex.load(tmp_path)
+
+
+def _tampered(folder, **changes):
+    """Rewrite a saved index's JSON with `changes` (``vectors``: new vectors, their sha256 kept consistent),
+    as a hand edit or another tool would: only the checks on the contents can catch it."""
+    from safetensors.torch import save_file
+
+    meta = json.loads((folder / INDEX_FILE).read_text())
+    vectors = changes.pop("vectors", None)
+    if vectors is not None:
+        save_file({"vectors": vectors}, str(folder / meta["vectors_file"]))
+        meta["vectors_sha256"] = hashlib.sha256(vectors.contiguous().numpy().tobytes()).hexdigest()
+        meta["dim"] = vectors.shape[1]
+    (folder / INDEX_FILE).write_text(json.dumps({**meta, **changes}))
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"labels": [0, 1, 2]}, "id 3: label 2 is not 0"),
+    ({"labels": [0, 1, 0.7]}, "label 0.7 is not a whole number"),
+    ({"ids": [1, 2, "abc"]}, "id 'abc' is not a whole number"),
+    ({"ids": [1, 2, 2**70]}, f"id {2**70} does not fit in 64 bits"),
+    ({"ids": [1, 2, 2]}, "id 2 is already in the index"),
+    ({"source_of_row": [0, 0, -1]}, "source_of_row refers to a source that is not listed"),
+    ({"vectors": torch.tensor([[1.0, 0, 0], [0, 1, 0], [float("nan"), 0, 0]])}, "NaN or infinite"),
+])
+def test_tampered_index_contents_are_refused_naming_the_file(tmp_path, changes, says):
+    index = RetrievalIndex(3)
+    index.add(torch.eye(3), [0, 1, 0], [1, 2, 3], "train")
+    index.save(tmp_path)
+    _tampered(tmp_path, **changes)
+    with pytest.raises(IndexError_, match=f"{tmp_path / INDEX_FILE}: .*{re.escape(says)}"):
+        RetrievalIndex.load(tmp_path)
+
+
+def test_an_index_of_another_model_is_refused_and_a_save_repairs_its_vectors(tmp_path):
+    model = _model()
+    _indexed(model, _inputs(), [0, 1, 0, 1, 1, 0], list(range(10, 16)))
+    model.save_pretrained(tmp_path / "m")
+    _tampered(tmp_path / "m", vectors=torch.eye(6, 5))  # 5 dimensions: the model's embeddings have more
+    with pytest.raises(IndexError_, match=f"its vectors have 5 dimensions, the model's embeddings "
+                                          f"{model.config.embedding_dim}: the index belongs to another model"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+    index = RetrievalIndex(3)
+    index.add(torch.randn(4, 3), [0, 1, 0, 1], [1, 2, 3, 4], "train")
+    index.save(tmp_path / "i")
+    vectors_file = tmp_path / "i" / json.loads((tmp_path / "i" / INDEX_FILE).read_text())["vectors_file"]
+    vectors_file.write_bytes(vectors_file.read_bytes()[:40])  # truncated under the same name
+    index.save(tmp_path / "i")  # the same vectors from memory: the damaged file is written again
+    assert torch.equal(RetrievalIndex.load(tmp_path / "i").vectors, index.vectors)
 
 
 # ---------------------------------------------------------------------------------------------- the model

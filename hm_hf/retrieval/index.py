@@ -88,27 +88,37 @@ class RetrievalIndex:
     def add(self, vectors: torch.Tensor, labels: Sequence[int], ids: Sequence[int], source: str) -> None:
         """Append rows (vectors are normalised here). A duplicate id (already indexed, or twice in this call)
         or a label other than 0 / 1 is refused and nothing is added."""
-        vectors = torch.as_tensor(vectors, dtype=torch.float32).detach().cpu()
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise IndexError_(f"vectors of shape {tuple(vectors.shape)} do not fit an index of dim {self.dim}")
-        labels, ids = [int(v) for v in labels], [int(v) for v in ids]
-        if not (len(labels) == len(ids) == vectors.shape[0]):
-            raise IndexError_(f"{vectors.shape[0]} vectors, {len(labels)} labels and {len(ids)} ids: give one each")
-        if not torch.isfinite(vectors).all():
-            raise IndexError_("vectors hold NaN or infinite values")
-        bad = [(i, label) for i, label in zip(ids, labels) if label not in (0, 1)]
-        if bad:
-            raise IndexError_(f"id {bad[0][0]}: label {bad[0][1]} is not 0 (benign) or 1 (hateful)")
-        known, seen = self._id_set(), set()
-        for meme_id in ids:
-            if meme_id in known or meme_id in seen:
-                raise IndexError_(f"id {meme_id} is already in the index: ids must be unique")
-            seen.add(meme_id)
+        vectors, labels, ids = self._checked_rows(vectors, labels, ids)
         self.vectors = torch.cat([self.vectors, F.normalize(vectors, dim=-1)])
         self.labels += labels
         self.ids += ids
         self.sources += [str(source)] * len(ids)
         self._refresh()
+
+    def _checked_rows(self, vectors, labels, ids, where: str = "") -> tuple[torch.Tensor, list[int], list[int]]:
+        """(vectors as float32, labels, ids) of rows to add, refused unless each fits this index: vectors of its
+        dim and finite, a label 0 / 1 and a new int64 id per row. `where` prefixes the messages (a file)."""
+        vectors = torch.as_tensor(vectors, dtype=torch.float32).detach().cpu()
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise IndexError_(f"{where}vectors of shape {tuple(vectors.shape)} do not fit an index of dim {self.dim}")
+        labels, ids = _whole_numbers(labels, "label", where), _whole_numbers(ids, "id", where)
+        if not (len(labels) == len(ids) == vectors.shape[0]):
+            raise IndexError_(f"{where}{vectors.shape[0]} vectors, {len(labels)} labels and {len(ids)} ids: give "
+                              "one each")
+        if not torch.isfinite(vectors).all():
+            raise IndexError_(f"{where}vectors hold NaN or infinite values")
+        bad = [(i, label) for i, label in zip(ids, labels) if label not in (0, 1)]
+        if bad:
+            raise IndexError_(f"{where}id {bad[0][0]}: label {bad[0][1]} is not 0 (benign) or 1 (hateful)")
+        out_of_range = [i for i in ids if not -2**63 <= i < 2**63]
+        if out_of_range:
+            raise IndexError_(f"{where}id {out_of_range[0]} does not fit in 64 bits")
+        known, seen = self._id_set(), set()
+        for meme_id in ids:
+            if meme_id in known or meme_id in seen:
+                raise IndexError_(f"{where}id {meme_id} is already in the index: ids must be unique")
+            seen.add(meme_id)
+        return vectors, labels, ids
 
     def _refresh(self) -> None:
         self._id_tensor = torch.tensor(self.ids, dtype=torch.long)
@@ -174,10 +184,8 @@ class RetrievalIndex:
         vectors = self.vectors.contiguous()
         digest = hashlib.sha256(vectors.numpy().tobytes()).hexdigest()
         name = f"{_VECTORS_PREFIX}{digest[:16]}.safetensors"
-        target = folder / name
-        if not target.is_file():
-            with atomic_path(target) as tmp:
-                save_file({"vectors": vectors}, str(tmp), metadata={"format": "pt", "sha256": digest})
+        with atomic_path(folder / name) as tmp:  # written even when the name exists: that file may be damaged
+            save_file({"vectors": vectors}, str(tmp), metadata={"format": "pt", "sha256": digest})
         names = sorted(set(self.sources), key=self.sources.index)
         meta = {
             "format_version": FORMAT_VERSION,
@@ -202,14 +210,15 @@ class RetrievalIndex:
         return folder / INDEX_FILE
 
     @classmethod
-    def load(cls, folder, json_path=None, vectors_path=None) -> "RetrievalIndex":
-        """Read an index saved by `save` (from `folder`, or from the two files given, e.g. Hub downloads)."""
+    def load(cls, folder, json_path=None, vectors_path=None, dim: int | None = None) -> "RetrievalIndex":
+        """Read an index saved by `save` (from `folder`, or from the two files given, e.g. Hub downloads), checked
+        as `add` checks new rows; `dim`: the embedding size of the model it is for."""
         from safetensors.torch import load_file
 
         json_path = Path(json_path) if json_path else Path(folder) / INDEX_FILE
         meta = read_index_settings(json_path)
         try:
-            dim, size, name = int(meta["dim"]), int(meta["size"]), str(meta["vectors_file"])
+            dim_saved, size, name = int(meta["dim"]), int(meta["size"]), str(meta["vectors_file"])
             ids, labels, names = list(meta["ids"]), list(meta["labels"]), list(meta["source_names"])
             of_row = list(meta["source_of_row"])
         except (KeyError, TypeError, ValueError) as err:
@@ -224,24 +233,37 @@ class RetrievalIndex:
         digest = hashlib.sha256(vectors.contiguous().numpy().tobytes()).hexdigest()
         if digest != meta.get("vectors_sha256"):
             raise IndexError_(f"{vectors_path}: contents do not match {json_path} (sha256 differs): damaged index")
-        if vectors.shape != (size, dim) or not (len(ids) == len(labels) == len(of_row) == size):
+        if vectors.shape != (size, dim_saved) or not (len(ids) == len(labels) == len(of_row) == size):
             raise IndexError_(f"{json_path}: sizes disagree (vectors {tuple(vectors.shape)}, {len(ids)} ids, "
                               f"{len(labels)} labels, size {size})")
-        index = cls(dim)
-        index.vectors = vectors
-        index.ids, index.labels = [int(v) for v in ids], [int(v) for v in labels]
-        try:
-            index.sources = [str(names[i]) for i in of_row]
-        except (IndexError, TypeError) as err:
-            raise IndexError_(f"{json_path}: source_of_row refers to a source that is not listed") from err
-        if len(set(index.ids)) != size:
-            raise IndexError_(f"{json_path}: duplicate ids")
+        if dim is not None and dim_saved != dim:
+            raise IndexError_(f"{json_path}: its vectors have {dim_saved} dimensions, the model's embeddings {dim}: "
+                              "the index belongs to another model; build it again (hm-hf index add)")
+        if any(not isinstance(i, int) or not 0 <= i < len(names) for i in of_row):
+            raise IndexError_(f"{json_path}: source_of_row refers to a source that is not listed")
+        index = cls(dim_saved)
+        index.vectors, index.labels, index.ids = index._checked_rows(vectors, labels, ids, where=f"{json_path}: ")
+        index.sources = [str(names[i]) for i in of_row]
         index._refresh()
         return index
 
     @staticmethod
     def files_in(folder) -> bool:
         return (Path(folder) / INDEX_FILE).is_file()
+
+
+def _whole_numbers(values: Sequence, what: str, where: str) -> list[int]:
+    """`values` as ints, refusing any that is not a whole number (0.7, "abc", None) rather than rounding it."""
+    numbers = []
+    for value in values:
+        try:
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is None or number != value:
+            raise IndexError_(f"{where}{what} {value!r} is not a whole number")
+        numbers.append(number)
+    return numbers
 
 
 def read_index_settings(json_path) -> dict:

@@ -160,14 +160,15 @@ def rgcl_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, index:
     return (per_row * weights).sum() / weights.sum().clamp(min=1)
 
 
-def load_retrieval_index(path, **kwargs) -> RetrievalIndex | None:
+def load_retrieval_index(path, dim: int | None = None, **kwargs) -> RetrievalIndex | None:
     """The index saved beside a model or its adapters (a local folder or a Hub repo), or None when it has none.
-    `kwargs`: ``from_pretrained``'s Hub options (``subfolder``, ``revision``, ``cache_dir``, ``token``, ...)."""
+    `dim`: the model's embedding size, which the index must have; `kwargs`: ``from_pretrained``'s Hub options
+    (``subfolder``, ``revision``, ``cache_dir``, ``token``, ...)."""
     local = Path(str(path)).expanduser()
     subfolder = kwargs.get("subfolder") or ""
     if local.is_dir():
         folder = local / subfolder
-        return RetrievalIndex.load(folder) if RetrievalIndex.files_in(folder) else None
+        return RetrievalIndex.load(folder, dim=dim) if RetrievalIndex.files_in(folder) else None
     from transformers.utils import cached_file
 
     from hm_hf.hub import hub_options
@@ -180,7 +181,7 @@ def load_retrieval_index(path, **kwargs) -> RetrievalIndex | None:
     if not isinstance(name, str) or not name:
         raise IndexError_(f"{json_file}: no vectors_file named; the retrieval index is damaged: save it again")
     vectors_file = cached_file(str(path), name, **options)
-    return RetrievalIndex.load(None, json_path=json_file, vectors_path=vectors_file)
+    return RetrievalIndex.load(None, json_path=json_file, vectors_path=vectors_file, dim=dim)
 
 
 class HmRgclForHatefulMemes(HmClipForHatefulMemes):
@@ -230,7 +231,8 @@ class HmRgclForHatefulMemes(HmClipForHatefulMemes):
         """As ``PreTrainedModel.from_pretrained``; the index saved beside the model is attached."""
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         loaded = model[0] if isinstance(model, tuple) else model
-        loaded.retrieval_index = load_retrieval_index(pretrained_model_name_or_path, **kwargs)
+        loaded.retrieval_index = load_retrieval_index(pretrained_model_name_or_path, loaded.config.embedding_dim,
+                                                      **kwargs)
         return model
 
     def describe(self, output: RgclOutput, row: int) -> dict:
