@@ -2,8 +2,8 @@
 
 Used wherever hm_hf takes an image from a user (the pipeline, `hm-hf predict`, the Space): the pixel count is
 read from the header before anything is decoded (a small file can hold a huge image: a "decompression
-bomb"), truncated and non-image files raise `BadImageError` with the reason, EXIF orientation is applied and
-transparent images are put on white.
+bomb"), truncated and non-image files raise `BadImageError` with the reason, EXIF orientation is applied,
+transparent images are put on white and 16-bit or float grey images are scaled to 8 bits (not clipped).
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | No
     if isinstance(source, Image.Image):
         image = source
         _check_pixels(image.size, max_pixels, name)
+        try:
+            image.load()  # an opened file is decoded only now
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise BadImageError(f"{name} is damaged or truncated and cannot be decoded ({err})") from None
         return _to_rgb(image)
     if isinstance(source, np.ndarray):
-        if source.ndim not in (2, 3) or source.dtype != np.uint8:
-            raise BadImageError(f"an image array must be (H, W) or (H, W, C) uint8, got {source.shape} {source.dtype}")
+        if source.ndim == 3 and source.shape[2] == 1:
+            source = source[:, :, 0]
+        if source.ndim not in (2, 3) or source.dtype != np.uint8 or (source.ndim == 3 and source.shape[2] > 4):
+            raise BadImageError(f"an image array must be (H, W) or (H, W, C) uint8 with C <= 4 channels, got "
+                                f"{source.shape} {source.dtype}: a (C, H, W) tensor is array.transpose(1, 2, 0)")
         _check_pixels((source.shape[1], source.shape[0]), max_pixels, name)
         return _to_rgb(Image.fromarray(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -48,6 +55,9 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | No
             raise BadImageError(f"{name} is {len(data):,} bytes, more than the limit of {max_bytes:,}")
         return _decode(io.BytesIO(data), max_pixels, name)
     if isinstance(source, (str, os.PathLike)):
+        if re.match(r"[a-z][a-z0-9+.-]*://", str(source), re.IGNORECASE):
+            raise BadImageError(f"{source}: an address is not fetched; download the image and give its path or "
+                                "bytes")
         path = Path(source)
         name = str(path)
         if not path.is_file():
@@ -105,4 +115,21 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", image.size, (255, 255, 255))  # transparent memes: on white
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
+    if image.mode.startswith(("I", "F")):  # 16-bit, 32-bit or float grey: Pillow's convert would clip at 255
+        image = Image.fromarray(_grey_to_8_bit(np.asarray(image)))
     return image.convert("RGB")
+
+
+def _grey_to_8_bit(grey: np.ndarray) -> np.ndarray:
+    """Grey levels of a 16-bit, 32-bit or float image as uint8: 16-bit over its full range (0-65535), floats
+    in [0, 1] (the usual float image) or values in 0-255 as they are, any other range stretched min to max."""
+    values = grey.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if grey.dtype == np.uint16 or (grey.dtype.kind in "iu" and 255 < high <= 65535 and low >= 0):
+        values = values / 257
+    elif grey.dtype.kind == "f" and 0 <= low and high <= 1:
+        values = values * 255
+    elif (low < 0 or high > 255) and high > low:
+        values = (values - low) * (255 / (high - low))
+    return np.nan_to_num(values, nan=0.0).round().clip(0, 255).astype(np.uint8)

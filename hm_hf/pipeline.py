@@ -164,7 +164,7 @@ class HatefulMemePipeline:
         """
         from hm_hf.processing.processor import read_settings
 
-        path = str(path)
+        path = os.path.expanduser(str(path))  # a Hub id has no leading ~
         looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path.split("/")[0]).is_dir()
         if not Path(path).exists() and looks_local:
             raise FileNotFoundError(

@@ -308,6 +308,55 @@ def test_clear_errors_for_missing_parts(world, tmp_path):
     assert PipelineSettings().detector == "unc-nlp/frcnn-vg-finetuned"
 
 
+def test_pickled_damaged_or_mismatched_weights_are_refused(world, tmp_path, monkeypatch):
+    """A prediction from randomly initialised weights looks like any other, and a .bin file is a pickle: hm_hf
+    refuses both, naming the folder, and never calls torch.load."""
+    import shutil
+
+    from peft import get_peft_model
+    from safetensors.torch import load_file, save_file
+
+    from hm_hf.models.concat import HmConcatForHatefulMemes
+    from hm_hf.peft.defaults import build_peft_config
+
+    def copy(name):
+        folder = tmp_path / name
+        shutil.copytree(world["root"] / "model", folder)
+        return folder
+
+    def unpickled(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    weights = load_file(str(world["root"] / "model" / "model.safetensors"))
+    pickled = copy("pickled")
+    torch.save(weights, pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    half = copy("half")
+    save_file(dict(list(weights.items())[::2]), str(half / "model.safetensors"), metadata={"format": "pt"})
+    retyped = copy("retyped")  # a config.json naming another architecture: none of the weights fit it
+    config = json.loads((retyped / "config.json").read_text())
+    (retyped / "config.json").write_text(json.dumps({**config, "model_type": "hm_visual_bert"}))
+    adapters = tmp_path / "lora"
+    base = HmConcatForHatefulMemes.from_pretrained(str(world["root"] / "model"))
+    base.save_pretrained(str(adapters / "base_model"))
+    get_peft_model(base, build_peft_config(base, "lora", r=4)).save_pretrained(str(adapters), safe_serialization=False)
+    world["tokenizer"].save_pretrained(str(adapters))
+    assert (adapters / "adapter_model.bin").is_file() and not (adapters / "adapter_model.safetensors").exists()
+
+    monkeypatch.setattr(torch, "load", unpickled)
+    with pytest.raises(OSError, match=f"{pickled}: no safetensors weights .* never unpickles a pytorch_model.bin"):
+        HatefulMemePipeline.from_pretrained(pickled)
+    with pytest.raises(ValueError, match=f"{half}: its weights do not fit .* missing: .*\\({len(weights) // 2}\\)"):
+        HatefulMemePipeline.from_pretrained(half)
+    with pytest.raises(ValueError, match=f"{retyped}: its weights do not fit its config.json \\(hm_visual_bert\\)"):
+        HatefulMemePipeline.from_pretrained(retyped)
+    with pytest.raises(OSError, match=f"{adapters}: no adapter_model.safetensors .* never an adapter_model.bin"):
+        HatefulMemePipeline.from_pretrained(adapters)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(world["root"] / "model", tmp_path / "home_model")
+    assert HatefulMemePipeline.from_pretrained("~/home_model", device="cpu").model.config.model_type == "hm_concat"
+
+
 def test_bad_images_are_refused_with_a_reason(tmp_path):
     good = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 10, 10)).save(good, format="PNG")
@@ -328,6 +377,30 @@ def test_bad_images_are_refused_with_a_reason(tmp_path):
         load_image(tmp_path / "missing.png")
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, not black
+    with pytest.raises(BadImageError, match="https://example.com/a.png: an address is not fetched"):
+        load_image("https://example.com/a.png")
+    with pytest.raises(BadImageError, match=r"C <= 4 channels, got \(3, 8, 8\) uint8: .*transpose\(1, 2, 0\)"):
+        load_image(np.zeros((3, 8, 8), np.uint8))
+    assert load_image(np.full((8, 8, 1), 7, np.uint8)).getpixel((0, 0)) == (7, 7, 7)
+    (tmp_path / "truncated.png").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    with pytest.raises(BadImageError, match="truncated"):
+        load_image(Image.open(tmp_path / "truncated.png"))  # opened by the caller, decoded only here
+
+
+def test_16_bit_and_float_grey_images_are_scaled_not_clipped(tmp_path):
+    """Pillow's own convert clips 16-bit grey at 255 (a scan or a medical-style PNG came out white, and OCR
+    read nothing): the grey levels keep their order and span."""
+    ramp = np.linspace(0, 1, 256 * 4).reshape(32, 32)
+    files = {"i16.png": (ramp * 65535).astype(np.uint16), "float.tiff": ramp.astype(np.float32),
+             "i32.tiff": (ramp * 100_000 - 5_000).astype(np.int32), "flat.tiff": np.full((32, 32), 100_000, np.int32)}
+    for name, grey in files.items():
+        Image.fromarray(grey).save(tmp_path / name)
+    for name in ("i16.png", "float.tiff", "i32.tiff"):
+        assert Image.open(tmp_path / name).mode in ("I;16", "F", "I")
+        pixels = np.asarray(load_image(tmp_path / name))[:, :, 0].astype(int)
+        assert (pixels.min(), pixels.max()) == (0, 255), name
+        assert abs(pixels.mean() - 127.5) < 2 and (np.diff(pixels.ravel()) >= 0).all(), name
+    assert np.asarray(load_image(tmp_path / "flat.tiff")).min() == 255  # one level beyond 16 bits: no range to stretch
 
 
 @needs_ppocr

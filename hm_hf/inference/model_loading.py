@@ -12,6 +12,7 @@ the model's repo; a base model in a repo of its own is read at the revision adap
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from hm_hf.fileio import read_json_object
@@ -22,6 +23,34 @@ __all__ = ["BASE_MODEL_DIR", "base_config", "folders_to_push", "load_trained_mod
 BASE_MODEL_DIR = "base_model"
 
 logger = logging.getLogger(__name__)
+
+
+def _load_model(location: str, **kwargs):
+    """A saved model for prediction, from a folder or Hub id: its weights as safetensors only (a
+    ``pytorch_model.bin`` is a pickle, never opened), and every weight from the file: a missing, unexpected or
+    mis-shaped one is an error naming the checkpoint, since a prediction from randomly initialised weights looks
+    like any other (a truncated file, a config.json of another model type)."""
+    from transformers import AutoModelForSequenceClassification
+
+    kwargs.setdefault("use_safetensors", True)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(location, output_loading_info=True, **kwargs)
+    except OSError as err:
+        if kwargs["use_safetensors"] and Path(location).expanduser().is_dir() and \
+                not any(Path(location).expanduser().glob("*.safetensors")):
+            raise OSError(f"{location}: no safetensors weights (model.safetensors); hm_hf never unpickles a "
+                          "pytorch_model.bin: load it yourself if you made it, and save it again with "
+                          "save_pretrained") from err
+        raise
+    wrong = {what: sorted(map(str, info[key])) for what, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
+                                               ("mis-shaped", "mismatched_keys")) if info.get(key)}
+    if wrong:
+        listed = "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} "
+                           f"({len(keys)})" for what, keys in wrong.items())
+        raise ValueError(f"{location}: its weights do not fit its config.json ({model.config.model_type}): {listed}. "
+                         "A damaged or mismatched checkpoint would predict from random weights: save the model "
+                         "again with save_pretrained, or check config.json's model_type")
+    return model
 
 
 def _base_location(base: str, adapters: Path | None) -> str:
@@ -40,13 +69,12 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
     `base_model`: where the adapters' base model is (a folder or Hub id), when adapter_config.json names one
     that cannot be found from here (a folder of another machine, or moved). `kwargs`: ``from_pretrained``'s
     (``revision``, ``token``, ``cache_dir``, ``torch_dtype``, ...)."""
-    from transformers import AutoModelForSequenceClassification
-
+    path = os.path.expanduser(str(path))  # a Hub id has no leading ~
     local = Path(path)
     hub = hub_options(kwargs)
     adapter_file = model_file(path, "adapter_config.json", **hub)
     if adapter_file is None:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        return _load_model(path, **kwargs)
     from peft import PeftModel
 
     settings = read_json_object(adapter_file, "PEFT adapter settings",
@@ -54,14 +82,14 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
     base = settings.get("base_model_name_or_path")
     other_repo = other_repo_options(kwargs)  # the adapters' revision is not their base model's
     if base_model is not None:
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(base_model), **other_repo)
+        base_model = _load_model(str(base_model), **other_repo)
     elif local.is_dir() and (local / BASE_MODEL_DIR).is_dir():
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(local / BASE_MODEL_DIR), **other_repo)
+        base_model = _load_model(str(local / BASE_MODEL_DIR), **other_repo)
     elif not local.is_dir() and (travelled := model_path(path, BASE_MODEL_DIR, **hub)) is not None:
         # A Hub repo whose base model travelled with it (a random-init one, or a local folder the push copied),
         # loaded from its downloaded folder: by repo id and `subfolder`, transformers would follow the repo's
         # adapter_config.json to the base model it names instead.
-        base_model = AutoModelForSequenceClassification.from_pretrained(str(travelled), **other_repo)
+        base_model = _load_model(str(travelled), **other_repo)
     elif base:
         revision = {"revision": settings["revision"]} if settings.get("revision") else {}  # the base's own
         base_model = _load_base(base, adapter_file, local if local.is_dir() else None, **other_repo, **revision)
@@ -69,6 +97,10 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         raise OSError(f"{adapter_file}: names no base model (base_model_name_or_path) and {path} has no "
                       f"{BASE_MODEL_DIR}/ folder; pass the base model's location: load_trained_model(path, "
                       "base_model=...) or `hm-hf predict --base-model ...`")
+    if local.is_dir() and not (local / _ADAPTER_FILES[1]).is_file():
+        raise OSError(f"{local}: no {_ADAPTER_FILES[1]} beside its adapter_config.json (hm_hf reads adapter "
+                      "weights as safetensors only, never an adapter_model.bin, which is a pickle): save the "
+                      "adapters again with model.save_pretrained")
     model = PeftModel.from_pretrained(base_model, path if local.is_dir() else _downloaded_adapters(path, hub))
     _attach_retrieval_index(base_model, path, hub)
     return model
@@ -142,18 +174,18 @@ def _attach_retrieval_index(base_model, path: str, hub: dict) -> None:
     from hm_hf.models.rgcl.modeling_rgcl import HmRgclForHatefulMemes, load_retrieval_index
 
     if isinstance(base_model, HmRgclForHatefulMemes):
-        base_model.retrieval_index = load_retrieval_index(path, **hub) or base_model.retrieval_index
+        index = load_retrieval_index(path, base_model.config.embedding_dim, **hub)
+        base_model.retrieval_index = index or base_model.retrieval_index
 
 
 def _load_base(base: str, adapter_file: Path, adapters: Path | None, **kwargs):
     """The base model named by adapter_config.json; when it is not a folder here or beside the adapters and does
     not load as a Hub id, an error naming the file, the path and what to do."""
     from huggingface_hub.errors import HFValidationError
-    from transformers import AutoModelForSequenceClassification
 
     location = _base_location(base, adapters)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(location, **kwargs)
+        return _load_model(location, **kwargs)
     except (OSError, HFValidationError) as err:
         if Path(location).expanduser().is_dir():
             raise  # the folder is there: its own error says what is wrong with it
