@@ -305,3 +305,85 @@ def test_hm_hf_ocr_refuses_a_foreign_output_file(tmp_path, memes, capsys):
         assert f"{output}:1: not an annotation line" in capsys.readouterr().err
     assert cli([str(tmp_path / "missing.png"), "--output", str(tmp_path / "new.jsonl")]) == 2
     assert "missing.png: no such file or folder" in capsys.readouterr().err
+
+
+class _FakeEngine:
+    """An OCR engine that reads every image as "text of WxH": the CLI tests below need no OCR install."""
+
+    name, version = "fake", "0"
+
+    def read(self, image):
+        return "text of {}x{}".format(*image.size)
+
+
+@pytest.fixture
+def ocr_cli(monkeypatch):
+    from hm_hf.ocr.cli import cli
+
+    monkeypatch.setattr(ocr, "get_ocr_engine", lambda *args, **kwargs: _FakeEngine())
+    return cli
+
+
+def _png(path, size=(8, 4)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size).save(path)
+    return path
+
+
+def test_hm_hf_ocr_keeps_a_whole_last_line_without_a_newline(tmp_path, ocr_cli, capsys):
+    _png(tmp_path / "img" / "9.png")
+    output = tmp_path / "test_unseen.jsonl"
+    kept = '{"id": 7, "img": "img/7.png", "text": "x"}\n{"id": 8, "img": "img/8.png", "text": "last"}'
+    output.write_text(kept)
+    assert ocr_cli([str(tmp_path / "img"), "--output", str(output)]) == 0
+    assert output.read_text() == kept + '\n{"id": 9, "img": "img/9.png", "text": "text of 8x4"}\n'
+    assert "incomplete" not in capsys.readouterr().err
+
+
+def test_hm_hf_ocr_drops_only_a_line_it_was_writing(tmp_path, ocr_cli, capsys):
+    _png(tmp_path / "img" / "9.png")
+    output = tmp_path / "test_unseen.jsonl"
+    output.write_bytes('{"id": 7, "img": "img/7.png", "text": "x"}\n{"id": 8, "img": "img/8.png", "text": "\u00e9'
+                       .encode()[:-1])  # killed inside a two-byte character
+    assert ocr_cli([str(tmp_path / "img"), "--output", str(output)]) == 0
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == [7, 9]
+    assert f"{output}:2: dropping an incomplete last line" in capsys.readouterr().err
+
+    for foreign in (b"my notes", b'{"id": 7, "img": "img/7.png", "text": "x"}\n{"id": 8}',
+                    b'{"id": 7, "img": "img/7.png", "text": "x"}\n[{"id": 8, "img": "img/8.png"'):
+        output.write_bytes(foreign)
+        assert ocr_cli([str(tmp_path / "img"), "--output", str(output)]) == 2
+        line = foreign.count(b"\n") + 1
+        assert f"{output}:{line}: not an annotation line" in capsys.readouterr().err
+        assert output.read_bytes() == foreign  # left as it was
+
+
+def test_hm_hf_ocr_ids_of_non_ascii_digit_names_are_their_names(tmp_path, ocr_cli):
+    _png(tmp_path / "img" / "\u00b2\u00b3.png")  # superscript digits: str.isdigit, but int() refuses them
+    _png(tmp_path / "img" / "\u0663.png")  # Arabic-Indic three: int() reads 3, not HMD's numbering
+    _png(tmp_path / "img" / "0042.png")
+    output = tmp_path / "out.jsonl"
+    assert ocr_cli([str(tmp_path / "img"), "--output", str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+    assert sorted(map(str, (r["id"] for r in rows))) == ["42", "\u00b2\u00b3", "\u0663"]
+    assert {type(r["id"]) for r in rows if r["img"] != "img/0042.png"} == {str}
+
+
+def test_hm_hf_ocr_bad_files_from_and_output_are_named_errors(tmp_path, ocr_cli, capsys):
+    image = _png(tmp_path / "img" / "1.png")
+    output = tmp_path / "out.jsonl"
+    missing = tmp_path / "missing.txt"
+    assert ocr_cli(["--files-from", str(missing), "--output", str(output)]) == 2
+    assert f"--files-from {missing}: cannot read it (No such file or directory)" in capsys.readouterr().err
+    latin1 = tmp_path / "list.txt"
+    latin1.write_bytes(b"img/1.png\nimg/caf\xe9.png\n")
+    assert ocr_cli(["--files-from", str(latin1), "--output", str(output)]) == 2
+    assert f"--files-from {latin1}:2: not UTF-8 text" in capsys.readouterr().err
+    assert not output.exists()
+
+    latin1.write_bytes(b"\xef\xbb\xbfimg/1.png\n")  # UTF-8 with a byte-order mark (Windows Notepad)
+    assert ocr_cli(["--files-from", str(latin1), "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["id"] == 1
+
+    assert ocr_cli([str(image), "--output", str(tmp_path)]) == 2
+    assert f"--output {tmp_path} is a folder" in capsys.readouterr().err

@@ -49,8 +49,10 @@ def find_images(inputs: list[str], recursive: bool = False) -> list[Path]:
 
 
 def meme_id(path: Path) -> int | str:
-    """HMD's id for an image file: the number of `08291.png` (8291), else the file name's stem."""
-    return int(path.stem) if path.stem.isdigit() else path.stem
+    """HMD's id for an image file: the number of `08291.png` (8291), else the file name's stem (also for
+    digits other than 0-9, such as `²³.png`, which `int` refuses or reads as another number)."""
+    stem = path.stem
+    return int(stem) if stem.isascii() and stem.isdecimal() else stem
 
 
 def relative_img(path: Path, root: Path) -> str:
@@ -62,19 +64,25 @@ def relative_img(path: Path, root: Path) -> str:
 
 
 def read_done(output: Path) -> tuple[set[str], set]:
-    """(`img` values, ids) of the lines already in `output`; a partial last line (a kill mid-write) is cut."""
+    """(`img` values, ids) of the lines already in `output`, made ready to append to.
+
+    Every line is checked before anything is changed, so a file that is not an annotation file is refused as
+    it is. A last line without a newline is kept when it is a whole annotation line (a newline is added) and
+    cut only when it is the start of a line this command writes (`{"id": ...`, a kill mid-write).
+    """
+    if output.is_dir():
+        raise AnnotationFileError(f"--output {output} is a folder; give the path of a jsonl file, "
+                                  f"e.g. {output / 'test_unseen.jsonl'}")
     if not output.is_file():
         return set(), set()
     data = output.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        print(f"ocr: {output}: dropping an incomplete last line (the previous run was stopped while writing it)",
-              file=sys.stderr)
-        with open(output, "r+b") as f:
-            f.truncate(cut)
-        data = data[:cut]
+    lines = data.split(b"\n")
+    last = lines.pop()  # b"" when the file ends with a newline
+    partial = _is_partial_line(last)
+    if not partial:
+        lines.append(last)
     images, ids = set(), set()
-    for number, line in enumerate(data.split(b"\n"), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -84,7 +92,41 @@ def read_done(output: Path) -> tuple[set[str], set]:
         except (ValueError, KeyError, TypeError) as err:
             raise AnnotationFileError(f"{output}:{number}: not an annotation line ({err!r}); "
                                       "write to a new --output file or fix this line") from err
+    if partial:
+        print(f"ocr: {output}:{len(lines) + 1}: dropping an incomplete last line (the previous run was stopped "
+              "while writing it)", file=sys.stderr)
+        with open(output, "r+b") as f:
+            f.truncate(len(data) - len(last))
+    elif last:
+        with open(output, "ab") as f:
+            f.write(b"\n")
     return images, ids
+
+
+def _is_partial_line(line: bytes) -> bool:
+    """Whether `line` is the start of a line this command writes, cut short by a kill (not whole JSON)."""
+    if not line.startswith(b'{"id": '):
+        return False
+    try:
+        parse_json(line)
+    except ValueError:
+        return True
+    return False
+
+
+def read_file_list(path: Path) -> list[str]:
+    """The image paths in a `--files-from` list: one a line, relative to the list's folder."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"--files-from {path}: cannot read it ({err.strerror}); give a text file with one "
+                         "image path a line") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ValueError(f"--files-from {path}:{line}: not UTF-8 text; save the list as UTF-8") from None
+    return [str(path.parent / line.strip()) for line in text.splitlines() if line.strip()]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,9 +152,11 @@ def cli(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     inputs = list(args.inputs)
     if args.files_from:
-        base = Path(args.files_from).parent
-        lines = Path(args.files_from).read_text(encoding="utf-8").splitlines()
-        inputs += [str(base / line.strip()) for line in lines if line.strip()]
+        try:
+            inputs += read_file_list(Path(args.files_from))
+        except ValueError as err:
+            print(f"ocr: error: {err}", file=sys.stderr)
+            return 2
     if not inputs:
         parser.error("give image files or folders, or --files-from")
     output = Path(args.output).resolve()
@@ -120,6 +164,7 @@ def cli(argv: list[str] | None = None) -> int:
     try:
         images = find_images(inputs, args.recursive)
         done_images, done_ids = read_done(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
         engine = get_ocr_engine(args.engine, args.lang)
     except (OSError, ValueError, OcrUnavailableError) as err:
         print(f"ocr: error: {err}", file=sys.stderr)
@@ -140,7 +185,6 @@ def cli(argv: list[str] | None = None) -> int:
     print(f"ocr: {len(images)} images, {len(images) - len(pending)} already in {output}, {len(pending)} to read "
           f"with {engine.name} ({engine.version})", file=sys.stderr)
     skipped: list[str] = []
-    output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a", encoding="utf-8") as out:
         bar = tqdm(pending, desc="ocr", unit="image")
         for example_id, img, path in bar:
