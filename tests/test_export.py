@@ -134,3 +134,104 @@ def test_card_templates_are_valid():
         assert "## Citation" in body and "build_report.json" in body
         yaml.safe_load(text.split("---")[1])
     assert parse_size("500MB") == 500_000_000 and parse_size("1GiB") == 2**30 and parse_size(10) == 10
+
+
+# ------------------------------------------------------------------------ bad arguments, outputs and cards
+
+
+def _small_data() -> datasets.DatasetDict:
+    return datasets.DatasetDict({"train": datasets.Dataset.from_dict({"id": [1, 2], "text": ["a", "b"]})})
+
+
+def _no_build(monkeypatch):
+    """Make a build fail loudly, to show a refusal comes before it."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the build ran before the refusal")
+
+    monkeypatch.setattr(HatefulMemes, "download_and_prepare", refuse)
+
+
+def test_only_the_files_the_card_links_travel_with_it(tmp_path):
+    work = tmp_path / "mywork"
+    (work / "img").mkdir(parents=True)
+    (work / "img" / "fig.png").write_bytes(b"png")
+    (work / "LICENSE.txt").write_text("terms")
+    (work / "credentials.txt").write_text("hf_secret")
+    (work / ".env").write_text("TOKEN=1")
+    (tmp_path / "outside.txt").write_text("private")
+    (work / "link.txt").symlink_to(tmp_path / "outside.txt")
+    (work / "card.md").write_text(
+        "---\nlicense: other\n---\n# Card\n![figure](img/fig.png \"Figure\") <img src=\"./img/fig.png\">\n"
+        "[terms](LICENSE.txt#use) [up](../outside.txt) [env](.env) [sym](link.txt) [web](https://x.org/a.png)\n")
+    out = export_dataset(_small_data(), tmp_path / "out", card=work / "card.md")
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.suffix != ".parquet")
+    assert files == ["LICENSE.txt", "README.md", "img/fig.png"]
+    assert (out / "img" / "fig.png").read_bytes() == b"png"
+    assert "# Card" in (out / "README.md").read_text()
+
+
+def test_a_bad_shard_size_is_refused_before_the_build(tmp_path, monkeypatch, capsys):
+    make_hmd(tmp_path / "data", splits={"train": 2}, image_size=SIZE)
+    _no_build(monkeypatch)
+    args = ["--dataset", "hmd", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache")]
+    for size in ("banana", "0MB"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(args + ["--max-shard-size", size])
+        assert exit_info.value.code == 2
+        assert "--max-shard-size: " in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cannot read the size 'banana'.*500MB"):
+        export_dataset(HatefulMemes(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"), tmp_path / "out",
+                       max_shard_size="banana")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_that_is_a_file_is_refused_before_the_build(tmp_path, monkeypatch, capsys):
+    make_hmd(tmp_path / "data", splits={"train": 2}, image_size=SIZE)
+    _no_build(monkeypatch)
+    (tmp_path / "taken").write_text("keep me")
+    for output, named in ((tmp_path / "taken", "is a file"), (tmp_path / "taken" / "sub", "taken is a file")):
+        assert cli(["--dataset", "hmd", "--data-dir", str(tmp_path / "data"), "--output", str(output),
+                    "--cache-dir", str(tmp_path / "cache")]) == 1
+        err = capsys.readouterr().err
+        assert f"output {output}" in err and named in err and "Traceback" not in err
+    assert (tmp_path / "taken").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("header, message", [
+    ("license: [other\n", r"README.md, line 2: cannot read its YAML header"),
+    ("- a\n- b\n", r"README.md: its YAML header is a list, not a mapping"),
+    ("configs: [default]\n", r"README.md: `configs` in its YAML header must be a list"),
+], ids=["broken", "list", "configs"])
+def test_a_broken_card_in_the_output_is_named_and_nothing_is_lost(tmp_path, header, message):
+    out = tmp_path / "out"
+    (out / "default").mkdir(parents=True)
+    (out / "default" / "train-00000-of-00001.parquet").write_bytes(b"old shard")
+    card = f"---\n{header}---\nmy notes\n"
+    (out / "README.md").write_text(card)
+    with pytest.raises(ValueError, match=message + ".*fix the YAML|" + message + ".*fix it") as err:
+        export_dataset(_small_data(), out)
+    assert str(out / "README.md") in str(err.value)
+    assert (out / "README.md").read_text() == card  # refused before anything was written
+    assert os.listdir(out / "default") == ["train-00000-of-00001.parquet"]
+
+
+def test_a_broken_card_in_the_output_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):
+    make_hmd(tmp_path / "data", splits={"train": 2}, image_size=SIZE)
+    _no_build(monkeypatch)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "README.md").write_text("---\n- a\n---\n")
+    assert cli(["--dataset", "hmd", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+                "--cache-dir", str(tmp_path / "cache")]) == 1
+    err = capsys.readouterr().err
+    assert "hm-hf export-dataset: error: " in err and "README.md: its YAML header is a list" in err
+
+
+def test_the_exported_config_folder_is_readable_by_others(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        out = export_dataset(_small_data(), tmp_path / "out")
+    finally:
+        os.umask(umask)
+    assert (out / "default").stat().st_mode & 0o777 == 0o755
+    assert (next((out / "default").glob("*.parquet"))).stat().st_mode & 0o777 == 0o644

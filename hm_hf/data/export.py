@@ -12,7 +12,8 @@ Images are embedded as bytes (datasets' `embed_table_storage`), not stored as lo
 second config into the same folder adds it to the card's `configs`; re-exporting a config replaces it.
 
 CLI: ``hm-hf export-dataset --dataset hmd|mmhs --data-dir D --output O [--config default|regions]
-[--feature-cache F] [--push-to-hub org/name] [--public]``.
+[--feature-cache F] [--card README.md] [--max-shard-size 500MB] [--push-to-hub org/name] [--public]``.
+Only the files a card links by relative path travel with it, never the rest of its folder.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 import yaml
 from datasets.table import embed_table_storage, table_cast
 
-from hm_hf.fileio import atomic_write_bytes
+from hm_hf.fileio import atomic_path, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -50,27 +51,111 @@ def dataset_scripts_dir() -> Path:
     return checkout if checkout.is_dir() or not installed.is_dir() else installed
 
 
+class ExportError(ValueError):
+    """A bad argument, output folder or card: the message names it and says what to do."""
+
+
 def parse_size(size) -> int:
-    """"500MB" / "2GB" / 1000 -> bytes."""
-    if isinstance(size, int):
-        return size
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", str(size), re.IGNORECASE)
-    if not match:
-        raise ValueError(f"cannot read the size {size!r}; use e.g. 500MB")
-    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-    return int(float(match.group(1)) * units[(match.group(2) or "").upper()])
+    """"500MB" / "2GB" / 1000 -> bytes (more than 0)."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?\s*", str(size), re.IGNORECASE)
+        if not match:
+            raise ExportError(f"cannot read the size {size!r}: use a number of bytes or e.g. 500MB, 2GB, 1GiB")
+        units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+        value = int(float(match.group(1)) * units[(match.group(2) or "").upper()])
+    if value < 1:
+        raise ExportError(f"the size {size!r} must be at least one byte; use e.g. 500MB")
+    return value
 
 
-def split_card(text: str) -> tuple[dict, str]:
-    """(YAML header, body) of a dataset card."""
+def split_card(text: str, name="the dataset card") -> tuple[dict, str]:
+    """(YAML header, body) of a dataset card; a header that is not a YAML mapping raises ExportError naming
+    `name`, since the card's `configs` are merged into it."""
     if text.startswith("---"):
         parts = text.split("\n---", 1)
         if len(parts) == 2:
-            header = yaml.safe_load(parts[0][3:]) or {}
+            fix = "fix the YAML between the '---' lines, or move the file away"
+            try:
+                header = yaml.safe_load(parts[0][3:]) or {}
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)  # 0-based in the text after the first "---": the file's line
+                where = f"{name}, line {mark.line + 1}" if mark is not None else name
+                problem = getattr(err, "problem", None) or " ".join(str(err).split())
+                raise ExportError(f"{where}: cannot read its YAML header ({problem}); {fix}") from None
+            if not isinstance(header, dict):
+                raise ExportError(f"{name}: its YAML header is a {type(header).__name__}, not a mapping "
+                                  f"(key: value lines); {fix}")
             body = parts[1].split("\n", 1)[1] if "\n" in parts[1] else ""
             return header, body
     return {}, text
+
+
+def read_card(path) -> tuple[dict, str]:
+    """split_card of the file `path`, with errors that name it; `configs`, when there, must be a list of
+    mappings with a config_name (the form the Hub reads), since export rewrites it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ExportError(f"{path}: not UTF-8 text; save the card as UTF-8, or move the file away") from None
+    header, body = split_card(text, str(path))
+    configs = header.get("configs")
+    if configs is not None and not (isinstance(configs, list) and all(
+            isinstance(c, dict) and isinstance(c.get("config_name"), str) for c in configs)):
+        raise ExportError(f"{path}: `configs` in its YAML header must be a list of entries with a config_name; "
+                          "fix it, or delete `configs` (export rewrites it)")
+    return header, body
+
+
+def card_files(card) -> list[Path]:
+    """The files a card links to by relative path (`[..](x)`, `![..](x)`, `src="x"`, `href="x"`) that lie
+    in the card's folder or below it (symbolic links included), as paths relative to that folder.
+
+    Only these travel with the card into the export (its images, a LICENSE note it points to): other files
+    beside it (notes, credentials) are never copied, since the export may be pushed to the Hub.
+    """
+    card = Path(card)
+    folder = card.parent.resolve()
+    text = card.read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(\s*<?([^)\s>]+)", text) + re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", text)
+    found: list[Path] = []
+    for target in targets:
+        target = target.split("#", 1)[0].split("?", 1)[0]
+        if not target or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", target):
+            continue  # an anchor or a URL (https:, mailto:)
+        relative = Path(os.path.normpath(target))
+        if relative in found or relative.name == "README.md" or not (card.parent / relative).is_file():
+            continue
+        inside = not relative.is_absolute() and relative.parts[0] != ".." and (
+            card.parent / relative).resolve().is_relative_to(folder)
+        if not inside or any(part.startswith(".") for part in relative.parts):
+            logger.warning("%s links %s, which is hidden or outside the card's folder: not copied", card, target)
+            continue
+        found.append(relative)
+    return found
+
+
+def _public_dir(path: Path) -> None:
+    """Give a folder made by `mkdtemp` (mode 0700) the usual permissions (0777 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output that is a file, or lies under one, before the build, so nothing is lost to it."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output {out} is a file, not a folder; name a folder (it is created if missing)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExportError(f"output {out}: {parent} is a file, not a folder; name another output folder")
+            break
+    if (out / "README.md").exists() and not (out / "README.md").is_file():
+        raise ExportError(f"output {out}: README.md there is not a file; the card goes there: move it away")
 
 
 def render_card(header: dict, body: str) -> str:
@@ -129,25 +214,36 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
     if isinstance(data, MemeBuilder):
         dataset_name = dataset_name or data.DATASET_LABEL
     if push_to_hub and not private and dataset_name == "hateful_memes":
-        raise ValueError("Hateful Memes images may not be redistributed: refusing a public push; push it "
-                         "privately (the default) and share it through the gated repo's access requests")
+        raise ExportError("Hateful Memes images may not be redistributed: refusing a public push; push it "
+                          "privately (the default) and share it through the gated repo's access requests")
+    # everything that can be refused is checked before the (long) build and before anything is written
+    max_bytes = parse_size(max_shard_size)
     if isinstance(data, MemeBuilder):
-        builder = data
-        config_name = config_name or builder.config.name
-        builder.download_and_prepare()
-        data = builder.as_dataset()
-    if not isinstance(data, (datasets.DatasetDict, dict)):
-        raise TypeError(f"export_dataset needs a DatasetDict or an hm_hf builder, not {type(data).__name__}")
+        config_name = config_name or data.config.name
     config_name = config_name or "default"
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", config_name):
-        raise ValueError(f"config name {config_name!r} must be letters, digits, '_', '-' or '.'")
+        raise ExportError(f"config name {config_name!r} must be letters, digits, '_', '-' or '.'")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    max_bytes = parse_size(max_shard_size)
+    check_output(out)
+    if card is None and dataset_name in CARD_FOLDERS:
+        card = dataset_scripts_dir() / CARD_FOLDERS[dataset_name] / "README.md"
+    existing = read_card(out / "README.md") if (out / "README.md").is_file() else None
+    template = read_card(card) if card is not None and Path(card).is_file() else None
+
+    if isinstance(data, MemeBuilder):
+        data.download_and_prepare()
+        data = data.as_dataset()
+    if not isinstance(data, (datasets.DatasetDict, dict)):
+        raise TypeError(f"export_dataset needs a DatasetDict or an hm_hf builder, not {type(data).__name__}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"output {out}: cannot create the folder ({err.strerror}); name another folder") from None
 
     # 1. shards, written next to their final place and swapped in at the end
     staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{config_name}.tmp-"))
     try:
+        _public_dir(staging)  # it becomes <out>/<config>, which others read
         data_files = []
         for split, dataset in data.items():
             _write_split(dataset, staging, split, max_bytes)
@@ -161,29 +257,27 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
             shutil.rmtree(staging)
 
     # 2. the card: template header/body, `configs` = what the folder holds now
-    if card is None and dataset_name in CARD_FOLDERS:
-        card = dataset_scripts_dir() / CARD_FOLDERS[dataset_name] / "README.md"
-    existing_configs = []
-    if (out / "README.md").is_file():
-        existing_configs = split_card((out / "README.md").read_text(encoding="utf-8"))[0].get("configs") or []
-    if card is not None and Path(card).is_file():
-        header, body = split_card(Path(card).read_text(encoding="utf-8"))
-    elif (out / "README.md").is_file():
-        header, body = split_card((out / "README.md").read_text(encoding="utf-8"))
+    existing_configs = (existing[0].get("configs") or []) if existing else []
+    if template is not None:
+        header, body = template
+    elif existing is not None:
+        header, body = existing
     else:
         if card is not None:
             logger.warning("dataset card %s not found; writing a minimal card", card)
         header, body = {}, f"\n# {dataset_name or out.name}\n\nExported with `hm-hf export-dataset`.\n"
     configs = [c for c in existing_configs
-               if c.get("config_name") != config_name and (out / c.get("config_name", "")).is_dir()]
+               if c["config_name"] != config_name and (out / c["config_name"]).is_dir()]
     entry = {"config_name": config_name, "data_files": data_files}
     if config_name == "default":
         entry["default"] = True
     header["configs"] = sorted(configs + [entry], key=lambda c: (c["config_name"] != "default", c["config_name"]))
     atomic_write_bytes(out / "README.md", render_card(header, body).encode("utf-8"))
-    for extra in (Path(card).parent.glob("*") if card is not None and Path(card).is_file() else []):
-        if extra.is_file() and extra.name != "README.md" and not extra.name.startswith("."):
-            shutil.copy2(extra, out / extra.name)  # e.g. a LICENSE note kept with the card
+    for relative in (card_files(card) if template is not None else []):
+        if relative.parts[0] in {c["config_name"] for c in header["configs"]}:
+            continue  # never over a config's shards
+        with atomic_path(out / relative) as tmp:
+            shutil.copyfile(Path(card).parent / relative, tmp)
     logger.info("exported %s (config %s) to %s", dataset_name or "data set", config_name, out)
 
     if push_to_hub:
@@ -200,6 +294,14 @@ def push_folder(folder, repo_id: str, private: bool = True, token=None) -> str:
     return f"https://huggingface.co/datasets/{repo_id}"
 
 
+def _size_argument(text: str) -> int:
+    """argparse type for --max-shard-size, so a bad size is refused before the build."""
+    try:
+        return parse_size(text)
+    except ExportError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def cli(argv: list[str] | None = None) -> int:
     """`hm-hf export-dataset`: build (or reuse) a data set, write Parquet + card, optionally push."""
     parser = argparse.ArgumentParser(
@@ -213,8 +315,10 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--feature-cache", help='feature cache folder, needed by --config regions')
     parser.add_argument("--cache-dir", help="datasets cache folder for the prepared data")
     parser.add_argument("--strict", action="store_true", help="fail on the first bad input instead of skipping")
-    parser.add_argument("--card", help="dataset card template (default: dataset_scripts/<name>/README.md)")
-    parser.add_argument("--max-shard-size", default="500MB")
+    parser.add_argument("--card", help="dataset card template (default: dataset_scripts/<name>/README.md); the "
+                                       "files it links by relative path (images) are copied along, nothing else")
+    parser.add_argument("--max-shard-size", default="500MB", type=_size_argument,
+                        help="largest shard, uncompressed (default 500MB; e.g. 200MB, 1GB, 1GiB)")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder as this dataset repo")
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
     args = parser.parse_args(argv)
@@ -223,6 +327,8 @@ def cli(argv: list[str] | None = None) -> int:
                      "the repo is created private)")
     if args.config == "regions" and not args.feature_cache:
         parser.error("--config regions needs --feature-cache")
+    if args.card and not Path(args.card).is_file():
+        parser.error(f"--card {args.card}: no such file; name the dataset card (README.md) to use as template")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from hm_hf.data.hateful_memes import HatefulMemes
@@ -238,7 +344,7 @@ def cli(argv: list[str] | None = None) -> int:
                                 feature_cache=args.feature_cache, strict=args.strict, cache_dir=args.cache_dir)
         out = export_dataset(builder, args.output, card=args.card, max_shard_size=args.max_shard_size,
                              push_to_hub=args.push_to_hub, private=not args.public)
-    except (BadInputError, FileNotFoundError, FeatureCacheError, PushError) as err:
+    except (BadInputError, ExportError, FileNotFoundError, FeatureCacheError, PushError) as err:
         print(f"hm-hf export-dataset: error: {err}", file=sys.stderr)
         return 1
     report = builder.report
