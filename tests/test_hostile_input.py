@@ -171,7 +171,12 @@ def test_commands_refuse_a_path_outside_the_data_folder(tmp_path, how, capsys):
         assert len(dataset_images("hmd", data, splits=["dev_seen"])) == 2  # a split without such a path lists
 
 
-def test_import_refuses_feature_and_image_files_that_lead_outside(tmp_path, capsys):
+@pytest.mark.parametrize("given", ["absolute", "relative to the working directory"])
+def test_import_refuses_feature_and_image_files_that_lead_outside(tmp_path, capsys, monkeypatch, given):
+    """A folder given relative to the working directory is checked as strictly as an absolute one (its files
+    were once joined to it twice, so a symlink's target was never looked at)."""
+    base = tmp_path if given == "absolute" else Path(".")
+    monkeypatch.chdir(tmp_path)
     secret_json = _outside(tmp_path, "secret.json")
     secret_png = _outside(tmp_path)
     (tmp_path / "bua").mkdir()
@@ -180,11 +185,11 @@ def test_import_refuses_feature_and_image_files_that_lead_outside(tmp_path, caps
     (tmp_path / "images" / "1.png").symlink_to(secret_png)
     (tmp_path / "npz").mkdir()
     with never_opened(secret_json), never_opened(secret_png):
-        assert import_cli(["--format", "bua-json", "--input", str(tmp_path / "bua"), "--output",
+        assert import_cli(["--format", "bua-json", "--input", str(base / "bua"), "--output",
                            str(tmp_path / "c"), "--no-progress"]) == 2
         assert "1.json resolves to" in capsys.readouterr().err
         with pytest.raises(FeatureImportError, match="1.png resolves to .*outside"):
-            import_features("uniter-npz", tmp_path / "npz", tmp_path / "c2", image_dir=tmp_path / "images",
+            import_features("uniter-npz", base / "npz", tmp_path / "c2", image_dir=base / "images",
                             progress=False)
 
 

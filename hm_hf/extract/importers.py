@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hm_hf.cli import positive_int
 from hm_hf.data.layouts import DataFolder, canonical_id, command_report, dataset_images, image_size
 from hm_hf.fileio import JsonInputError, parse_json
 
@@ -67,6 +68,8 @@ def scan(fmt: str, input_dir) -> dict[str, Path]:
     if not input_dir.is_dir():
         raise FeatureImportError(f"--input {input_dir} is not a folder")
     found: dict[str, Path] = {}
+    folder = DataFolder(input_dir)
+    input_dir = Path(folder.path)  # absolute: the folder's real_path reads a relative path as inside it
     if fmt == "mmf":
         files = [p for p in input_dir.rglob("*.npy") if not p.stem.endswith("_info")]
     elif fmt == "bua-json":
@@ -75,7 +78,6 @@ def scan(fmt: str, input_dir) -> dict[str, Path]:
         files = list(input_dir.rglob("*.npz"))
     else:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    folder = DataFolder(input_dir)
     for path in sorted(files):
         real = folder.real_path(path)
         if not folder.contains(real):
@@ -281,7 +283,7 @@ def import_features(
     image_files = {}
     if image_dir is not None:
         folder = DataFolder(image_dir)
-        for p in sorted(Path(image_dir).iterdir()):
+        for p in sorted(Path(folder.path).iterdir()):  # absolute, as real_path needs
             if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"):
                 real = folder.real_path(p)
                 if not folder.contains(real):
@@ -382,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(PICKLE_FLAG, action="store_true",
                         help="allow reading MMF's <id>_info.npy, which is a pickle: unpickling can run arbitrary "
                         "code, so pass this only for files from a source you trust")  # fmt: skip
-    parser.add_argument("--flush-every", type=int, default=2000, help="images per shard")
+    parser.add_argument("--flush-every", type=positive_int, default=2000, help="images per shard")
     parser.add_argument("--feature-dtype", choices=FEATURE_DTYPES, default="float16",
                         help="how the features are stored (float16 halves disk and memory)")
     parser.add_argument("--no-progress", action="store_true")

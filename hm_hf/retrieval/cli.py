@@ -24,6 +24,8 @@ import json
 import sys
 from pathlib import Path
 
+from hm_hf.cli import positive_int
+
 __all__ = ["add_to_index", "cli", "read_labelled_memes"]
 
 
@@ -39,7 +41,8 @@ def _split_files(data: str, split: str | None):
         if path.suffix != ".jsonl":
             raise IndexInputError(f"{path}: not a .jsonl split file (give folder/<split>.jsonl or a folder with --split)")
         folder = DataFolder(path.parent)
-        return HmdFiles(folder, "official", path.parent, path.parent), path.stem
+        root = Path(folder.path)  # absolute: the folder's real_path reads a relative path as inside it
+        return HmdFiles(folder, "official", root, root), path.stem
     if path.is_dir():
         if not split:
             raise IndexInputError(f"{path} is a folder: name its split with --split (e.g. --split dev_seen)")
@@ -114,11 +117,21 @@ def add_to_index(model_folder, data: list[str], split: str | None = None, source
         raise IndexInputError(f"{folder}: {err}; `hm-hf index` works on hm_rgcl models") from None
     processor = MemeProcessor.from_pretrained(str(folder), model.config)
     index = model.retrieval_index or RetrievalIndex(model.config.embedding_dim)
+    labels = [source or (f"{Path(name).parent.name}/{Path(name).stem}" if Path(name).is_file()
+                         else f"{Path(name).name}/{split}") for name, _ in inputs]
+    indexed_from = dict(zip(index.ids, index.sources))
+    for label, (_, items) in zip(labels, inputs):  # an id indexed from this source: resumed; from another: a clash
+        for item in items:
+            if indexed_from.get(item["id"], label) != label:
+                raise IndexInputError(
+                    f"{item['file']} line {item['line']}: id {item['id']} is already in the index, from source "
+                    f"{indexed_from[item['id']]!r}, not {label!r}: give these memes ids of their own (ids must be "
+                    "unique), or, if they are the memes indexed then, add them again with --source "
+                    f"{indexed_from[item['id']]!r}")
     added, skipped = 0, 0
-    for name, items in inputs:
+    for label, (name, items) in zip(labels, inputs):
         todo = [item for item in items if item["id"] not in index]
         skipped += len(items) - len(todo)
-        label = source or (f"{Path(name).parent.name}/{Path(name).stem}" if Path(name).is_file() else f"{Path(name).name}/{split}")
         pending: list[tuple[torch.Tensor, dict]] = []
         bar = tqdm(total=len(todo), desc=f"index add {name}", unit="meme", disable=not progress)
         for start in range(0, len(todo), batch_size):
@@ -167,8 +180,8 @@ def cli(argv: list[str] | None = None) -> int:
     add.add_argument("data", nargs="+", help="split files (folder/<split>.jsonl) or Hateful Memes folders (--split)")
     add.add_argument("--split", default=None, help="the split to read from a folder argument")
     add.add_argument("--source", default=None, help="the source name recorded for these memes (default: folder/split)")
-    add.add_argument("--batch-size", type=int, default=32)
-    add.add_argument("--save-every", type=int, default=512, help="save the index after this many new memes")
+    add.add_argument("--batch-size", type=positive_int, default=32)
+    add.add_argument("--save-every", type=positive_int, default=512, help="save the index after this many new memes")
     show_parser = sub.add_parser("show", help="size and sources of a saved index")
     show_parser.add_argument("model_folder")
     args = parser.parse_args(argv)
