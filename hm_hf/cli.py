@@ -27,6 +27,20 @@ COMMANDS = {
 }
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts and sizes (batch size, epochs, dimensions): 0 or less is refused with
+    the option named, instead of a loop that silently does nothing or a ``range()`` error."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number (1 or more)")
+    return value
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: hm-hf <command> [options]", "", "commands:"]

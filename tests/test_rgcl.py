@@ -321,7 +321,7 @@ def _hmd_lines(folder: Path, name: str, lines: list[dict]) -> Path:
     return path
 
 
-def test_index_add_is_resumable_atomic_and_names_bad_input(trained, tmp_path, monkeypatch):
+def test_index_add_is_resumable_atomic_and_names_bad_input(trained, tmp_path, monkeypatch, capsys):
     import shutil
 
     from hm_hf.retrieval import cli
@@ -366,7 +366,18 @@ def test_index_add_is_resumable_atomic_and_names_bad_input(trained, tmp_path, mo
     missing = _hmd_lines(data, "missing", [dict(new[0], id=777, img="img/nope.png")])
     with pytest.raises(cli.IndexInputError, match="missing.jsonl line 1"):
         cli.add_to_index(model_dir, [str(missing)], progress=False)
+    fresh = _hmd_lines(data, "fresh", [dict(new[0], id=new[0]["id"] + 1000), dict(new[1], id=new[1]["id"] + 1000)])
+    train_id = json.loads((data / "train.jsonl").read_text().splitlines()[0])["id"]
+    renumbered = _hmd_lines(data, "renumbered", [dict(new[0], id=train_id)])
+    with pytest.raises(cli.IndexInputError, match=f"renumbered.jsonl line 1: id {train_id} is already in the index, "
+                                                  "from source 'train', not 'data/renumbered'"):
+        cli.add_to_index(model_dir, [str(renumbered)], progress=False)  # another meme, not a resume: refused
     assert len(RetrievalIndex.load(model_dir)) == 486  # refused input added nothing
+    monkeypatch.chdir(data.parent)  # a split file given relative to the working directory
+    assert cli.add_to_index(model_dir, [f"{data.name}/{fresh.name}"], progress=False)["added"] == 2
+    with pytest.raises(SystemExit):  # argparse's usage error (exit status 2), naming the option
+        cli.cli(["add", str(model_dir), str(source), "--batch-size", "0"])
+    assert "--batch-size: 0 is not a positive whole number" in capsys.readouterr().err
     assert cli.cli(["show", str(model_dir)]) == 0
 
 

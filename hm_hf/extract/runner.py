@@ -43,6 +43,7 @@ import time
 import warnings
 from pathlib import Path
 
+from hm_hf.cli import positive_int
 from hm_hf.data.layouts import DataFilesError, command_report, dataset_images, open_image, skipped_summary
 from hm_hf.fileio import atomic_write_bytes
 
@@ -282,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="feature cache folder (created, or resumed)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="folder or Hub id of the detector: a folder saved by "
                         "save_pretrained, or the unc-nlp/frcnn-vg-finetuned layout (config.yaml + pytorch_model.bin)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--preset", choices=sorted(DETECTOR_PRESETS), default=None,
                         help="named settings: lxmert-demo (800/1333, 36 regions: the LXMERT / VisualBERT demos) or "
                         "bottom-up-attention (600/1000, NMS 0.3-0.9, score 0.2, 10-100 regions: UNITER's features)")
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feature-dtype", choices=list(FEATURE_DTYPES), default="float16",
                         help="how features are stored: float16 (half the disk and memory) or float32")
     parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
-    parser.add_argument("--flush-every", type=int, default=256, help="images per shard (and lost at most on a kill)")
+    parser.add_argument("--flush-every", type=positive_int, default=256, help="images per shard (and lost at most on a kill)")
     parser.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all)")
     parser.add_argument("--no-progress", action="store_true")
     return parser

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from hm_hf.cli import positive_int
+
 __all__ = ["cli"]
 
 
@@ -28,7 +30,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--ocr-engine", choices=["ppocr", "tesseract", "auto"], default=None,
                         help="how text not given is read (default: the model's processor's ocr_engine; ppocr for "
                         "folders that name none)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-regions", action="store_true", help="leave the detected regions out of the output")
     args = parser.parse_args(argv)

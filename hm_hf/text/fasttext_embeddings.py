@@ -37,6 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from hm_hf.cli import positive_int
 from hm_hf.data import layouts
 from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
 
@@ -413,11 +414,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model at --output")
     parser.add_argument("--model", default=SEED_DEFAULTS["model"], choices=["skipgram", "cbow"])
-    parser.add_argument("--dim", type=int, default=SEED_DEFAULTS["dim"], help="vector size (default: 100)")
+    parser.add_argument("--dim", type=positive_int, default=SEED_DEFAULTS["dim"], help="vector size (default: 100)")
     parser.add_argument(
         "--min-count", type=int, default=SEED_DEFAULTS["min_count"], help="minimum word count (default: 1)"
     )
-    parser.add_argument("--epoch", type=int, default=SEED_DEFAULTS["epoch"], help="epochs (default: 100)")
+    parser.add_argument("--epoch", type=positive_int, default=SEED_DEFAULTS["epoch"], help="epochs (default: 100)")
     parser.add_argument("--lr", type=float, default=0.05, help="learning rate (fastText default 0.05)")
     parser.add_argument("--ws", type=int, default=5, help="context window (fastText default 5)")
     parser.add_argument("--minn", type=int, default=3, help="min char n-gram length (default 3)")
