@@ -664,3 +664,21 @@ def test_recipe_output_dir_that_is_a_file_and_deep_yaml_are_named(tmp_path):
     _, data, _, _, training = parse_recipe([str(recipe)])
     assert training.learning_rate == 1.0 and isinstance(training.learning_rate, float)
     assert data.max_regions == 36 and training.lr_scheduler_kwargs == {"power": 2}
+
+
+@pytest.mark.parametrize("argv", [
+    ["extract-features", "--batch-size", "0"], ["extract-features", "--flush-every", "-1"],
+    ["import-features", "--flush-every", "0"], ["predict", "m", "a.png", "--batch-size", "0"],
+    ["train-fasttext", "--dim", "0"], ["train-fasttext", "--epoch", "-3"],
+    ["index", "add", "m", "d.jsonl", "--save-every", "0"], ["index", "add", "m", "d.jsonl", "--batch-size", "2.5"],
+])
+def test_counts_that_are_not_positive_whole_numbers_are_named(argv, capsys):
+    """A batch size of 0 once gave `range() arg 3 must not be zero`, and -1 silently did nothing."""
+    from hm_hf.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    option, value = argv[-2], argv[-1]
+    says = f"'{value}' is not a whole number" if "." in value else f"{value} is not a positive whole number (1 or more)"
+    assert f"argument {option}: {says}" in capsys.readouterr().err
