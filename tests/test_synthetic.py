@@ -1,9 +1,11 @@
 import json
 from collections import defaultdict
 
+import pytest
 from PIL import Image
 
 from hm_hf.synthetic import make_hmd, make_mmhs, write_region_features
+from hm_hf.synthetic.data import SyntheticOutputError
 from hm_hf.cli import main as hm_hf_main
 
 
@@ -92,6 +94,28 @@ def test_make_synthetic_command(tmp_path, capsys):
     assert hm_hf_main(["make-synthetic", "--dataset", "mmhs", "--output", str(tmp_path), "--scale", "0.05"]) == 0
     assert "val" in capsys.readouterr().out
     assert (tmp_path / "MMHS150K_GT.json").is_file()
+
+
+def test_a_folder_of_other_files_is_never_written_into(tmp_path, capsys):
+    """make-synthetic (and training's synthetic_if_missing) once wrote synthetic memes over a real data set's
+    train.jsonl; a synthetic folder is still rewritten, and a bad --scale or a file as --output are named."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "train.jsonl").write_text('{"id": 1, "img": "img/00001.png", "label": 1, "text": "mine"}\n')
+    before = (real / "train.jsonl").read_bytes()
+    assert hm_hf_main(["make-synthetic", "--output", str(real), "--scale", "0.05"]) == 2
+    assert f"{real} already holds files and was not written by hm_hf.synthetic" in capsys.readouterr().err
+    assert sorted(p.name for p in real.iterdir()) == ["train.jsonl"] and (real / "train.jsonl").read_bytes() == before
+    with pytest.raises(SyntheticOutputError, match="already holds files"):
+        make_mmhs(real, splits={"train": 2})
+    (tmp_path / "afile").write_text("x")
+    assert hm_hf_main(["make-synthetic", "--output", str(tmp_path / "afile")]) == 2
+    assert "afile is a file" in capsys.readouterr().err
+    for scale in ("0", "-1", "nan"):
+        assert hm_hf_main(["make-synthetic", "--output", str(tmp_path / "s"), "--scale", scale]) == 2
+        assert "scale must be a positive number" in capsys.readouterr().err
+    assert hm_hf_main(["make-synthetic", "--output", str(tmp_path / "s"), "--scale", "0.05"]) == 0
+    assert hm_hf_main(["make-synthetic", "--output", str(tmp_path / "s"), "--scale", "0.05", "--seed", "1"]) == 0
 
 
 def test_the_detector_expects_the_features_the_writer_draws(tmp_path):

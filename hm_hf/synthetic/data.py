@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,7 +158,21 @@ def _write_lines(path: Path, rows) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
 
 
+class SyntheticOutputError(ValueError):
+    """An output folder that synthetic data must not be written into; the message says what to do."""
+
+
 def _mark_synthetic(out_dir: Path, dataset: str, seed: int) -> None:
+    """Mark `out_dir` as synthetic before anything is written to it; a folder that already holds files and no
+    marker (a real data set, say the Hateful Memes folder training was pointed at) is refused untouched."""
+    if out_dir.exists() and not (out_dir / SYNTHETIC_MARKER).is_file():
+        if not out_dir.is_dir():
+            raise SyntheticOutputError(f"{out_dir} is a file: give a folder to write the synthetic data set into")
+        if any(out_dir.iterdir()):
+            raise SyntheticOutputError(
+                f"{out_dir} already holds files and was not written by hm_hf.synthetic (it has no "
+                f"{SYNTHETIC_MARKER}): synthetic memes would replace or mix with them. Give a new or empty folder "
+                "(if it is a real data set, point the command at the folder holding its .jsonl files)")
     out_dir.mkdir(parents=True, exist_ok=True)
     note = {"generator": "hm_hf.synthetic", "dataset": dataset, "seed": seed,
             "content": "coloured shapes and made-up words in the on-disk format of the real data set; no real memes"}
@@ -333,6 +348,8 @@ def make_dataset(dataset: str, out_dir, scale: float = 1.0, seed: int = 0, layou
                  features_dir=None) -> dict[str, list[SyntheticMeme]]:
     """`make_hmd` / `make_mmhs` with every split's default size multiplied by `scale` (at least 2 rows),
     plus the region-feature cache in `features_dir` when given."""
+    if not 0 < scale < float("inf"):
+        raise SyntheticOutputError(f"scale must be a positive number (a share of the default sizes), got {scale}")
     if dataset == "hmd":
         splits = {k: max(2, int(v * scale)) for k, v in HMD_SPLITS.items()}
         memes = make_hmd(out_dir, splits=splits, seed=seed, layout=layout)
@@ -371,8 +388,12 @@ def cli(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.fine_grained and args.dataset != "hmd":
         parser.error("--fine-grained labels Hateful Memes: use it with --dataset hmd")
-    memes = make_dataset(args.dataset, args.output, scale=args.scale, seed=args.seed, layout=args.layout,
-                         features_dir=args.features)
+    try:
+        memes = make_dataset(args.dataset, args.output, scale=args.scale, seed=args.seed, layout=args.layout,
+                             features_dir=args.features)
+    except SyntheticOutputError as err:
+        print(f"hm-hf make-synthetic: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote a synthetic {args.dataset} data set to {args.output}")
     print(summarize(memes))
     if args.fine_grained:
