@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hm_hf.synthetic import make_hmd
+from hm_hf.data.layouts import dataset_images
 from hm_hf.extract.cache import FeatureCache
 from hm_hf.extract.importers import cli, import_features, scan
 
@@ -213,3 +214,70 @@ def test_imported_features_reach_the_builder(truth, tmp_path):
             assert (row["image_width"], row["image_height"]) == (200, 150)
             seen += 1
     assert seen == len(regions)
+
+
+def _truncate(path: Path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_data_byte(path: Path):
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF  # inside features.npy's data: a CRC mismatch (stored) or a bad deflate stream
+    path.write_bytes(bytes(raw))
+
+
+def _soft_labels_1d(path: Path):
+    with np.load(path) as data:
+        arrays = dict(data)
+    np.savez(path, **{**arrays, "soft_labels": arrays["soft_labels"][:, 0]})
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "crc", "deflate", "soft_labels_1d"])
+def test_damaged_uniter_npz_names_the_file_and_keeps_what_was_written(truth, tmp_path, capsys, damage):
+    """A damaged .npz used to escape as a BadZipFile / EOFError / zlib.error traceback."""
+    root, regions = truth
+    write_uniter(tmp_path / "npz", regions)
+    if damage == "deflate":  # np.savez_compressed: damage shows up as zlib.error
+        for path in (tmp_path / "npz").glob("*.npz"):
+            with np.load(path) as data:
+                np.savez_compressed(path, **dict(data))
+    order = list(dataset_images("hmd", root / "hmd"))  # the order the import goes in
+    victim = tmp_path / "npz" / f"{order[-1]}.npz"
+    {"empty": lambda p: p.write_bytes(b""), "truncated": _truncate, "crc": _flip_a_data_byte,
+     "deflate": _flip_a_data_byte, "soft_labels_1d": _soft_labels_1d}[damage](victim)  # fmt: skip
+    args = ["--format", "uniter-npz", "--input", str(tmp_path / "npz"), "--output", str(tmp_path / "c"),
+            "--ids-from-dataset", "hmd", "--data-dir", str(root / "hmd"), "--no-progress", "--flush-every", "1"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("import-features: error: ") and str(victim) in err and "Traceback" not in err
+    assert FeatureCache(tmp_path / "c").ids() == set(order[:-1])  # the files before it stay imported
+    victim.unlink()
+    assert cli(args) == 0  # and the import resumes once the file is removed
+    check_cache(tmp_path / "c", regions, ids=set(order[:-1]), box_atol=0.15)
+
+
+def test_empty_mmf_file_names_the_file(truth, tmp_path):
+    _, regions = truth
+    write_mmf(tmp_path / "mmf", regions)
+    victim = sorted((tmp_path / "mmf").glob("*_info.npy"))[0]
+    victim.write_bytes(b"")  # np.load: EOFError
+    with pytest.raises(ValueError, match=victim.name):
+        import_features("mmf", tmp_path / "mmf", tmp_path / "c", allow_pickle_for_mmf_info=True, progress=False)
+
+
+def test_features_of_another_width_are_refused_at_import(truth, tmp_path, capsys):
+    """10-d features used to be imported into the 2048-d cache, and failed only when a data set was built."""
+    _, regions = truth
+    narrow_id = sorted(regions)[0]
+    narrow = {**regions[narrow_id], "features": regions[narrow_id]["features"][:, :10]}
+    write_bua_json(tmp_path / "json", {**regions, narrow_id: narrow})
+    victim = tmp_path / "json" / f"{int(narrow_id):05d}.json"
+    args = ["--format", "bua-json", "--input", str(tmp_path / "json"), "--output", str(tmp_path / "c"), "--no-progress"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("import-features: error: ") and str(victim) in err
+    assert "10-dimensional features" in err and f"{DIM}-dimensional" in err
+    assert narrow_id not in FeatureCache(tmp_path / "c").ids()
+    victim.unlink()
+    assert cli(args) == 0
+    check_cache(tmp_path / "c", regions, ids=set(regions) - {narrow_id})

@@ -22,10 +22,11 @@ without features are handled by `--missing`: `skip` (report them), `error` (stop
 skipped.
 
 Every converted entry must obey the feature-cache rules (`hm_hf.extract.validation`: finite features
-within float16's range, finite boxes that are not inverted and lie in the image, positive image sizes);
-a file that breaks one, is not the format it claims, or is a symlink leading out of its folder (`--input`,
-`--image-dir`, the data set's folder) stops the import with an error naming it. Nothing is written for it,
-and re-running after fixing or removing it resumes where the import stopped.
+within float16's range, 2048 wide as the builders join them, finite boxes that are not inverted and lie in
+the image, positive image sizes); a file that breaks one, is not the format it claims (or is damaged), or
+is a symlink leading out of its folder (`--input`, `--image-dir`, the data set's folder) stops the import
+with an error naming it. Nothing is written for it, and re-running after fixing or removing it resumes
+where the import stopped.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ import argparse
 import base64
 import binascii
 import json
+import pickle
 import re
 import sys
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +49,7 @@ from hm_hf.cli import positive_int
 from hm_hf.data.layouts import DataFolder, canonical_id, command_report, dataset_images, image_size
 from hm_hf.fileio import JsonInputError, parse_json
 
+from . import validation
 from .cache import FEATURE_DIM, FEATURE_DTYPES, FeatureCache, InvalidRegionsError, RegionFeatures
 
 FORMATS = ("mmf", "bua-json", "uniter-npz")
@@ -53,6 +59,11 @@ PICKLE_FLAG = "--allow-pickle-for-mmf-info"
 # MMF's and UNITER's class probabilities come from the Caffe-trained detector: 1600 Visual Genome classes
 # with the background FIRST (the hm_hf detector puts it last, as detectron2 does).
 VG_CLASSES_WITH_BACKGROUND = 1601
+# What np.load and reading an array out of a damaged .npy / .npz raise (probed with numpy 2.4 on empty,
+# truncated and byte-flipped files): a bad zip, a CRC mismatch, a broken deflate stream, an unsupported or
+# encrypted zip entry, an unparseable .npy header, a header claiming an impossible shape.
+NUMPY_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError,
+                     tokenize.TokenError, MemoryError)
 
 
 class FeatureImportError(ValueError):
@@ -171,8 +182,9 @@ def read_mmf(path: Path, allow_pickle: bool) -> RegionFeatures:
     try:
         features = np.load(path, allow_pickle=False)
         info = np.load(info_path, allow_pickle=True).item()  # safety-opt-in: --allow-pickle-for-mmf-info
-    except (OSError, ValueError) as err:
-        raise FeatureImportError(f"{path} / {info_path}: not MMF feature files ({err})") from err
+    except (*NUMPY_READ_ERRORS, pickle.UnpicklingError) as err:
+        raise FeatureImportError(f"{path} / {info_path}: not MMF feature files ({type(err).__name__}: {err}); fix or "
+                                 "remove them, then run the import again (it resumes)") from None
     if not isinstance(info, dict) or "bbox" not in info:
         raise FeatureImportError(f"{info_path}: expected a dict with 'bbox', got {type(info).__name__}")
     try:
@@ -209,8 +221,10 @@ def read_uniter_npz(path: Path, image_size: tuple[int, int]) -> RegionFeatures:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
-        raise FeatureImportError(f"{path}: not a readable .npz without pickles ({err})") from err
+    except NUMPY_READ_ERRORS as err:
+        raise FeatureImportError(f"{path}: not a readable .npz without pickles ({type(err).__name__}: {err}); if it "
+                                 "is truncated or damaged, fix or remove it, then run the import again (it resumes)"
+                                 ) from None
     absent = [k for k in ("features", "norm_bb") if k not in arrays]
     if absent:
         raise FeatureImportError(f"{path}: arrays {absent} missing; is it a UNITER feature file?")
@@ -223,12 +237,19 @@ def read_uniter_npz(path: Path, image_size: tuple[int, int]) -> RegionFeatures:
     width, height = image_size
     boxes = norm_bb[:, :4] * np.array([width, height, width, height], dtype=np.float32)
     optional = {}
-    if "soft_labels" in arrays:
-        soft = arrays["soft_labels"].astype(np.float32)
+    soft, conf = arrays.get("soft_labels"), arrays.get("conf")
+    if soft is not None and (soft.ndim != 2 or soft.shape[0] != len(features) or not soft.shape[1]
+                             or soft.dtype.kind not in "fiu"):
+        raise FeatureImportError(f"{path}: soft_labels {soft.dtype} {soft.shape} is not a numeric (N, classes) array "
+                                 f"for N = {len(features)} boxes")
+    if conf is not None and conf.dtype.kind not in "fiu":
+        raise FeatureImportError(f"{path}: conf is {conf.dtype}, not a numeric array")
+    if soft is not None:
+        soft = soft.astype(np.float32)
         foreground = soft[:, 1:] if soft.shape[1] == VG_CLASSES_WITH_BACKGROUND else soft
         optional["object_ids"] = foreground.argmax(1)
-    if "conf" in arrays:
-        optional["object_scores"] = arrays["conf"].astype(np.float32).reshape(-1)
+    if conf is not None:
+        optional["object_scores"] = conf.astype(np.float32).reshape(-1)
     return RegionFeatures(features=features, boxes=boxes, image_width=width, image_height=height, **optional)
 
 
@@ -314,7 +335,6 @@ def import_features(
              "missing": len(absent), "missing_ids": absent, "extra": len(extra), "extra_ids": extra[:20],
              "skipped_inputs": inputs.counts() if inputs else {}}  # fmt: skip
     pending: dict[str, RegionFeatures] = {}
-    feature_dim = FEATURE_DIM
 
     def flush():
         nonlocal seq, pending
@@ -335,7 +355,7 @@ def import_features(
             if missing == "empty":
                 width, height = size_of(example_id)
                 pending[example_id] = RegionFeatures(
-                    np.zeros((0, feature_dim), np.float16), np.zeros((0, 4), np.float32), width, height
+                    np.zeros((0, FEATURE_DIM), np.float16), np.zeros((0, 4), np.float32), width, height
                 )
                 stats["empty"] += 1
         else:
@@ -349,11 +369,15 @@ def import_features(
                     regions = read_mmf(path, allow_pickle_for_mmf_info)
                 else:
                     regions = read_uniter_npz(path, size_of(example_id))
+                if validation.storage_problem(regions, feature_dim=FEATURE_DIM):  # what the builders join
+                    raise InvalidRegionsError(f"{regions.features.shape[1]}-dimensional features, but the feature "
+                                              f"cache {output} holds {FEATURE_DIM}-dimensional ones (the width the "
+                                              "data-set builders join); import features of a "
+                                              f"{FEATURE_DIM}-dimensional detector")
                 cache.check_storable(regions, example_id)
             except InvalidRegionsError as err:
                 raise FeatureImportError(f"{path}: {err}; fix or remove the file, then run the import again "
                                          "(it resumes)") from None
-            feature_dim = regions.features.shape[1] or feature_dim
             pending[example_id] = regions
             stats["imported"] += 1
         if len(pending) >= flush_every:
