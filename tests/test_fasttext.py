@@ -191,3 +191,38 @@ def test_missing_fasttext_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "fasttext", None)
     with pytest.raises(ImportError, match=r"hm_hf\[fasttext\]"):
         fte.train_fasttext(["some words"], "unused.bin")
+
+
+def test_cli_output_and_data_dir_in_the_way(hmd, tmp_path, capsys):
+    """A folder at --output, a file above it, or a file as --data-dir: a clear error before training, not an
+    IsADirectoryError / FileExistsError traceback after it or "Data folder not found"."""
+    root, _ = hmd
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a folder")
+    fast = ["--dataset", "hmd", "--epoch", "1", "--dim", "4", "--bucket", "1000", "--thread", "1", "--quiet"]
+
+    (tmp_path / "x.bin.json").mkdir()  # where x.bin's settings record would go
+    for output, in_the_way in ((folder, folder), (tmp_path / "x.bin", tmp_path / "x.bin.json")):
+        for extra in ([], ["--overwrite"]):
+            assert fte.cli([*fast, "--data-dir", str(root), "--output", str(output), *extra]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: ") and f"{in_the_way} is a folder" in err and "--overwrite" not in err
+    assert (folder / "keep.txt").read_text() == "mine"  # nothing replaced
+    with pytest.raises(ValueError, match="is a folder"):
+        fte.train_fasttext(["some words"], folder, **FAST)
+
+    for output in (a_file / "x.bin", a_file / "sub" / "x.bin"):
+        assert fte.cli([*fast, "--data-dir", str(root), "--output", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert f"{a_file} exists and is not a folder" in err and str(output) in err
+    assert a_file.read_text() == "not a folder"
+
+    assert fte.cli([*fast, "--data-dir", str(a_file), "--output", str(tmp_path / "ft.bin")]) == 1
+    err = capsys.readouterr().err
+    assert f"Data folder {a_file} is a file, not a folder" in err and "not found" not in err
+    assert not (tmp_path / "ft.bin").exists()
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        fte.read_split_texts("hmd", a_file)

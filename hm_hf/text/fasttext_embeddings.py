@@ -109,6 +109,9 @@ def read_split_texts(dataset: str, data_dir, split: str = "train", include_img_t
     is trained on exactly the texts of the data set's rows."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
+        if data_dir.exists():
+            raise NotADirectoryError(f"Data folder {data_dir} is a file, not a folder: give the folder that holds "
+                                     "the data set's official files (HMD: train.jsonl, ...; MMHS: MMHS150K_GT.json)")
         raise FileNotFoundError(f"Data folder not found: {data_dir}")
     name = dataset.lower()
     if name in ("hmd", "hateful_memes"):
@@ -125,6 +128,27 @@ def read_split_texts(dataset: str, data_dir, split: str = "train", include_img_t
 
 def _metadata_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
+
+
+def _output_problem(output_path) -> str | None:
+    """Why a model (and its `.json` record) cannot be written at `output_path`, or None.
+
+    Checked before training, which takes minutes, so that a folder or a file in the way is reported at once
+    rather than as an OSError from the final rename."""
+    output_path = Path(output_path)
+    if output_path.is_dir():
+        return (f"{output_path} is a folder, not a model file; give a file path for the model, such as "
+                f"{output_path / 'fasttext.bin'}")
+    if _metadata_path(output_path).is_dir():
+        return (f"{_metadata_path(output_path)} is a folder, but the model's settings record is written there; "
+                "remove that folder or choose another model path")
+    for parent in output_path.parents:
+        if parent.is_dir():
+            break
+        if parent.exists() or parent.is_symlink():
+            return (f"{parent} exists and is not a folder, so {output_path} cannot be written inside it; "
+                    "choose a model path in a folder")
+    return None
 
 
 # Each training runs in a fresh Python process. fastText (checked with fasttext-numpy2 0.10.4) reads memory
@@ -193,6 +217,9 @@ def train_fasttext(
     """
     _import_fasttext()  # a clear message here if the extra is missing; training runs in a child process
     output_path = Path(output_path)
+    problem = _output_problem(output_path)
+    if problem:
+        raise ValueError(problem)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     lines = [clean_text(t, lowercase) for t in texts]
     lines = [line for line in lines if line]
@@ -439,6 +466,10 @@ def cli(argv: list[str] | None = None) -> int:
     """`hm-hf train-fasttext`: returns a process exit code."""
     args = _parser().parse_args(argv)
     output = Path(args.output)
+    problem = _output_problem(output)
+    if problem:
+        print(f"error: {problem}.", file=sys.stderr)
+        return 2
     if output.exists() and not args.overwrite:
         print(f"error: {output} exists; pass --overwrite to replace it.", file=sys.stderr)
         return 2
@@ -462,7 +493,7 @@ def cli(argv: list[str] | None = None) -> int:
             verbose=0 if args.quiet else 2,
             source=source,
         )
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError, ImportError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:  # OSError: e.g. no permission
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"fastText model ({args.model}, dim {args.dim}) trained on {len(texts)} texts written to {output}")
