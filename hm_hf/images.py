@@ -60,6 +60,8 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | No
                                 "bytes")
         path = Path(source)
         name = str(path)
+        if path.is_dir():
+            raise BadImageError(f"{path} is a folder: give the image files in it")
         if not path.is_file():
             raise BadImageError(f"{path}: no such file")
         size = path.stat().st_size

@@ -133,6 +133,11 @@ class HatefulMemePipeline:
     def uses_regions(self) -> bool:
         return "regions" in self.needs
 
+    @property
+    def retrieves(self) -> bool:
+        """Whether the model decides with a retrieval index (hm_rgcl): only then are there neighbours to return."""
+        return hasattr(self.model, "retrieval_index")  # (through a PEFT wrapper too)
+
     # ------------------------------------------------------------------ loading
 
     @classmethod
@@ -166,6 +171,9 @@ class HatefulMemePipeline:
 
         path = os.path.expanduser(str(path))  # a Hub id has no leading ~
         looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path.split("/")[0]).is_dir()
+        if Path(path).is_file():
+            raise FileNotFoundError(f"model {path!r} is a file: give the folder saved by recipes/train_peft.py that "
+                                    "holds it, or a Hub id like org/name")
         if not Path(path).exists() and looks_local:
             raise FileNotFoundError(
                 f"model {path!r} not found: give a folder saved by recipes/train_peft.py (e.g. outputs/synthetic-tiny, "
@@ -217,19 +225,14 @@ class HatefulMemePipeline:
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)
-        if texts is None or isinstance(texts, str):
-            texts = [texts] * len(images)
-        texts = list(texts)
-        if len(texts) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(texts)} texts")
-        if text_pairs is None or isinstance(text_pairs, str):
-            text_pairs = [text_pairs] * len(images)
-        pairs = list(text_pairs)
+        texts = _one_text_per_image(texts, "texts", len(images))
+        pairs = _one_text_per_image(text_pairs, "text_pairs", len(images))
         if any(pairs) and self.processor.text_pair_column is None:
             raise ValueError("this model reads no text pair (it was trained on one text per meme): leave "
                              "text_pairs out, or put all of the meme's text in texts")
-        if len(pairs) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(pairs)} text pairs")
+        if return_neighbours and not self.retrieves:
+            raise ValueError(f"return_neighbours=True needs a retrieval model (hm_rgcl, with an index); this one is "
+                             f"{self.config.model_type}: leave it out")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         results = []
@@ -277,7 +280,7 @@ class HatefulMemePipeline:
             for row, regions in zip(rows, detected):
                 row.update(processor.region_fields(regions))
         batch = {k: v.to(self.device) for k, v in processor(rows).items()}
-        retrieval = hasattr(self.model, "retrieval_index")  # an hm_rgcl model (see hm_hf.models.rgcl)
+        retrieval = self.retrieves
         with torch.inference_mode():
             output = self.model(**batch, return_neighbours=True) if retrieval else self.model(**batch)
             logits = output.logits.float()
@@ -304,3 +307,25 @@ class HatefulMemePipeline:
             }
             for j in range(kept)
         ]
+
+
+def _one_text_per_image(values, name: str, count: int) -> list[str | None]:
+    """`values` (a text for every image, None: read by OCR, or a list of them) as a list of `count` str or None;
+    anything else (bytes, a number, a lone surrogate the tokenizer cannot encode) is refused, naming the entry."""
+    if values is None or isinstance(values, str):
+        values = [values] * count
+    elif not isinstance(values, (list, tuple)):
+        raise ValueError(f"{name} must be a str, None or a list of them (one per image), not a "
+                         f"{type(values).__name__}")
+    values = list(values)
+    if len(values) != count:
+        raise ValueError(f"got {count} images but {len(values)} {name.replace('_', ' ')}")
+    for i, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name}[{i}] is a {type(value).__name__}: give the text as a str (None: read it by OCR)")
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{name}[{i}] is not valid Unicode ({err.reason} at character {err.start}): decode "
+                             "the text as UTF-8 first") from None
+    return values

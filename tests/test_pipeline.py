@@ -206,6 +206,14 @@ def test_inputs_path_pil_bytes_and_batches_agree(world, pipe):
     assert [r["probability"] for r in as_bytes] == pytest.approx(singles, abs=1e-5)
     with pytest.raises(ValueError, match="2 images but 1 texts"):
         pipe([paths[0], paths[1]], texts=["one"])
+    for texts, says in [(b"abc", "texts must be a str, None or a list of them .* not a bytes"),
+                        (5, "not a int"), (["ok", 7], r"texts\[1\] is a int: give the text as a str"),
+                        (["a\ud800b"], r"texts\[0\] is not valid Unicode \(surrogates not allowed at character 1\)")]:
+        with pytest.raises(ValueError, match=says):
+            pipe([paths[0]] * (len(texts) if isinstance(texts, list) else 1), texts=texts)
+    with pytest.raises(ValueError, match="return_neighbours=True needs a retrieval model .* this one is hm_concat"):
+        pipe(paths[0], texts="x", return_neighbours=True)
+    assert not pipe.retrieves
 
 
 def test_regions_are_returned_in_image_pixels(world, pipe):
@@ -296,6 +304,9 @@ def test_region_model_with_a_saved_faster_rcnn(world, tmp_path):
 def test_clear_errors_for_missing_parts(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         HatefulMemePipeline.from_pretrained(tmp_path / "no-such-model")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(FileNotFoundError, match="afile' is a file: give the folder"):
+        HatefulMemePipeline.from_pretrained(tmp_path / "afile")  # not a Hub id to try (and retry) online
     with pytest.raises(OSError, match="detector .* could not be loaded"):
         HatefulMemePipeline.from_pretrained(world["root"] / "model", detector=str(tmp_path / "no-detector"))
     bad = tmp_path / "bad"
@@ -333,6 +344,8 @@ def test_pickled_damaged_or_mismatched_weights_are_refused(world, tmp_path, monk
     (pickled / "model.safetensors").unlink()
     half = copy("half")
     save_file(dict(list(weights.items())[::2]), str(half / "model.safetensors"), metadata={"format": "pt"})
+    truncated = copy("truncated")
+    (truncated / "model.safetensors").write_bytes((half / "model.safetensors").read_bytes()[:100])
     retyped = copy("retyped")  # a config.json naming another architecture: none of the weights fit it
     config = json.loads((retyped / "config.json").read_text())
     (retyped / "config.json").write_text(json.dumps({**config, "model_type": "hm_visual_bert"}))
@@ -348,6 +361,8 @@ def test_pickled_damaged_or_mismatched_weights_are_refused(world, tmp_path, monk
         HatefulMemePipeline.from_pretrained(pickled)
     with pytest.raises(ValueError, match=f"{half}: its weights do not fit .* missing: .*\\({len(weights) // 2}\\)"):
         HatefulMemePipeline.from_pretrained(half)
+    with pytest.raises(OSError, match=f"{truncated}: its safetensors weights cannot be read .* damaged or truncated"):
+        HatefulMemePipeline.from_pretrained(truncated)
     with pytest.raises(ValueError, match=f"{retyped}: its weights do not fit its config.json \\(hm_visual_bert\\)"):
         HatefulMemePipeline.from_pretrained(retyped)
     with pytest.raises(OSError, match=f"{adapters}: no adapter_model.safetensors .* never an adapter_model.bin"):
@@ -375,6 +390,8 @@ def test_bad_images_are_refused_with_a_reason(tmp_path):
         load_image(good.getvalue(), max_bytes=10)
     with pytest.raises(BadImageError, match="no such file"):
         load_image(tmp_path / "missing.png")
+    with pytest.raises(BadImageError, match="is a folder: give the image files in it"):
+        load_image(tmp_path)
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, not black
     with pytest.raises(BadImageError, match="https://example.com/a.png: an address is not fetched"):

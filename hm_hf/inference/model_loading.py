@@ -30,11 +30,15 @@ def _load_model(location: str, **kwargs):
     ``pytorch_model.bin`` is a pickle, never opened), and every weight from the file: a missing, unexpected or
     mis-shaped one is an error naming the checkpoint, since a prediction from randomly initialised weights looks
     like any other (a truncated file, a config.json of another model type)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForSequenceClassification
 
     kwargs.setdefault("use_safetensors", True)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(location, output_loading_info=True, **kwargs)
+    except SafetensorError as err:
+        raise OSError(f"{location}: its safetensors weights cannot be read ({err}): the file is damaged or "
+                      "truncated; download the model again, or save it again with save_pretrained") from None
     except OSError as err:
         if kwargs["use_safetensors"] and Path(location).expanduser().is_dir() and \
                 not any(Path(location).expanduser().glob("*.safetensors")):
@@ -42,8 +46,8 @@ def _load_model(location: str, **kwargs):
                           "pytorch_model.bin: load it yourself if you made it, and save it again with "
                           "save_pretrained") from err
         raise
-    wrong = {what: sorted(map(str, info[key])) for what, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
-                                               ("mis-shaped", "mismatched_keys")) if info.get(key)}
+    kinds = (("missing", "missing_keys"), ("unexpected", "unexpected_keys"), ("mis-shaped", "mismatched_keys"))
+    wrong = {what: sorted(map(str, info[key])) for what, key in kinds if info.get(key)}
     if wrong:
         listed = "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} "
                            f"({len(keys)})" for what, keys in wrong.items())

@@ -37,8 +37,8 @@ from torch.nn import functional as F
 
 from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
 
-__all__ = ["INDEX_FILE", "KNN_VOTES", "IndexError_", "RetrievalIndex", "knn_probability", "probability_to_logits",
-           "read_index_settings"]
+__all__ = ["INDEX_FILE", "KNN_VOTES", "REBUILD_HINT", "IndexError_", "RetrievalIndex", "knn_probability",
+           "probability_to_logits", "read_index_settings"]
 
 INDEX_FILE = "retrieval_index.json"
 _VECTORS_PREFIX = "retrieval_index-"
@@ -47,6 +47,10 @@ FORMAT_VERSION = 1
 #: rank or equally; or, as RGCL's official code scores, each neighbour's similarity signed by its label, ranked
 #: ("signed_rank": the code's "arithmetic", its published run) or equally weighted ("signed_mean": its "mean")
 KNN_VOTES = ("similarity", "rank", "mean", "signed_rank", "signed_mean")
+#: what to do about an index that cannot be used (`hm-hf index add` refuses to add to it while it is there)
+REBUILD_HINT = (f"restore it from a copy, or delete {INDEX_FILE} and the {_VECTORS_PREFIX}*.safetensors beside it "
+                "and build it again from the labelled memes: hm-hf index add <model folder> <data>/train.jsonl "
+                "--source train")
 
 
 class IndexError_(ValueError):
@@ -232,13 +236,14 @@ class RetrievalIndex:
             raise IndexError_(f"{vectors_path}: cannot read the index vectors ({err})") from err
         digest = hashlib.sha256(vectors.contiguous().numpy().tobytes()).hexdigest()
         if digest != meta.get("vectors_sha256"):
-            raise IndexError_(f"{vectors_path}: contents do not match {json_path} (sha256 differs): damaged index")
+            raise IndexError_(f"{vectors_path}: contents do not match {json_path} (sha256 differs): the index is "
+                              f"damaged; {REBUILD_HINT}")
         if vectors.shape != (size, dim_saved) or not (len(ids) == len(labels) == len(of_row) == size):
             raise IndexError_(f"{json_path}: sizes disagree (vectors {tuple(vectors.shape)}, {len(ids)} ids, "
                               f"{len(labels)} labels, size {size})")
         if dim is not None and dim_saved != dim:
             raise IndexError_(f"{json_path}: its vectors have {dim_saved} dimensions, the model's embeddings {dim}: "
-                              "the index belongs to another model; build it again (hm-hf index add)")
+                              f"the index belongs to another model; {REBUILD_HINT}")
         if any(not isinstance(i, int) or not 0 <= i < len(names) for i in of_row):
             raise IndexError_(f"{json_path}: source_of_row refers to a source that is not listed")
         index = cls(dim_saved)
@@ -271,7 +276,7 @@ def read_index_settings(json_path) -> dict:
     damaged, truncated, too deeply nested or non-UTF-8 file is an `IndexError_` naming it."""
     try:
         return read_json_object(json_path, "retrieval-index settings",
-                                "the index is damaged: restore it, or build it again (hm-hf index add)")
+                                f"the index is damaged: {REBUILD_HINT}")
     except (OSError, ValueError) as err:
         raise IndexError_(f"{json_path}: not a readable retrieval index ({err})") from None
 

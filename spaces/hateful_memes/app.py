@@ -258,7 +258,7 @@ class MemeApp:
             with self._lock:
                 result = self.pipe(image, texts=text or None,  # (the pair: OCR'd above, "" if nothing was read)
                                    text_pairs=pair if self.reads_pair else None,
-                                   return_neighbours=True)
+                                   return_neighbours=self.pipe.retrieves)
         except Exception:  # noqa: BLE001 - logged for the operator; the user gets a plain message
             logger.exception("classification failed")
             raise _fail("The model failed on this input; please try another image.", title="Model error") from None

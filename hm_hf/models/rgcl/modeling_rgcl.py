@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 
-from hm_hf.retrieval.index import (INDEX_FILE, IndexError_, RetrievalIndex, knn_probability,
+from hm_hf.retrieval.index import (INDEX_FILE, REBUILD_HINT, IndexError_, RetrievalIndex, knn_probability,
                                   probability_to_logits, read_index_settings)
 
 from ..clip.modeling_clip import HmClipForHatefulMemes, HmClipModel, HmClipPreTrainedModel
@@ -179,7 +179,7 @@ def load_retrieval_index(path, dim: int | None = None, **kwargs) -> RetrievalInd
         return None
     name = read_index_settings(json_file).get("vectors_file")
     if not isinstance(name, str) or not name:
-        raise IndexError_(f"{json_file}: no vectors_file named; the retrieval index is damaged: save it again")
+        raise IndexError_(f"{json_file}: no vectors_file named; the retrieval index is damaged: {REBUILD_HINT}")
     vectors_file = cached_file(str(path), name, **options)
     return RetrievalIndex.load(None, json_path=json_file, vectors_path=vectors_file, dim=dim)
 
