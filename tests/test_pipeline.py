@@ -327,7 +327,7 @@ def test_pickled_damaged_or_mismatched_weights_are_refused(world, tmp_path, monk
     from peft import get_peft_model
     from safetensors.torch import load_file, save_file
 
-    from hm_hf.models.concat import HmConcatForHatefulMemes
+    from hm_hf.models.concat import HmConcatConfig, HmConcatForHatefulMemes
     from hm_hf.peft.defaults import build_peft_config
 
     def copy(name):
@@ -367,6 +367,14 @@ def test_pickled_damaged_or_mismatched_weights_are_refused(world, tmp_path, monk
         HatefulMemePipeline.from_pretrained(retyped)
     with pytest.raises(OSError, match=f"{adapters}: no adapter_model.safetensors .* never an adapter_model.bin"):
         HatefulMemePipeline.from_pretrained(adapters)
+    other = tmp_path / "other-base"  # a fastText Concat: none of the LoRA targets (BERT layers) exist in it
+    HmConcatForHatefulMemes(HmConcatConfig(text_embedding_dim=24)).save_pretrained(str(other))
+    fresh = HmConcatForHatefulMemes.from_pretrained(str(world["root"] / "model"))
+    get_peft_model(fresh, build_peft_config(fresh, "lora", r=4)).save_pretrained(str(tmp_path / "lora-safe"))
+    world["tokenizer"].save_pretrained(str(tmp_path / "lora-safe"))
+    with pytest.raises(ValueError, match=f"{tmp_path / 'lora-safe' / 'adapter_config.json'}: these adapters do not "
+                                         "fit the base model they were put on \\(a hm_concat model\\)"):
+        HatefulMemePipeline.from_pretrained(tmp_path / "lora-safe", base_model=str(other))
     monkeypatch.setenv("HOME", str(tmp_path))
     shutil.copytree(world["root"] / "model", tmp_path / "home_model")
     assert HatefulMemePipeline.from_pretrained("~/home_model", device="cpu").model.config.model_type == "hm_concat"

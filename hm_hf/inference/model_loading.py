@@ -105,7 +105,15 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         raise OSError(f"{local}: no {_ADAPTER_FILES[1]} beside its adapter_config.json (hm_hf reads adapter "
                       "weights as safetensors only, never an adapter_model.bin, which is a pickle): save the "
                       "adapters again with model.save_pretrained")
-    model = PeftModel.from_pretrained(base_model, path if local.is_dir() else _downloaded_adapters(path, hub))
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    try:
+        model = PeftModel.from_pretrained(base_model, path if local.is_dir() else _downloaded_adapters(path, hub))
+    except NoMatchingPeftModuleError as err:
+        raise ValueError(f"{adapter_file}: these adapters do not fit the base model they were put on (a "
+                         f"{base_config(base_model).model_type} model): {err} Pass the base model they were "
+                         "trained on: load_trained_model(path, base_model=...) or `hm-hf predict --base-model ...`"
+                         ) from None
     _attach_retrieval_index(base_model, path, hub)
     return model
 
