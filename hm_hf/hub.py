@@ -25,6 +25,18 @@ def hub_options(kwargs: dict) -> dict:
     return {name: kwargs[name] for name in HUB_OPTIONS if kwargs.get(name) is not None}
 
 
+def unusable_location(path: str) -> str | None:
+    """Why `path` can name neither a model folder nor a Hub repo, for the caller's message: "is a file", or "not
+    found" for a path that looks local (``./``, ``/``, ``~``, an existing first folder, not of the ``org/name``
+    form) and does not exist; else None. Checked before any download, which would retry such a name for a minute."""
+    if Path(path).expanduser().is_file():
+        return "is a file"
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path.split("/")[0]).is_dir()
+    if looks_local and not Path(path).expanduser().exists():
+        return "not found"
+    return None
+
+
 def local_reference(name_or_path) -> str:
     """How a model records a folder or Hub repo it reads (a base model, a CLIP checkpoint): a local folder by
     its absolute path (what reads it may run from another directory), a Hub id as it is."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["DEFAULT_MAX_PIXELS", "BadImageError", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "BadImageError", "load_image", "to_rgb"]
 
 DEFAULT_MAX_PIXELS = 40_000_000  # about 6300 x 6300; far above any meme, far below a decompression bomb
 
@@ -40,7 +40,7 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | No
             image.load()  # an opened file is decoded only now
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise BadImageError(f"{name} is damaged or truncated and cannot be decoded ({err})") from None
-        return _to_rgb(image)
+        return to_rgb(image)
     if isinstance(source, np.ndarray):
         if source.ndim == 3 and source.shape[2] == 1:
             source = source[:, :, 0]
@@ -48,7 +48,7 @@ def load_image(source, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | No
             raise BadImageError(f"an image array must be (H, W) or (H, W, C) uint8 with C <= 4 channels, got "
                                 f"{source.shape} {source.dtype}: a (C, H, W) tensor is array.transpose(1, 2, 0)")
         _check_pixels((source.shape[1], source.shape[0]), max_pixels, name)
-        return _to_rgb(Image.fromarray(source))
+        return to_rgb(Image.fromarray(source))
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if max_bytes is not None and len(data) > max_bytes:
@@ -105,14 +105,19 @@ def _decode(handle, max_pixels: int, name: str) -> Image.Image:
             raise BadImageError(_too_many_pixels(name, err, max_pixels)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise BadImageError(f"{name} is damaged or truncated and cannot be decoded ({err})") from None
-    return _to_rgb(image)
+    return to_rgb(image)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    try:
-        image = ImageOps.exif_transpose(image)  # phone photos: upright as shown
-    except Exception:  # noqa: BLE001 - a broken EXIF block is not worth refusing the image
-        pass
+def to_rgb(image: Image.Image, turn_upright: bool = True) -> Image.Image:
+    """`image` as every hm_hf model sees it, in training, feature extraction and inference alike: turned upright
+    as its EXIF orientation says (`turn_upright`; as photo viewers and OpenCV's `imread` show it), transparent
+    pixels on white (what people see; OpenCV drops alpha instead, which differs only where pixels are not
+    opaque), and 16-bit or float grey scaled to 8 bits (as `imread` does; Pillow's own convert clips)."""
+    if turn_upright:
+        try:
+            image = ImageOps.exif_transpose(image)  # phone photos: upright as shown
+        except Exception:  # noqa: BLE001 - a broken EXIF block is not worth refusing the image
+            pass
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         background = Image.new("RGB", image.size, (255, 255, 255))  # transparent memes: on white
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
@@ -129,7 +134,7 @@ def _grey_to_8_bit(grey: np.ndarray) -> np.ndarray:
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     if grey.dtype == np.uint16 or (grey.dtype.kind in "iu" and 255 < high <= 65535 and low >= 0):
-        values = values / 257
+        values = values / 256  # OpenCV's 16-to-8-bit conversion (65535 saturates at 255)
     elif grey.dtype.kind == "f" and 0 <= low and high <= 1:
         values = values * 255
     elif (low < 0 or high > 255) and high > low:

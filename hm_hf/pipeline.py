@@ -53,7 +53,7 @@ from typing import Sequence
 
 import torch
 
-from hm_hf.hub import hub_options
+from hm_hf.hub import hub_options, unusable_location
 from hm_hf.images import load_image
 from hm_hf.inference.detectors import load_detector
 from hm_hf.inference.model_loading import base_config, load_trained_model
@@ -170,13 +170,10 @@ class HatefulMemePipeline:
         from hm_hf.processing.processor import read_settings
 
         path = os.path.expanduser(str(path))  # a Hub id has no leading ~
-        looks_local = path.startswith((".", "/", "~")) or path.count("/") != 1 or Path(path.split("/")[0]).is_dir()
-        if Path(path).is_file():
-            raise FileNotFoundError(f"model {path!r} is a file: give the folder saved by recipes/train_peft.py that "
-                                    "holds it, or a Hub id like org/name")
-        if not Path(path).exists() and looks_local:
+        problem = unusable_location(path)
+        if problem:
             raise FileNotFoundError(
-                f"model {path!r} not found: give a folder saved by recipes/train_peft.py (e.g. outputs/synthetic-tiny, "
+                f"model {path!r} {problem}: give a folder saved by recipes/train_peft.py (e.g. outputs/synthetic-tiny, "
                 "made by the README's main job) or a Hub id like org/name"
             )
         settings = {k: v for k, v in settings.items() if v is not None}

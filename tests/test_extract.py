@@ -377,11 +377,15 @@ def test_killed_run_resumes_to_the_same_cache(setup, tmp_path):
         process.wait()
     done_before = FeatureCache(output).ids()
     assert 2 <= len(done_before) < N_IMAGES  # killed mid-run, some shards already written
+    (output / ".shard-000009-r000.safetensors.x1y2.tmp").write_bytes(b"half a shard")  # a kill mid-write
+    (output / ".my-notes.tmp").write_text("a user's file in the output folder")
     stats = extract_features("hmd", root / "hmd", output, model=root / "model", batch_size=2, min_boxes=3,
                              max_boxes=8, flush_every=2, progress=False)  # fmt: skip
     assert stats["cached"] == len(done_before)
     assert stats["extracted"] == N_IMAGES - len(done_before)  # finished work skipped, nothing redone
     assert stored_images(output) == N_IMAGES  # no id stored twice
+    assert (output / ".my-notes.tmp").read_text() == "a user's file in the output folder"  # not the cache's
+    (output / ".my-notes.tmp").unlink()
     assert_clean_folder(output)  # no temporary or empty file left behind
     assert_same_cache(root / "clean", output, ids)
 

@@ -12,6 +12,7 @@ sweep and region count, as in the demo.
 from __future__ import annotations
 
 import pickle
+import re
 from collections import OrderedDict
 from pathlib import Path
 
@@ -306,6 +307,21 @@ def test_a_damaged_model_folder_is_a_named_error(damage, reference_folder, tmp_p
     assert code == 2 and names in err and "Traceback" not in err
 
 
+def test_a_file_or_missing_folder_as_the_detector_is_named_without_trying_the_hub(tmp_path, monkeypatch):
+    """A file name once went to the Hub as a repo id: a minute of retries, then 'not a valid JSON file'."""
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the Hub was asked")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    FrcnnForRegionFeatures(FrcnnConfig.tiny()).save_pretrained(tmp_path / "det")
+    for given, says in [(tmp_path / "det" / "model.safetensors", "is a file"), (tmp_path / "nope", "not found"),
+                        ("./nope", "not found")]:
+        with pytest.raises(DetectorFileError, match=f"detector '{re.escape(str(given))}' {says}: give a folder"):
+            FrcnnForRegionFeatures.from_pretrained(given)
+
+
 # ----------------------------------------------------------------------------------------------- images
 
 
@@ -319,6 +335,14 @@ def test_images_are_read_upright_as_the_reference_reader_does(tmp_path):
     assert image.size == (40, 60) and image.mode == "RGB"
     upright = np.asarray(Image.fromarray(rgb).transpose(Image.Transpose.ROTATE_270), dtype=np.float32)
     assert np.abs(np.asarray(image, dtype=np.float32) - upright).mean() < 8  # JPEG noise only
-    rgba = np.dstack([rgb, np.full((40, 60), 7, np.uint8)])
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
-    assert np.array_equal(np.asarray(read_image(tmp_path / "alpha.png")), rgb)  # alpha dropped, colours kept
+    opaque = np.dstack([rgb, np.full((40, 60), 255, np.uint8)])
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "alpha.png")
+    assert np.array_equal(np.asarray(read_image(tmp_path / "alpha.png")), rgb)  # as imread: colours kept
+    # where pixels are not opaque, imread drops alpha but hm_hf puts them on white, as training and inference do
+    faint = np.dstack([rgb, np.full((40, 60), 7, np.uint8)])
+    Image.fromarray(faint, "RGBA").save(tmp_path / "faint.png")
+    from hm_hf.images import load_image
+
+    faint_read = np.asarray(read_image(tmp_path / "faint.png"))
+    assert np.array_equal(faint_read, np.asarray(load_image(tmp_path / "faint.png")))
+    assert faint_read.min() > 240

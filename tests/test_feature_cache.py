@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -37,6 +39,12 @@ def test_errors_name_the_problem(tmp_path):
         FeatureCache.create(tmp_path, {"name": "b"})
     with pytest.raises(FeatureCacheError, match="boxes"):
         RegionFeatures(np.zeros((3, 2048)), np.zeros((2, 4)), 1, 1)
+    info = json.loads((tmp_path / "cache_info.json").read_text())
+    for dtype in ("bfloat16", 123):  # an edited record: named when the cache is opened, not a numpy TypeError
+        (tmp_path / "cache_info.json").write_text(json.dumps({**info, "feature_dtype": dtype}))
+        with pytest.raises(FeatureCacheError, match=f"cache_info.json: feature_dtype {dtype!r} is not one of "
+                                                    "float16, float32"):
+            FeatureCache(tmp_path)
 
 
 def test_float32_storage_keeps_the_features_exactly(tmp_path):

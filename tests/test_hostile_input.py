@@ -422,19 +422,21 @@ def _entry(kind: str, n: int = 3) -> dict[str, np.ndarray]:
         boxes[0] = [0, 0, 1e9, 8]
     elif kind == "nan_scores":
         entry["object_scores"] = np.array([0.5, np.nan, 0.5], np.float32)
+    elif kind == "int8_features":
+        entry["features"] = (features * 100).astype(np.int8)
     return entry
 
 
 ENTRY_KINDS = ["boxes_wrong_shape", "boxes_wrong_count", "no_image_size", "features_3d", "image_size_zero",
                "image_size_three_values", "nan_features", "inf_features", "float32_over_float16", "nan_boxes",
-               "inverted_boxes", "boxes_far_outside", "nan_scores"]
+               "inverted_boxes", "boxes_far_outside", "nan_scores", "int8_features"]
 ENTRY_REASONS = {"boxes_wrong_shape": "boxes must be", "boxes_wrong_count": "boxes must be",
                  "no_image_size": "no image_size", "features_3d": r"\(N, D\) matrix",
                  "image_size_zero": "image_width must be in 1", "image_size_three_values": "image_size must be 2",
                  "nan_features": "NaN or infinite", "inf_features": "NaN or infinite",
                  "float32_over_float16": "beyond float16's range", "nan_boxes": "boxes hold 1 NaN",
                  "inverted_boxes": "inverted", "boxes_far_outside": "outside the 32x24 image",
-                 "nan_scores": "object_scores"}
+                 "nan_scores": "object_scores", "int8_features": "features stored as int8, not floating point"}
 
 
 @pytest.mark.parametrize("kind", ENTRY_KINDS)

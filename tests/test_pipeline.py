@@ -305,7 +305,7 @@ def test_clear_errors_for_missing_parts(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         HatefulMemePipeline.from_pretrained(tmp_path / "no-such-model")
     (tmp_path / "afile").write_text("")
-    with pytest.raises(FileNotFoundError, match="afile' is a file: give the folder"):
+    with pytest.raises(FileNotFoundError, match="afile' is a file: give a folder saved by"):
         HatefulMemePipeline.from_pretrained(tmp_path / "afile")  # not a Hub id to try (and retry) online
     with pytest.raises(OSError, match="detector .* could not be loaded"):
         HatefulMemePipeline.from_pretrained(world["root"] / "model", detector=str(tmp_path / "no-detector"))
@@ -410,6 +410,29 @@ def test_bad_images_are_refused_with_a_reason(tmp_path):
     (tmp_path / "truncated.png").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
     with pytest.raises(BadImageError, match="truncated"):
         load_image(Image.open(tmp_path / "truncated.png"))  # opened by the caller, decoded only here
+
+
+def test_training_extraction_and_inference_see_the_same_pixels(tmp_path):
+    """The extractor (layouts.open_image, as the reference's imread turns and scales), the training collator
+    (hm_hf.images.to_rgb on the data set's decoded image) and inference (load_image) once differed: 16-bit grey
+    came out white to the extractor only, transparent pixels black to training and extraction, white to
+    inference. A model must see at inference what it was trained on."""
+    from hm_hf.data.layouts import open_image
+    from hm_hf.images import to_rgb
+
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    rgba = np.zeros((48, 64, 4), np.uint8)
+    rgba[:, :32] = (200, 30, 30, 255)  # opaque red on the left, see-through black on the right
+    Image.fromarray(rgba).save(tmp_path / "transparent.png")
+    for name in ("grey16.png", "transparent.png"):
+        extracted, problem = open_image(tmp_path / name, turn_upright=True)
+        assert problem is None
+        inferred = np.asarray(load_image(tmp_path / name))
+        assert np.array_equal(np.asarray(extracted), inferred), name
+        assert np.array_equal(np.asarray(to_rgb(Image.open(tmp_path / name))), inferred), name
+    assert (inferred[:, 40] == 255).all() and (inferred[:, 10] == (200, 30, 30)).all()
+    assert abs(np.asarray(load_image(tmp_path / "grey16.png")).mean() - 127.5) < 2
 
 
 def test_16_bit_and_float_grey_images_are_scaled_not_clipped(tmp_path):

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from hm_hf.images import to_rgb
+
 IGNORE_INDEX = -100
 
 
@@ -76,7 +78,7 @@ class MemeCollator:
             vectors = [_as_array(row[self.text_embedding_column], np.float32) for row in rows]
             batch["text_embedding"] = torch.from_numpy(np.stack(vectors))
         if self.image_processor is not None:
-            images = [row[self.image_column].convert("RGB") for row in rows]
+            images = [to_rgb(row[self.image_column]) for row in rows]  # as inference sees them
             batch["pixel_values"] = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         if self.label_column in rows[0] and self.multi_label_classes is not None:
             labels = self._multi_hot(rows)

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from hm_hf.data.report import (
     BAD_FIELD,
@@ -43,6 +43,7 @@ from hm_hf.data.report import (
     BuildReport,
 )
 from hm_hf.fileio import JsonInputError, parse_json, parse_json_prefix
+from hm_hf.images import to_rgb
 
 HMD_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen", "dev", "test")
 # (name, annotation folder, folder the `img` fields are relative to), relative to the data folder
@@ -244,16 +245,7 @@ def _over_limit(width: int, height: int) -> tuple[str, str] | None:
     return None
 
 
-def upright(image: Image.Image) -> Image.Image:
-    """`image` turned as its EXIF orientation says (as OpenCV's `imread`, the region-feature reference's
-    reader, and photo viewers show it: MMHS150K has rotated JPEGs); a broken EXIF block leaves it as stored."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError, TypeError):
-        return image
-
-
-def _read_image(path, decode: bool, mode: str | None = None, turn_upright: bool = False):
+def _read_image(path, decode: bool, rgb: bool = False, turn_upright: bool = False):
     """(size, image or None, None) or (None, None, (kind, reason)); the pixel limit is applied to the
     header's size, before anything is decoded."""
     path = Path(path)
@@ -266,9 +258,9 @@ def _read_image(path, decode: bool, mode: str | None = None, turn_upright: bool 
             if problem or not decode:
                 return (None if problem else size), None, problem
             image.load()
-            if not mode:
+            if not rgb:
                 return size, None, None
-            return size, (upright(image) if turn_upright else image).convert(mode), None
+            return size, to_rgb(image, turn_upright), None  # as the models see it everywhere
     except Image.DecompressionBombError as err:
         return None, None, (IMAGE_TOO_LARGE, f"image over Pillow's decompression-bomb limit: {err}")
     except UnidentifiedImageError:
@@ -288,10 +280,10 @@ def check_image(path) -> tuple[str, str] | None:
     return _read_image(path, decode=True)[2]
 
 
-def open_image(path, mode: str = "RGB", turn_upright: bool = False):
-    """(image in `mode`, None) after the same checks as `check_image`, or (None, (kind, reason));
-    `turn_upright`: apply the EXIF orientation first (`upright`)."""
-    _, image, problem = _read_image(path, decode=True, mode=mode, turn_upright=turn_upright)
+def open_image(path, turn_upright: bool = False):
+    """(RGB image as the models see it, `hm_hf.images.to_rgb`, None) after the same checks as `check_image`,
+    or (None, (kind, reason)); `turn_upright`: apply the EXIF orientation first."""
+    _, image, problem = _read_image(path, decode=True, rgb=True, turn_upright=turn_upright)
     return image, problem
 
 

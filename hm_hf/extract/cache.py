@@ -241,8 +241,12 @@ class FeatureCache:
             regions = RegionFeatures(image_width=width, image_height=height, **tensors)
         except InvalidRegionsError as err:
             raise InvalidRegionsError(f"{where}: {err}") from None
+        if tensors["features"].dtype.kind != "f":  # an entry written around write_shard (as int8, bool, ...)
+            raise InvalidRegionsError(f"{where}: features stored as {tensors['features'].dtype}, not floating "
+                                      "point; the shard was not written by hm_hf: delete it and re-run the command "
+                                      "that made the cache")
         problem = validation.storage_problem(regions, dtype=self.feature_dtype)
-        if problem:  # an entry written around write_shard, e.g. float32 values beyond a float16 cache's range
+        if problem:  # e.g. float32 values beyond a float16 cache's range
             raise InvalidRegionsError(f"{where}: {problem}")
         return regions
 
@@ -336,6 +340,10 @@ def _read_info(info_path: Path) -> dict:
         raise FeatureCacheError(f"{info_path} is not usable ({err}); delete the cache and make it again") from None
     if not isinstance(info, dict):
         raise FeatureCacheError(f"{info_path} must hold a JSON object; delete the cache and make it again")
+    if info.get("feature_dtype", "float16") not in FEATURE_DTYPES:
+        raise FeatureCacheError(f"{info_path}: feature_dtype {info['feature_dtype']!r} is not one of "
+                                f"{', '.join(FEATURE_DTYPES)}; the file was edited or damaged: restore it, or delete "
+                                "the cache and make it again")
     return info
 
 

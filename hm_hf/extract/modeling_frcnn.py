@@ -35,12 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import RoIAlign, RoIPool, nms
 from transformers import PreTrainedModel
 from transformers import initialization as init
+
+from hm_hf.hub import unusable_location
+from hm_hf.images import to_rgb
 
 from .configuration_frcnn import DetectorFileError, FrcnnConfig
 
@@ -428,7 +431,7 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
         std = torch.tensor(cfg.pixel_std).view(3, 1, 1)
         tensors, sizes, original = [], [], []
         for image in images:
-            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())
+            pixels = torch.from_numpy(np.asarray(to_rgb(image), dtype=np.uint8).copy())
             height, width = pixels.shape[:2]
             new_h, new_w = resized_size(height, width, min_size, max_size)
             tensor = pixels.permute(2, 0, 1).float()
@@ -555,6 +558,11 @@ class FrcnnForRegionFeatures(FrcnnPreTrainedModel):
         file instead of running a partly random detector.
         """
         path = str(pretrained_model_name_or_path)
+        problem = unusable_location(path)
+        if problem:  # (not tried on the Hub: a file name there is retried for a minute, then misreported)
+            raise DetectorFileError(f"detector {path!r} {problem}: give a folder saved by save_pretrained, the "
+                                    f"unc-nlp/frcnn-vg-finetuned folder ({REFERENCE_CONFIG_NAME} + "
+                                    f"{REFERENCE_WEIGHTS_NAME}), or a Hub id like unc-nlp/frcnn-vg-finetuned")
         if os.path.isdir(path):
             if not os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(
                 os.path.join(path, REFERENCE_CONFIG_NAME)
@@ -659,8 +667,9 @@ def _rename_reference_key(key: str) -> str:
 
 def read_image(path) -> Image.Image:
     """An image file as the reference's reader (OpenCV's `imread`) sees it: turned upright as its EXIF
-    orientation says (phone photos, many JPEGs in MMHS150K), and RGB with any alpha channel dropped; with the
-    data sets' checks (`hm_hf.data.layouts.open_image`: pixel limit before decoding, truncated files)."""
+    orientation says (phone photos, many JPEGs in MMHS150K), 16-bit scaled to 8; transparent pixels are put on
+    white, as training and inference see them (`imread` drops alpha: the two differ only where pixels are not
+    opaque); with the data sets' checks (`hm_hf.data.layouts.open_image`: pixel limit, truncated files)."""
     from hm_hf.data.layouts import open_image
 
     image, problem = open_image(path, turn_upright=True)

@@ -12,7 +12,8 @@ flag that is given; a flag not given changes nothing.
 
 Why it is built this way:
 - Images are read as the reference reads them (`modeling_frcnn.read_image`: EXIF orientation applied, so a
-  rotated MMHS150K JPEG is upright; alpha dropped).
+  rotated MMHS150K JPEG is upright; 16-bit scaled to 8), and as training and inference see them
+  (`hm_hf.images.to_rgb`: transparent pixels on white).
 - Image paths are read straight from the official files through `hm_hf.data.layouts`, as the builders
   read them (HMD: the `*.jsonl` annotations, official or MMF layout; MMHS150K: `MMHS150K_GT.json`,
   `splits/*_ids.txt`, `img_resized/<id>.jpg`), so extraction needs nothing but the download and takes
@@ -47,12 +48,13 @@ from hm_hf.cli import positive_int
 from hm_hf.data.layouts import DataFilesError, command_report, dataset_images, open_image, skipped_summary
 from hm_hf.fileio import atomic_write_bytes
 
-from .cache import FEATURE_DTYPES, FeatureCache, InvalidRegionsError, RegionFeatures
+from .cache import FEATURE_DTYPES, INFO_FILE, SHARD_PREFIX, FeatureCache, InvalidRegionsError, RegionFeatures
 from .configuration_frcnn import DETECTOR_PRESETS
 
 DEFAULT_MODEL = "unc-nlp/frcnn-vg-finetuned"
 SHARD_TAG = re.compile(r"^shard-(\d{6})-r(\d{3})\.safetensors$")
 EXTRACTOR = "hm_hf.extract.modeling_frcnn.FrcnnForRegionFeatures"
+REPORT_PREFIX = "extract_report-"  # a run's report beside the shards: extract_report-<first shard>-r<rank>.json
 
 
 # ------------------------------------------------------------------------------------------ extraction
@@ -99,11 +101,13 @@ def _next_sequence(cache: FeatureCache) -> int:
 
 
 def _remove_stale_temporaries(cache_dir: Path) -> list[str]:
-    """Temporary shard files left by a writer that was killed mid-write (never renamed, never valid)."""
+    """Temporary files a writer killed mid-write left (never renamed, never valid): only the cache's own
+    (`atomic_path` names them ``.<file>.<random>.tmp``), so a user's files in the folder are left alone."""
     removed = []
-    for tmp in cache_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp.name)
+    for pattern in (f".{SHARD_PREFIX}*.tmp", f".{INFO_FILE}.*.tmp", f".{REPORT_PREFIX}*.tmp"):
+        for tmp in cache_dir.glob(pattern):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
     return removed
 
 
@@ -261,7 +265,7 @@ def extract_features(
     bar.close()
     stats["seconds"] = round(time.time() - started, 3)
     if stats["shards"] or stats["unreadable"] or stats["invalid"]:
-        report = output / f"extract_report-{start_seq:06d}-r{state.process_index:03d}.json"
+        report = output / f"{REPORT_PREFIX}{start_seq:06d}-r{state.process_index:03d}.json"
         atomic_write_bytes(report, json.dumps(stats, indent=2).encode())
     state.wait_for_everyone()
     return stats
