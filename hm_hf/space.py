@@ -60,8 +60,12 @@ def stage_space(space_dir, model: str, out_dir) -> list[str]:
     for name in SPACE_FILES:
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         if name == "README.md":
-            (out_dir / name).write_text(render_readme((space_dir / name).read_text(encoding="utf-8"), model),
-                                        encoding="utf-8")
+            try:
+                readme = (space_dir / name).read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise SpaceError(f"{space_dir / name}: not UTF-8 text (byte {err.start}); save it as UTF-8, then push "
+                                 "again (nothing was uploaded)") from None
+            (out_dir / name).write_text(render_readme(readme, model), encoding="utf-8")
         else:
             shutil.copyfile(space_dir / name, out_dir / name)
         files.append(name)

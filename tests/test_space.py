@@ -12,6 +12,7 @@ import importlib.util
 import io
 import os
 import re
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -267,6 +268,10 @@ def test_bad_uploads_get_a_plain_message(meme_app, app_module, tmp_path):
     empty.write_bytes(b"")
     assert "empty" in _gr_error(lambda: meme_app.classify({"path": str(empty)}, "text"))
     assert "Upload an image" in _gr_error(lambda: meme_app.classify(None, "text"))
+    good = tmp_path / "good.png"
+    Image.new("RGB", (300, 200), (10, 200, 10)).save(good)
+    assert "must be text, not int" in _gr_error(lambda: meme_app.classify({"path": str(good)}, 5))  # an API client
+    assert "not valid Unicode" in _gr_error(lambda: meme_app.classify({"path": str(good)}, "a\ud800b"))
 
 
 def test_empty_text_asks_for_text(meme_app, tmp_path):
@@ -530,6 +535,11 @@ def test_push_space_refuses_bad_arguments(tmp_path, monkeypatch, capsys):
     assert cli(["--repo", "not a repo", "--model", "org/model", "--space-dir", str(SPACE)]) == 2
     assert cli(["--repo", "org/space", "--model", "org/model", "--space-dir", str(tmp_path)]) == 2
     assert "is not the Space folder" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1_space"
+    shutil.copytree(SPACE, latin1)
+    (latin1 / "README.md").write_bytes((SPACE / "README.md").read_bytes() + "caf\xe9\n".encode("latin-1"))
+    assert cli(["--repo", "org/space", "--model", "org/model", "--space-dir", str(latin1)]) == 2
+    assert f"{latin1 / 'README.md'}: not UTF-8 text" in capsys.readouterr().err
     assert hub.calls == []  # nothing was sent
 
 

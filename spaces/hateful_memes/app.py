@@ -181,6 +181,20 @@ def _fail(message: str, title: str) -> gr.Error:
     return gr.Error(message, title=title, print_exception=False)
 
 
+def _typed_text(value, box: str) -> str:
+    """A text box's value, stripped; what no browser sends (a number, broken Unicode from an API client) is the
+    input's fault, so a message for the page instead of a model error and a server traceback."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _fail(f"The {box} must be text, not {type(value).__name__}.", title="Bad text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(f"The {box} is not valid Unicode text; send it as UTF-8.", title="Bad text") from None
+    return value.strip()
+
+
 class MemeApp:
     """The demo's event handlers around one pipeline (kept separate from the layout for tests)."""
 
@@ -239,7 +253,7 @@ class MemeApp:
         for one meme. The decision is its own output: a `gr.Label` of confidences would head them with the most
         probable class, which is not what a model with a threshold other than 0.5 decides."""
         image = self._read_upload(upload)
-        text, pair = (text or "").strip(), (pair or "").strip() if self.reads_pair else ""
+        text, pair = _typed_text(text, "text"), _typed_text(pair, "second text") if self.reads_pair else ""
         if self.pipe.reads_text and not (pair if self.reads_pair else text):  # the text on the image: OCR it
             try:
                 ocr = self.pipe.processor.read_text(image)
