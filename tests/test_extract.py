@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,9 +22,10 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
 
 from hm_hf.synthetic import make_hmd, make_mmhs
-from hm_hf.extract.cache import FeatureCache, FeatureCacheError
+from hm_hf.extract.cache import FeatureCache, FeatureCacheError, file_checksum
 from hm_hf.extract.configuration_frcnn import FrcnnConfig
 from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures, resized_size
 from hm_hf.extract.runner import cli, dataset_images, extract_features
@@ -310,6 +312,8 @@ def test_cache_contents_and_source(setup):
     source = cache.source
     assert source["extractor"].endswith("FrcnnForRegionFeatures") and source["min_boxes"] == 3
     assert len(source["weights_sha256"]) == 64 and source["min_size_test"] == 64
+    images = dataset_images("hmd", root / "hmd")
+    assert all(cache.get(i).image_xxh3 == file_checksum(images[i]) for i in ids)  # what each entry came from
     assert_clean_folder(root / "clean")
     # Re-running does nothing; other settings are refused rather than mixed into the same cache.
     fingerprint = cache.fingerprint()
@@ -319,6 +323,44 @@ def test_cache_contents_and_source(setup):
         extract_features("hmd", root / "hmd", root / "clean", model=root / "model", min_boxes=4, max_boxes=8,
                          progress=False)  # fmt: skip
     assert cli(runner_args(root, root / "clean", "--nms-thresholds", "0.4")) == 2
+
+
+def _drop_image_checksums(cache_dir: Path):
+    """Rewrite every shard as caches written before image_xxh3 was recorded (and imported ones) are."""
+    for shard in FeatureCache(cache_dir).shard_paths():
+        with safe_open(str(shard), framework="numpy") as f:
+            metadata = f.metadata()
+        tensors = {k: v for k, v in load_file(str(shard)).items() if not k.endswith("/image_xxh3")}
+        save_file(tensors, str(shard), metadata=metadata)
+
+
+def test_resuming_from_other_images_with_the_same_ids_is_refused(setup, tmp_path, capsys):
+    root, ids = setup
+    other = make_hmd(tmp_path / "hmd2", splits={"train": 10, "dev_seen": 6}, image_size=(160, 120), seed=7)
+    assert {str(m.id) for rows in other.values() for m in rows} == ids  # same ids, other pictures
+    shutil.copytree(root / "clean", tmp_path / "feats")
+    shards = [p.name for p in FeatureCache(tmp_path / "feats").shard_paths()]
+    with pytest.raises(FeatureCacheError, match=rf"feats holds features of other images: {N_IMAGES} of the "
+                       rf"{N_IMAGES} cached ids .*hmd2.*new --output folder, or delete"):
+        extract_features("hmd", tmp_path / "hmd2", tmp_path / "feats", model=root / "model", min_boxes=3,
+                         max_boxes=8, progress=False)  # fmt: skip
+    args = runner_args(root, tmp_path / "feats")
+    args[args.index("--data-dir") + 1] = str(tmp_path / "hmd2")
+    assert cli(args) == 2 and "holds features of other images" in capsys.readouterr().err
+    assert [p.name for p in FeatureCache(tmp_path / "feats").shard_paths()] == shards  # nothing extracted
+    # One image changed since the extraction: refused too, naming that id.
+    shutil.copytree(root / "hmd", tmp_path / "hmd3")
+    victim = sorted(ids)[0]
+    shutil.copy(tmp_path / "hmd2" / "img" / f"{int(victim):05d}.png", tmp_path / "hmd3" / "img")
+    with pytest.raises(FeatureCacheError, match=rf"1 of the {N_IMAGES} cached ids .*\['{victim}'\]"):
+        extract_features("hmd", tmp_path / "hmd3", tmp_path / "feats", model=root / "model", min_boxes=3,
+                         max_boxes=8, progress=False)  # fmt: skip
+    # A cache without recorded checksums (written before them) still resumes: its entries cannot be checked.
+    _drop_image_checksums(tmp_path / "feats")
+    stats = extract_features("hmd", root / "hmd", tmp_path / "feats", model=root / "model", min_boxes=3,
+                             max_boxes=8, progress=False)  # fmt: skip
+    assert stats["cached"] == N_IMAGES and stats["extracted"] == 0
+    assert FeatureCache(tmp_path / "feats").get(victim).image_xxh3 is None
 
 
 def test_fixed_boxes_and_fallback_counted(setup, tmp_path):

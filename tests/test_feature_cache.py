@@ -1,9 +1,13 @@
+import dataclasses
 import json
 
 import numpy as np
 import pytest
+import xxhash
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
-from hm_hf.extract.cache import FeatureCache, FeatureCacheError, RegionFeatures
+from hm_hf.extract.cache import FeatureCache, FeatureCacheError, InvalidRegionsError, RegionFeatures, file_checksum
 
 
 def _regions(n, seed=0):
@@ -76,3 +80,57 @@ def test_the_builder_and_collator_keep_float32_features(tmp_path):
     batch = MemeCollator(use_regions=True)(rows)
     expected = _regions(2, seed=int(splits["train"]["id"][0])).features
     np.testing.assert_array_equal(batch["visual_embeds"][0].numpy(), expected)  # not rounded through float16
+
+
+def test_image_checksum_is_stored_validated_and_optional(tmp_path):
+    digest = xxhash.xxh3_128(b"an image file").hexdigest()
+    cache = FeatureCache.create(tmp_path, {"name": "test"})
+    cache.write_shard("a", {"1": dataclasses.replace(_regions(2), image_xxh3=digest), "2": _regions(2)})
+    with safe_open(str(cache.shard_paths()[0]), framework="numpy") as f:
+        stored = f.get_tensor("1/image_xxh3")
+        assert "2/image_xxh3" not in f.keys()  # optional: absent where not known
+    assert stored.dtype == np.uint8 and stored.shape == (16,)
+    again = FeatureCache(tmp_path)
+    assert again.get("1").image_xxh3 == again.image_checksum("1") == digest and again.has_image_checksum("1")
+    assert again.get("2").image_xxh3 is None and again.image_checksum("2") is None  # an older / imported entry
+    for bad in ("xyz", digest.upper(), digest[:-1]):
+        with pytest.raises(InvalidRegionsError, match="image_xxh3 must be 32 lowercase hex digits"):
+            dataclasses.replace(_regions(2), image_xxh3=bad)
+    tensors = _regions(2).to_tensors("3")
+    tensors["3/image_xxh3"] = np.zeros(16, np.float32)  # written around RegionFeatures' checks
+    save_file(tensors, str(tmp_path / "shard-b.safetensors"))
+    with pytest.raises(InvalidRegionsError, match=r"id 3 in .*shard-b.safetensors: image_xxh3 must be 16 uint8"):
+        FeatureCache(tmp_path).get("3")
+
+
+def test_the_builder_refuses_features_of_another_image_with_the_same_id(tmp_path):
+    from hm_hf.data.hateful_memes import HatefulMemes
+    from hm_hf.data.report import BadInputError
+    from hm_hf.synthetic.data import make_hmd
+
+    memes = make_hmd(tmp_path / "hmd", splits={"train": 3}, image_size=(64, 48))["train"]
+    other = make_hmd(tmp_path / "hmd2", splits={"train": 3}, image_size=(64, 48), seed=7)["train"]
+    assert {m.id for m in other} == {m.id for m in memes}  # same ids, other pictures
+    cache = FeatureCache.create(tmp_path / "features", {"name": "test"})
+    records = {str(m.id): _regions(2, seed=m.id) for m in memes}
+    for m in memes[:2]:  # the third has no checksum, as imported features and older caches
+        records[str(m.id)].image_xxh3 = file_checksum(tmp_path / "hmd" / "img" / f"{m.id:05d}.png")
+    cache.write_shard("a", records)
+
+    def build(data, strict=False):
+        builder = HatefulMemes(data_dir=tmp_path / data, config_name="regions", feature_cache=tmp_path / "features",
+                               cache_dir=tmp_path / f"cache-{data}-{strict}", strict=strict)
+        builder.download_and_prepare()
+        return builder
+
+    own = build("hmd")
+    assert own.report.counts() == {} and own.as_dataset()["train"].num_rows == 3
+    mixed = build("hmd2")
+    assert mixed.report.counts() == {"bad_features": 2}
+    assert {issue.id for issue in mixed.report.issues} == {str(memes[0].id), str(memes[1].id)}
+    issue = mixed.report.issues[0]
+    assert f"id {issue.id} in {tmp_path / 'features'} were extracted from another image than img/" in issue.reason
+    assert "new folder" in issue.reason
+    assert mixed.as_dataset()["train"]["id"] == [memes[2].id]  # unchecked: kept
+    with pytest.raises(BadInputError, match=r"id \d+ .*extracted from another image"):
+        build("hmd2", strict=True)

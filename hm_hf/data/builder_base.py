@@ -9,8 +9,9 @@ scripts), instantiated directly::
 
 How a build goes: `_split_generators` reads every annotation file up front (so an id duplicated across
 splits can be seen at all), `_generate_examples` decodes each image in a thread pool and joins the
-region features, and everything skipped lands in the build report (`build_report.json` next to the
-prepared Arrow files). The cache directory's hash covers the builder source, the annotation files'
+region features by id (an entry that records its image file's checksum must match the row's image, or it
+is counted as bad features), and everything skipped lands in the build report (`build_report.json` next
+to the prepared Arrow files). The cache directory's hash covers the builder source, the annotation files'
 contents and, for config "regions", `FeatureCache.fingerprint()`; nothing else, so an unchanged input
 reuses the prepared data and any real change rebuilds it.
 
@@ -53,7 +54,7 @@ from hm_hf.data.report import (
     source_digest,
 )
 from hm_hf.extract import validation
-from hm_hf.extract.cache import FEATURE_DIM, FeatureCache, FeatureCacheError
+from hm_hf.extract.cache import FEATURE_DIM, FeatureCache, FeatureCacheError, file_checksum
 from hm_hf.fileio import JsonInputError, atomic_write_bytes, parse_json
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,9 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
         problem = check_image(item["image"])
         if problem:
             return problem[0], f"{problem[1]} (listed in {item['file']}, line {item['line']})", item["image_rel"]
+        if self.feature_cache is not None and self.feature_cache.has_image_checksum(item["id"]):
+            # for `_join_regions`; hashed here, in the pool, just after check_image read the file (page cache)
+            item["image_xxh3"] = file_checksum(item["image"])
         return None
 
     def _record_input(self, path) -> None:
@@ -246,6 +250,15 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
             report.add(BAD_FEATURES, f"region features of id {item['id']} in {self.feature_cache.path}: {problem}",
                        **where)
             return False
+        if regions.image_xxh3 is not None:  # features are joined by id: make sure they are this image's
+            current = item.get("image_xxh3") or file_checksum(item["image"])
+            if current != regions.image_xxh3:
+                report.add(BAD_FEATURES, f"region features of id {item['id']} in {self.feature_cache.path} were "
+                           f"extracted from another image than {item['image_rel']} (xxh3-128 {regions.image_xxh3} "
+                           f"recorded, {current} now): the cache was made from another data folder, or the image "
+                           "changed since; extract features into a new folder (hm-hf extract-features --output) "
+                           "or build config 'default'", **where)
+                return False
         # N == 0 is kept: an explicit empty region set (`import-features --missing empty`); the collator
         # masks it and region models then read the text alone.
         example.update(region_features=regions.features, boxes=regions.boxes, image_width=regions.image_width,

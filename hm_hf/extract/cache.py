@@ -11,8 +11,11 @@ Layout::
     <cache>/shard-<tag>.safetensors      tensors "<id>/features" (N x 2048, that dtype), "<id>/boxes"
                                          (N x 4 float32, x1 y1 x2 y2 in pixels of the original image),
                                          "<id>/image_size" (int32 [width, height]) and optionally
-                                         "<id>/object_ids", "<id>/object_scores", "<id>/attribute_ids";
-                                         metadata: num_images, content_xxh3_128 (of the tensors)
+                                         "<id>/object_ids", "<id>/object_scores", "<id>/attribute_ids",
+                                         "<id>/image_xxh3" (uint8 [16]: xxh3-128 of the image file's
+                                         bytes; written by the extractor, absent from imported features
+                                         and older caches); metadata: num_images, content_xxh3_128 (of
+                                         the tensors)
 
 Every entry obeys the rules of `hm_hf.extract.validation`: checked when a `RegionFeatures` is made (so
 nothing invalid is written) and again when one is read (so a shard damaged or rewritten later is refused
@@ -41,7 +44,8 @@ INFO_FILE = "cache_info.json"
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".safetensors"
 FEATURE_DIM = 2048
-OPTIONAL_FIELDS = ("object_ids", "object_scores", "attribute_ids")
+OPTIONAL_FIELDS = ("object_ids", "object_scores", "attribute_ids")  # per region
+IMAGE_CHECKSUM = "image_xxh3"  # per image, optional: see RegionFeatures.image_xxh3
 FEATURE_DTYPES = ("float16", "float32")  # float16 halves disk and memory; float32 keeps the detector's output
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit on a header
 
@@ -65,6 +69,10 @@ class RegionFeatures:
     object_ids: np.ndarray | None = None  # (N,) int64
     object_scores: np.ndarray | None = None  # (N,) float32
     attribute_ids: np.ndarray | None = None  # (N,) int64
+    # xxh3-128 (32 hex digits) of the image file the regions were computed from, or None (imported features,
+    # caches written before it was recorded): features are joined by id, so a cache made from another data
+    # folder with the same ids (or an image changed since) is told apart from the image's own features by it.
+    image_xxh3: str | None = None
 
     def __post_init__(self):
         source = self.features
@@ -80,6 +88,8 @@ class RegionFeatures:
         optional = {name: getattr(self, name) for name in OPTIONAL_FIELDS}
         problem = validation.region_problem(self.features, self.boxes, self.image_width, self.image_height,
                                             optional, source_features=source)
+        if problem is None and self.image_xxh3 is not None:
+            problem = validation.image_checksum_problem(self.image_xxh3)
         if problem:
             raise InvalidRegionsError(problem)
         self.image_width, self.image_height = int(self.image_width), int(self.image_height)
@@ -106,6 +116,8 @@ class RegionFeatures:
             value = getattr(self, name)
             if value is not None:
                 tensors[f"{example_id}/{name}"] = np.ascontiguousarray(value)
+        if self.image_xxh3 is not None:
+            tensors[f"{example_id}/{IMAGE_CHECKSUM}"] = np.frombuffer(bytes.fromhex(self.image_xxh3), np.uint8).copy()
         return tensors
 
 
@@ -127,6 +139,7 @@ class FeatureCache:
             )
         self.info = _read_info(info_path)
         self._index: dict[str, Path] | None = None
+        self._checksummed: set[str] = set()  # ids whose entry records image_xxh3 (filled with the index)
         self._handles: dict[Path, tuple[object, set[str]]] = {}  # shard -> (open handle, its keys)
 
     @classmethod
@@ -179,10 +192,13 @@ class FeatureCache:
 
     def _build_index(self) -> dict[str, Path]:
         index: dict[str, Path] = {}
+        self._checksummed = set()
         for shard in self.shard_paths():
             with self._open(shard) as f:
                 for key in f.keys():
                     example_id, _, field = key.rpartition("/")
+                    if field == IMAGE_CHECKSUM:
+                        self._checksummed.add(example_id)
                     if field != "features":
                         continue
                     if example_id in index:
@@ -208,6 +224,31 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.index)
 
+    def has_image_checksum(self, example_id) -> bool:
+        """Whether the entry of `example_id` records its image file's checksum (from the shard headers: no
+        tensor is read), so that callers hash an image only when there is something to compare it with."""
+        return str(example_id) in self.index and str(example_id) in self._checksummed
+
+    def _entry(self, example_id: str):
+        """(shard, open handle, the shard's keys) of `example_id`, or None when the cache has no entry."""
+        shard = self.index.get(example_id)
+        if shard is None:
+            return None
+        if shard not in self._handles:
+            handle = self._open(shard)
+            self._handles[shard] = (handle, set(handle.keys()))
+        return (shard, *self._handles[shard])
+
+    def image_checksum(self, example_id) -> str | None:
+        """The recorded xxh3-128 of the image file `example_id`'s regions were computed from (32 hex digits),
+        or None (no entry, or none recorded); reads that one small tensor, not the features."""
+        example_id = str(example_id)
+        if not self.has_image_checksum(example_id):
+            return None
+        shard, handle, _ = self._entry(example_id)
+        return _checksum_hex(_get_tensor(handle, shard, f"{example_id}/{IMAGE_CHECKSUM}"),
+                             f"id {example_id} in {shard}")
+
     def get(self, example_id) -> RegionFeatures | None:
         """The regions of `example_id`, or None when the cache has no entry for it.
 
@@ -215,23 +256,19 @@ class FeatureCache:
         `InvalidRegionsError`, naming the shard and the id.
         """
         example_id = str(example_id)
-        shard = self.index.get(example_id)
-        if shard is None:
+        entry = self._entry(example_id)
+        if entry is None:
             return None
-        if shard not in self._handles:
-            handle = self._open(shard)
-            self._handles[shard] = (handle, set(handle.keys()))
-        handle, keys = self._handles[shard]
+        shard, handle, keys = entry
         where = f"id {example_id} in {shard}"
         absent = [name for name in ("boxes", "image_size") if f"{example_id}/{name}" not in keys]
         if absent:
             raise InvalidRegionsError(f"{where} has no {' or '.join(absent)}; the shard is damaged: delete it "
                                       "and re-run the command that made the cache")
-        try:
-            tensors = {name: handle.get_tensor(f"{example_id}/{name}")
-                       for name in ("features", "boxes", "image_size", *OPTIONAL_FIELDS) if f"{example_id}/{name}" in keys}
-        except SafetensorError as err:
-            raise FeatureCacheError(_damaged(shard, err)) from None
+        tensors = {name: _get_tensor(handle, shard, f"{example_id}/{name}")
+                   for name in ("features", "boxes", "image_size", *OPTIONAL_FIELDS) if f"{example_id}/{name}" in keys}
+        if f"{example_id}/{IMAGE_CHECKSUM}" in keys:
+            tensors[IMAGE_CHECKSUM] = _checksum_hex(_get_tensor(handle, shard, f"{example_id}/{IMAGE_CHECKSUM}"), where)
         size = tensors.pop("image_size")
         if size.shape != (2,) or not np.issubdtype(size.dtype, np.integer):
             raise InvalidRegionsError(f"{where}: image_size must be 2 whole numbers [width, height], got "
@@ -279,6 +316,7 @@ class FeatureCache:
             save_file(tensors, str(tmp), metadata=metadata)
         if self._index is not None:
             self._index.update({str(k): path for k in records})
+            self._checksummed.update(str(k) for k, regions in records.items() if regions.image_xxh3 is not None)
         return path
 
     def fingerprint(self) -> str:
@@ -311,6 +349,30 @@ def content_digest(tensors: dict[str, np.ndarray]) -> str:
         digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
         digest.update(array.data)
     return digest.hexdigest()
+
+
+def file_checksum(path) -> str:
+    """xxh3-128 (32 hex digits) of a file's bytes: what `RegionFeatures.image_xxh3` records of an image."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _get_tensor(handle, shard: Path, key: str) -> np.ndarray:
+    try:
+        return handle.get_tensor(key)
+    except SafetensorError as err:
+        raise FeatureCacheError(_damaged(shard, err)) from None
+
+
+def _checksum_hex(stored: np.ndarray, where: str) -> str:
+    problem = validation.image_checksum_problem(stored)
+    if problem:
+        raise InvalidRegionsError(f"{where}: {problem}; the shard was not written by hm_hf: delete it and re-run "
+                                  "the command that made the cache")
+    return stored.tobytes().hex()
 
 
 def _damaged(shard: Path, err) -> str:

@@ -21,10 +21,13 @@ Why it is built this way:
   leads out of the data folder is an error. Images get the builders' checks too (decoded in full,
   refused over Pillow's decompression-bomb limit), and detector output that breaks the feature-cache
   rules is counted (`invalid`) rather than stored.
-- Resumable: finished ids are in the cache and are skipped; every `--flush-every` images a rank writes a
-  new shard atomically (`shard-<seq>-r<rank>.safetensors`), so a run killed at any moment loses at most
-  the images since its last flush and leaves no partial file; stale temporary files of a killed writer
-  are removed on the next start.
+- Resumable: finished ids are in the cache and are skipped; each entry records the xxh3-128 of its image
+  file, and resuming into a cache whose recorded images differ from the data folder's (a cache made from
+  another folder with the same ids, or images changed since) is refused before anything is extracted, as
+  the old features would otherwise be kept silently under the new images' ids. Every `--flush-every`
+  images a rank writes a new shard atomically (`shard-<seq>-r<rank>.safetensors`), so a run killed at any
+  moment loses at most the images since its last flush and leaves no partial file; stale temporary files
+  of a killed writer are removed on the next start.
 - Distributed with accelerate's `PartialState`: every process lists the cache, all wait for each other,
   then each takes a disjoint slice of the sorted to-do list, so no id is ever done twice.
 - The cache records the extractor, a hash of the weights and every setting that changes the output, so
@@ -48,7 +51,8 @@ from hm_hf.cli import positive_int
 from hm_hf.data.layouts import DataFilesError, command_report, dataset_images, open_image, skipped_summary
 from hm_hf.fileio import atomic_write_bytes
 
-from .cache import FEATURE_DTYPES, INFO_FILE, SHARD_PREFIX, FeatureCache, InvalidRegionsError, RegionFeatures
+from .cache import (FEATURE_DTYPES, INFO_FILE, SHARD_PREFIX, FeatureCache, FeatureCacheError, InvalidRegionsError,
+                    RegionFeatures, file_checksum)
 from .configuration_frcnn import DETECTOR_PRESETS
 
 DEFAULT_MODEL = "unc-nlp/frcnn-vg-finetuned"
@@ -111,7 +115,35 @@ def _remove_stale_temporaries(cache_dir: Path) -> list[str]:
     return removed
 
 
-def to_record(regions, feature_dtype: str = "float16") -> RegionFeatures:
+def _check_cached_images(cache: FeatureCache, images: dict[str, Path], data_dir) -> None:
+    """Refuse to resume when cached ids were computed from other image files than `images` (id -> path).
+
+    Ids are skipped by id alone, so without this a cache made from another data folder with the same ids
+    would keep that folder's features for these images. Entries with no recorded checksum (older caches,
+    imported features) cannot be checked and are kept.
+    """
+    mismatched, checked = [], 0
+    for example_id, path in images.items():
+        recorded = cache.image_checksum(example_id)
+        if recorded is None:
+            continue
+        try:
+            current = file_checksum(path)
+        except OSError:  # unreadable now: counted as such by the builders, nothing to compare
+            continue
+        checked += 1
+        if current != recorded:
+            mismatched.append(example_id)
+    if mismatched:
+        raise FeatureCacheError(
+            f"{cache.path} holds features of other images: {len(mismatched)} of the {checked} cached ids checked "
+            f"were extracted from image files that differ from those in {data_dir} (e.g. ids {mismatched[:5]}; "
+            f"first: {images[mismatched[0]]}), so resuming would keep the other images' features. Use a new "
+            f"--output folder, or delete {cache.path} and extract again"
+        )
+
+
+def to_record(regions, feature_dtype: str = "float16", image_xxh3: str | None = None) -> RegionFeatures:
     return RegionFeatures(
         features=regions.features.numpy().astype(feature_dtype),  # RegionFeatures checks the range
         boxes=regions.boxes.numpy(),
@@ -120,6 +152,7 @@ def to_record(regions, feature_dtype: str = "float16") -> RegionFeatures:
         object_ids=regions.object_ids.numpy(),
         object_scores=regions.object_scores.numpy(),
         attribute_ids=regions.attribute_ids.numpy(),
+        image_xxh3=image_xxh3,
     )
 
 
@@ -197,6 +230,8 @@ def extract_features(
     state.wait_for_everyone()  # everyone has listed the cache before anyone writes to it
 
     present = {i: p for i, p in images.items() if p.is_file()}
+    # every process checks them all, so all stop together; hashing is cheap next to the detector
+    _check_cached_images(cache, {i: p for i, p in present.items() if i in done}, data_dir)
     missing = [i for i in images if i not in present]
     todo = [i for i in present if i not in done]
     mine = todo[state.process_index :: state.num_processes]
@@ -230,7 +265,7 @@ def extract_features(
     bar = tqdm(total=len(mine), desc=f"extract {dataset}", unit="img", disable=not (progress and state.is_main_process))
     started = time.time()
     for start in range(0, len(mine), batch_size):
-        batch_ids, batch_images = [], []
+        batch_ids, batch_images, checksums = [], [], {}
         for example_id in mine[start : start + batch_size]:
             with warnings.catch_warnings():  # over-limit images are refused by open_image
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -240,6 +275,7 @@ def extract_features(
                 stats["unreadable_ids"].append(example_id)
                 print(f"extract-features: {present[example_id]}: [{problem[0]}] {problem[1]}; skipped", file=sys.stderr)
                 continue
+            checksums[example_id] = file_checksum(present[example_id])  # recorded: see _check_cached_images
             batch_images.append(image)
             batch_ids.append(example_id)
         if batch_images:
@@ -247,7 +283,7 @@ def extract_features(
                 results = model.extract(batch_images, fp16=use_fp16)
             for example_id, regions in zip(batch_ids, results):
                 try:
-                    pending[example_id] = to_record(regions, feature_dtype)
+                    pending[example_id] = to_record(regions, feature_dtype, checksums[example_id])
                 except InvalidRegionsError as err:  # e.g. NaN from an fp16 overflow: never stored
                     stats["invalid"] += 1
                     stats["invalid_ids"].append(example_id)

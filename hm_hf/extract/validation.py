@@ -10,7 +10,10 @@ as a sentence (None when all hold); the caller says where. Each rule is here bec
 - boxes are (N, 4) x1 y1 x2 y2 in pixels, finite, not inverted (x2 >= x1, y2 >= y1) and inside the image,
   give or take 1% of its size plus a pixel (fp16-normalised boxes converted back to pixels);
 - the image size is two whole numbers in 1..2**31-1 (int32, as the datasets columns store it);
-- optional per-region fields (object ids, scores, attribute ids) have N entries; scores are finite.
+- optional per-region fields (object ids, scores, attribute ids) have N entries; scores are finite;
+- the optional checksum of the image file the regions were computed from (`image_xxh3`) is an xxh3-128
+  digest: 16 uint8 as stored, 32 lowercase hex digits in `RegionFeatures` (a malformed one could never match,
+  so every row would be refused as features of another image).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 INT32_MAX = 2**31 - 1
+CHECKSUM_BYTES = 16  # xxh3-128
 BOX_MARGIN = 0.01  # of the image size, plus one pixel: boxes may overhang the image by this much
 
 
@@ -39,6 +43,18 @@ def image_size_problem(width, height) -> str | None:
             return f"{name} must be a whole number, got {value!r}"
         if not 1 <= int(value) <= INT32_MAX:
             return f"{name} must be in 1..{INT32_MAX}, got {int(value)}"
+    return None
+
+
+def image_checksum_problem(value) -> str | None:
+    """None when `value` is an image checksum: 32 lowercase hex digits (a str), or 16 uint8 as stored."""
+    if isinstance(value, str):
+        if len(value) == 2 * CHECKSUM_BYTES and all(c in "0123456789abcdef" for c in value):
+            return None
+        return f"image_xxh3 must be {2 * CHECKSUM_BYTES} lowercase hex digits (xxh3-128), got {value[:80]!r}"
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.shape != (CHECKSUM_BYTES,):
+        shape = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        return f"image_xxh3 must be {CHECKSUM_BYTES} uint8 values (xxh3-128 of the image file), got {shape}"
     return None
 
 
