@@ -114,7 +114,7 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     (which names them) never lands without them; `delete_patterns`: remote files `folder`'s upload removes
     (what an earlier push left)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError, OfflineModeIsEnabled
 
     folder = Path(folder)
     kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
@@ -137,7 +137,7 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     except HfHubHTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
         raise PushError(f"cannot push to {repo_id} (HTTP {status}); {retry}") from None
-    except OSError as err:  # no network: connection errors are OSErrors
+    except (HTTPError, OSError) as err:  # no network: the HTTP client's transport errors (not OSErrors), or OSErrors
         raise PushError(f"cannot push to {repo_id}: {type(err).__name__} (no network?); {retry}") from None
     logger.info("pushed %s to %s (%s)", folder, repo_id, "private" if private else "public")
     return str(getattr(info, "commit_url", info))

@@ -11,7 +11,7 @@ in `output_dir` by itself. The embedded default, on synthetic data on the CPU in
 
 import sys
 
-from hm_hf.training.run import main
+from hm_hf.training.run import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -84,3 +84,54 @@ def test_threshold_rule_is_checked_when_the_recipe_is_read(tmp_path):
         parse_recipe([recipe, "--dataset", "hmd_fine"])
     with pytest.raises(RecipeError, match="does not apply to mmhs"):
         parse_recipe([recipe, "--dataset", "mmhs", "--fine_grained_annotations_dir", "x"])
+
+
+def test_labels_that_cannot_train_are_refused_before_training():
+    """A missing label column and a split without labels once failed deep in Trainer ("the model did not return
+    a loss", KeyError 'eval_auroc'); num_labels 3 on a binary label trained a 3-way head silently."""
+    import datasets
+
+    from hm_hf.training.arguments import DataArguments, ModelArguments
+    from hm_hf.training.data import apply_class_names, check_labelled_splits
+
+    splits = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"id": [1, 2], "label": [0, 1]}),
+                                   "test_unseen": datasets.Dataset.from_dict({"id": [3, 4], "label": [-1, -1]})})
+    check_labelled_splits(splits, DataArguments(dataset="hmd", eval_split="train"))
+    with pytest.raises(RecipeError, match="label_column 'hateful' is not a column of the train split"):
+        check_labelled_splits(splits, DataArguments(dataset="hmd", eval_split="train", label_column="hateful"))
+    with pytest.raises(RecipeError, match="the test_unseen split has no labels .* -1 in all 2 rows"):
+        check_labelled_splits(splits, DataArguments(dataset="hmd", eval_split="test_unseen"))
+    with pytest.raises(RecipeError, match="num_labels 3 does not fit label_column 'label', a binary label"):
+        apply_class_names(ModelArguments(num_labels=3), splits, DataArguments(dataset="hmd"))
+    binary = ModelArguments()
+    apply_class_names(binary, splits, DataArguments(dataset="hmd"))
+    assert binary.num_labels == 2 and len(binary.label_names) == 2
+
+
+def test_a_key_given_twice_or_not_a_name_is_refused_and_the_recipe_is_read_once(tmp_path):
+    """PyYAML keeps the last of two equal keys without a word; the card once re-read the recipe file at the end
+    of training (gone by then: no card, no push) and --recipe could point it at any file."""
+    recipe = _write(tmp_path, "output_dir: out\nlearning_rate: 1.0e-4\nlearning_rate: 2.0\n")
+    with pytest.raises(RecipeError, match="key 'learning_rate' is given twice, on lines 2 and 3"):
+        parse_recipe([recipe])
+    with pytest.raises(RecipeError, match="key 1 on line 1 is not a name"):
+        parse_recipe([_write(tmp_path, "1: 2\noutput_dir: out\n")])
+    text = "output_dir: out\nseed: 3\n"
+    recipe = _write(tmp_path, text)
+    *_, extra, training = parse_recipe([recipe])
+    Path(recipe).unlink()  # moved away during the run
+    assert (extra.recipe, extra.recipe_text, training.seed) == (recipe, text, 3)
+    with pytest.raises(RecipeError, match="--recipe"):
+        parse_recipe(["--output_dir", "out", "--recipe", "/etc/passwd"])
+
+
+def test_the_training_script_reports_a_recipe_mistake_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = _write(tmp_path, "output_dir: out\nlearnig_rate: 1.0e-4\n")
+    result = subprocess.run([sys.executable, str(ROOT / "recipes/train_peft.py"), recipe], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2
+    assert "train_peft: error: " in result.stderr and "unknown key(s) learnig_rate" in result.stderr
+    assert "Traceback" not in result.stderr

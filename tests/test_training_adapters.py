@@ -183,6 +183,16 @@ def test_push_uploads_extra_folders_first_and_a_failure_says_how_to_finish(tmp_p
     assert f"hf upload org/x {tmp_path / 'base'} base_model" in message
     assert f"hf upload org/x {tmp_path / 'out'}" in message
 
+    class NoNetworkApi(FakeApi):  # huggingface_hub's HTTP client raises transport errors that are not OSErrors
+        def create_repo(self, repo_id, **kwargs):
+            from huggingface_hub.errors import HTTPError
+
+            raise type("ConnectError", (HTTPError,), {})("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", NoNetworkApi)
+    with pytest.raises(PushError, match=r"cannot push to org/x: ConnectError \(no network\?\); the files are saved"):
+        push_folder(tmp_path / "out", "org/x")
+
 
 def test_adapters_at_a_hub_revision_come_with_that_revision_s_base_model(trained, tmp_path, monkeypatch):
     """load_trained_model(repo, revision=...) reads adapter_config.json, the adapters and the travelled base_model/

@@ -159,7 +159,8 @@ class ExtraArguments:
         metadata={"help": "how the decision threshold is chosen on eval_split (after temperature scaling, saved as "
                           "decision_policy.json): max_f1, fpr@<x> (highest recall at a false-positive rate <= x, "
                           "e.g. fpr@0.01), recall@<r> (highest precision at recall >= r), fixed@<t>"})
-    recipe: str | None = field(default=None, metadata={"help": "set by the parser: the recipe file used"})
+    recipe: str | None = field(default=None, init=False)  # set by the parser: the recipe file used ...
+    recipe_text: str | None = field(default=None, init=False)  # ... and its text, read then (for the model card)
 
     def __post_init__(self):
         _at_least(self, early_stopping_patience=1)
@@ -265,11 +266,32 @@ def _check_output_dir(output_dir) -> None:
             return
 
 
-def _read_recipe(path: Path) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice (PyYAML itself keeps the last one without a word) and a
+    key that is not text."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} on line {line} is not a name",
+                                                        key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice, on lines "
+                                                        f"{seen[key]} and {line}", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _read_recipe(path: Path) -> tuple[dict, str]:
+    """(values, text) of the recipe file at `path`."""
     if not path.is_file():
         raise RecipeError(f"recipe {path} not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        values = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as err:
         raise RecipeError(f"{path} is not valid YAML: {err}") from err
     except RecursionError:
@@ -278,7 +300,7 @@ def _read_recipe(path: Path) -> dict:
         raise RecipeError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     if not isinstance(values, dict):
         raise RecipeError(f"{path} must be a flat mapping of keys to values, not {type(values).__name__}")
-    return values
+    return values, text
 
 
 def parse_recipe(argv: list[str] | None = None):
@@ -286,10 +308,10 @@ def parse_recipe(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(RECIPE_DATACLASSES)
     recipe_values: dict = {}
-    recipe_path = None
+    recipe_path = recipe_text = None
     if argv and argv[0].endswith((".yaml", ".yml")):
         recipe_path = Path(argv.pop(0))
-        recipe_values = _read_recipe(recipe_path)
+        recipe_values, recipe_text = _read_recipe(recipe_path)
         known = {f.name for cls in RECIPE_DATACLASSES for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(recipe_values) - known)
         if unknown:
@@ -298,7 +320,6 @@ def parse_recipe(argv: list[str] | None = None):
                 f"{', '.join(cls.__name__ for cls in RECIPE_DATACLASSES)}"
             )
         recipe_values = _typed_recipe_values(parser, recipe_values, recipe_path)
-        recipe_values["recipe"] = str(recipe_path)
         parser.set_defaults(**recipe_values)
         for action in parser._actions:  # a key the recipe gives is no longer required on the command line
             if action.dest in recipe_values:
@@ -315,6 +336,8 @@ def parse_recipe(argv: list[str] | None = None):
     if remaining:
         raise RecipeError(f"unknown command-line argument(s): {' '.join(remaining)}")
     model_args, data_args, peft_args, extra_args, training_args = dataclass_values
+    extra_args.recipe = str(recipe_path) if recipe_path else None
+    extra_args.recipe_text = recipe_text
     if model_args.model_type not in MODEL_TYPES:
         raise RecipeError(f"model_type {model_args.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     if peft_args.peft_method not in PEFT_METHODS:

@@ -98,8 +98,10 @@ def apply_class_names(model_args: ModelArguments, splits, data_args: DataArgumen
         return
     feature = splits[data_args.train_split].features.get(data_args.label_column)
     if not isinstance(feature, ClassLabel) or feature.num_classes <= 2:
-        if model_args.num_labels == 2:
-            model_args.label_names = list(BINARY_LABEL_NAMES)
+        if model_args.num_labels != 2:
+            raise RecipeError(f"num_labels {model_args.num_labels} does not fit label_column "
+                              f"{data_args.label_column!r}, a binary label (0 / 1); leave num_labels out (or set 2)")
+        model_args.label_names = list(BINARY_LABEL_NAMES)
         return
     names = list(feature.names)
     if model_args.num_labels not in (2, len(names)):  # 2: the default, not given
@@ -107,6 +109,22 @@ def apply_class_names(model_args: ModelArguments, splits, data_args: DataArgumen
                           f"whose {len(names)} classes are {names}; leave num_labels out (or set {len(names)})")
     model_args.num_labels = len(names)
     model_args.label_names = names
+
+
+def check_labelled_splits(splits, data_args: DataArguments) -> None:
+    """Refuse, before any training, a label column the data set does not have and a train or eval split without
+    a single label (Hateful Memes' test splits come without): Trainer would fail later, saying only that the
+    model returned no loss, or at the first evaluation."""
+    for split in dict.fromkeys((data_args.train_split, data_args.eval_split)):
+        columns = splits[split].column_names
+        if data_args.label_column not in columns:
+            raise RecipeError(f"label_column {data_args.label_column!r} is not a column of the {split} split (it has "
+                              f"{', '.join(columns)})")
+        labels = splits[split][data_args.label_column]
+        if labels and not isinstance(labels[0], list) and all(label is None or label < 0 for label in labels):
+            raise RecipeError(f"the {split} split has no labels ({data_args.label_column!r} is missing or -1 in all "
+                              f"{len(labels)} rows, as in Hateful Memes' test splits): train and evaluate on labelled "
+                              "splits (train_split, eval_split)")
 
 
 def _load_fine_grained(data_dir, cache_dir=None, annotations_dir=None, **options):

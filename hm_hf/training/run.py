@@ -29,7 +29,8 @@ from hm_hf.metrics import MULTI_LABEL
 from hm_hf.peft.params import describe_trainable
 from hm_hf.processing.processor import TOKEN_INPUTS, model_inputs
 from hm_hf.synthetic.data import is_synthetic
-from hm_hf.training.arguments import parse_recipe
+from hm_hf.training.arguments import RecipeError, parse_recipe
+from hm_hf.training import checkpoints
 from hm_hf.training.checkpoints import last_complete_checkpoint
 
 logger = logging.getLogger("hm_hf.training")
@@ -51,6 +52,16 @@ def _predict_logits(trainer: Trainer, dataset) -> np.ndarray:
 def train_metrics(metrics: dict) -> dict:
     """Trainer's training metrics under one `train_` prefix (`train_loss`, `train_epoch`, not `train_train_loss`)."""
     return {key if key.startswith("train_") else f"train_{key}": value for key, value in metrics.items()}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """`recipes/train_peft.py`: `main`, with a recipe or data mistake (`RecipeError`: the message names the file,
+    key or split and what to do) printed as one line and exit status 2 instead of a traceback."""
+    try:
+        return main(argv)
+    except RecipeError as err:
+        print(f"train_peft: error: {err}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = model_inputs(model_loading.build_config(model_args))
     needs = set(inputs)
     splits = data.load_splits(data_args, needs)
+    data.check_labelled_splits(splits, data_args)
     data.apply_class_names(model_args, splits, data_args)  # a head of more classes, named as the data set names them
     tokenizer = data.load_tokenizer(model_args, splits, data_args, output_dir) if needs & TOKEN_INPUTS else None
     if "text_embedding" in needs:
@@ -144,8 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         callbacks=callbacks,
     )
     resume_from = last_complete_checkpoint(output_dir) if extra_args.resume else None
+    run_record = checkpoints.run_settings(model_args, data_args, peft_args, training_args)
     if resume_from:
+        checkpoints.check_same_run(output_dir, run_record)
         logger.info("resuming from %s", resume_from)
+    if state.is_main_process:
+        checkpoints.write_run_record(output_dir, run_record)
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     index_info = None
     if rgcl:  # the index the saved model decides with: the train split under the final (best) weights
@@ -181,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         if evaluated.policy is not None:  # the processor's part: its threshold is the policy's
             evaluated.policy.save_pretrained(output_dir)
         atomic_write_text(output_dir / "all_results.json", json.dumps(all_results, indent=2, default=float) + "\n")
-        recipe_text = Path(extra_args.recipe).read_text() if extra_args.recipe else None
         card.write_model_card(
             output_dir,
             model_name=training_args.hub_model_id or output_dir.name,
@@ -196,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             figures=evaluated.figures,
             trainable=trainable,
             total=total,
-            recipe_text=recipe_text,
+            recipe_text=extra_args.recipe_text,
             command="accelerate launch recipes/train_peft.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
             synthetic=synthetic,
             policy=evaluated.policy,
