@@ -104,6 +104,9 @@ def test_refusals_are_clear(tmp_path, capsys):
     assert "--not_a_key" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         hm_hf_main(["multi-seed", RECIPE])  # --seeds or --seed-list is required
+    assert hm_hf_main(["multi-seed", RECIPE, "--seed-list", "1", "--output_dir", str(tmp_path / "l"),
+                       "--launcher", "no-such-launcher recipes/train_peft.py"]) == 1
+    assert "--launcher 'no-such-launcher recipes/train_peft.py' cannot be run" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -135,3 +135,12 @@ def test_the_training_script_reports_a_recipe_mistake_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "train_peft: error: " in result.stderr and "unknown key(s) learnig_rate" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag, value, says", [("--seed", "-1", "seed must be a whole number from 0"),
+                                               ("--seed", "99999999999", "seed must be a whole number from 0"),
+                                               ("--per_device_train_batch_size", "0", "at least 1, got 0"),
+                                               ("--learning_rate", "nan", "learning_rate must be a number")])
+def test_training_values_that_fail_late_are_named_at_once(tmp_path, flag, value, says):
+    with pytest.raises(RecipeError, match=says):
+        parse_recipe([_write(tmp_path, "output_dir: out\n"), flag, value])

@@ -253,6 +253,17 @@ def _typed_recipe_values(parser, values: dict, recipe_path: Path) -> dict:
     return typed
 
 
+def _check_training_values(training_args) -> None:
+    """TrainingArguments values transformers takes but that fail only later (numpy's seed error after the data
+    is loaded, a zero batch size or a NaN learning rate when the loader or optimizer is made): said now."""
+    if not 0 <= training_args.seed < 2**32:
+        raise RecipeError(f"seed must be a whole number from 0 to 2**32 - 1, got {training_args.seed}")
+    _at_least(training_args, per_device_train_batch_size=1, per_device_eval_batch_size=1,
+              gradient_accumulation_steps=1)
+    if not 0 <= training_args.learning_rate < float("inf"):
+        raise RecipeError(f"learning_rate must be a number of 0 or more, got {training_args.learning_rate}")
+
+
 def _check_output_dir(output_dir) -> None:
     """An output_dir that is a file, or sits under one, cannot hold checkpoints: say so before training."""
     if not output_dir:
@@ -343,6 +354,10 @@ def parse_recipe(argv: list[str] | None = None):
     if peft_args.peft_method not in PEFT_METHODS:
         raise RecipeError(f"peft_method {peft_args.peft_method!r} is not one of {', '.join(PEFT_METHODS)}")
     _apply_task(model_args, data_args, recipe_path or "command line")
+    try:
+        _check_training_values(training_args)
+    except RecipeError as err:
+        raise RecipeError(f"{recipe_path or 'command line'}: {err}") from None
     _check_output_dir(training_args.output_dir)
     return model_args, data_args, peft_args, extra_args, training_args
 

@@ -115,7 +115,11 @@ def _run_one(train_argv: list[str], launcher: str | None) -> int:
         return int(main(train_argv) or 0)
     command = shlex.split(launcher) + train_argv
     logger.info("running %s", shlex.join(command))
-    return subprocess.run(command, check=False).returncode
+    try:
+        return subprocess.run(command, check=False).returncode
+    except OSError as err:  # no such program, not executable
+        raise RuntimeError(f"--launcher {launcher!r} cannot be run ({err.strerror}: {command[0]}); give a command "
+                           "such as 'accelerate launch recipes/train_peft.py'") from None
 
 
 def run_seeds(train_argv: list[str], seeds: list[int], launcher: str | None = None) -> dict:
@@ -179,6 +183,8 @@ def cli(argv: list[str] | None = None) -> int:
 
     train_argv = [args.recipe, *overrides]
     try:
+        if args.launcher is not None and not args.launcher.strip():
+            parser.error("--launcher is empty; give a command such as 'accelerate launch recipes/train_peft.py'")
         if args.seed_list:
             seeds = list(args.seed_list)
         else:
