@@ -228,6 +228,15 @@ def test_ids_that_are_not_plain_int64_decimals_are_named(tmp_path, bad_id):
         load_hmd(data, cache_dir=tmp_path / "strict", strict=True)
 
 
+def test_leading_zeros_do_not_count_towards_the_int64_digits():
+    """A 20-character id with a leading zero was refused as 'not written in ASCII digits'."""
+    from hm_hf.data.layouts import parse_id
+
+    assert parse_id("01000000000000000009") == 1000000000000000009
+    assert parse_id("0" * 30 + "7") == 7 and parse_id("000") == 0
+    assert parse_id("09223372036854775808") is None  # 2**63 with a zero in front: still too large
+
+
 @pytest.mark.parametrize("bad_id", ["4²", "١٢٣", "99999999999999999999", "-5"])
 def test_mmhs_split_ids_that_are_not_plain_int64_decimals_are_named(tmp_path, bad_id):
     data = tmp_path / "data"

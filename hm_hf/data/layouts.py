@@ -73,8 +73,9 @@ def parse_id(value) -> int | None:
         return value if 0 <= value <= INT64_MAX else None
     if isinstance(value, str):
         value = value.strip()
-        if _DECIMAL.fullmatch(value) and len(value) <= 19 and int(value) <= INT64_MAX:
-            return int(value)
+        digits = value.lstrip("0") or "0"  # leading zeros (MMHS150K's and MMF's names) do not count ...
+        if _DECIMAL.fullmatch(value) and len(digits) <= 19 and int(digits) <= INT64_MAX:  # ... towards int64's 19
+            return int(digits)
     return None
 
 
