@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from hm_hf.synthetic import make_hmd, make_mmhs
-from hm_hf.extract.cache import FeatureCache, FeatureCacheError, file_checksum
+from hm_hf.extract.cache import FeatureCache, FeatureCacheError, content_digest, file_checksum
 from hm_hf.extract.configuration_frcnn import FrcnnConfig
 from hm_hf.extract.modeling_frcnn import FrcnnForRegionFeatures, resized_size
 from hm_hf.extract.runner import cli, dataset_images, extract_features
@@ -331,7 +331,7 @@ def _drop_image_checksums(cache_dir: Path):
         with safe_open(str(shard), framework="numpy") as f:
             metadata = f.metadata()
         tensors = {k: v for k, v in load_file(str(shard)).items() if not k.endswith("/image_xxh3")}
-        save_file(tensors, str(shard), metadata=metadata)
+        save_file(tensors, str(shard), metadata={**metadata, "content_xxh3_128": content_digest(tensors)})
 
 
 def test_resuming_from_other_images_with_the_same_ids_is_refused(setup, tmp_path, capsys):

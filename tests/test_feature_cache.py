@@ -134,3 +134,17 @@ def test_the_builder_refuses_features_of_another_image_with_the_same_id(tmp_path
     assert mixed.as_dataset()["train"]["id"] == [memes[2].id]  # unchecked: kept
     with pytest.raises(BadInputError, match=r"id \d+ .*extracted from another image"):
         build("hmd2", strict=True)
+
+
+def test_a_bit_flipped_in_a_shard_is_named_when_it_is_read(tmp_path):
+    """A flipped bit gives feature values the rules cannot tell from real ones: the checksum recorded when the
+    shard was written is checked when its first entry is read."""
+    cache = FeatureCache.create(tmp_path, {"name": "test"})
+    shard = cache.write_shard("a", {"1": _regions(3), "2": _regions(5, 1)})
+    data = bytearray(shard.read_bytes())
+    data[-7] ^= 0x10  # in the last tensor's bytes, past the header
+    shard.write_bytes(bytes(data))
+    fresh = FeatureCache(tmp_path)
+    assert fresh.ids() == {"1", "2"}  # the header is intact: listing still works
+    with pytest.raises(FeatureCacheError, match=f"{shard} .*do not match the checksum recorded when it was written"):
+        fresh.get("1")

@@ -141,6 +141,7 @@ class FeatureCache:
         self._index: dict[str, Path] | None = None
         self._checksummed: set[str] = set()  # ids whose entry records image_xxh3 (filled with the index)
         self._handles: dict[Path, tuple[object, set[str]]] = {}  # shard -> (open handle, its keys)
+        self._verified: dict[Path, str | None] = {}  # shard -> why its contents are damaged (None: they are not)
 
     @classmethod
     def create(cls, path: str | os.PathLike, source: dict, feature_dtype: str = "float16") -> "FeatureCache":
@@ -239,6 +240,15 @@ class FeatureCache:
             self._handles[shard] = (handle, set(handle.keys()))
         return (shard, *self._handles[shard])
 
+    def _damage(self, shard: Path, handle, keys) -> str | None:
+        """Why `shard`'s tensors are not those its writer recorded the xxh3-128 of (`content_digest`), or None:
+        checked when its first entry is read, as a bit flipped on disk gives values the rules cannot tell from
+        real ones. One tensor is held at a time; a shard without a recorded digest is not checked."""
+        recorded = (handle.metadata() or {}).get("content_xxh3_128")
+        if recorded is None or _digest(sorted(keys), lambda name: _get_tensor(handle, shard, name)) == recorded:
+            return None
+        return _damaged(shard, "its contents do not match the checksum recorded when it was written")
+
     def image_checksum(self, example_id) -> str | None:
         """The recorded xxh3-128 of the image file `example_id`'s regions were computed from (32 hex digits),
         or None (no entry, or none recorded); reads that one small tensor, not the features."""
@@ -260,6 +270,10 @@ class FeatureCache:
         if entry is None:
             return None
         shard, handle, keys = entry
+        if shard not in self._verified:  # (once: every later entry of a damaged shard gets the same error)
+            self._verified[shard] = self._damage(shard, handle, keys)
+        if self._verified[shard]:
+            raise FeatureCacheError(self._verified[shard])
         where = f"id {example_id} in {shard}"
         absent = [name for name in ("boxes", "image_size") if f"{example_id}/{name}" not in keys]
         if absent:
@@ -343,9 +357,14 @@ def content_digest(tensors: dict[str, np.ndarray]) -> str:
     xxh3 rather than sha256: it is a checksum against accidents, not a signature, and hashes at memory speed
     (sha256 took 59% of the time of writing a shard, xxh3 a tenth of that; benchmarks/cache_fingerprint.py).
     """
+    return _digest(sorted(tensors), tensors.__getitem__)
+
+
+def _digest(names, array_of) -> str:
+    """`content_digest` of the tensors `names` (sorted), each fetched by `array_of(name)` only when hashed."""
     digest = xxhash.xxh3_128()
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+    for name in names:
+        array = np.ascontiguousarray(array_of(name))
         digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
         digest.update(array.data)
     return digest.hexdigest()
