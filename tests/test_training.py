@@ -184,6 +184,20 @@ def test_resume_after_sigkill_gives_the_same_weights(trained, data, tmp_path):
         torch.testing.assert_close(final[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_reused_output_dir_of_another_run_is_refused_before_anything_is_written(trained, data, tmp_path):
+    """Another seed into a copy of a finished run's folder once trained 0 steps and kept the old model."""
+    import shutil
+
+    reused = tmp_path / "reused"
+    shutil.copytree(trained[0], reused)
+    before = {p.relative_to(reused): p.stat().st_mtime_ns for p in reused.rglob("*")}
+    command = [sys.executable, *_command(data, reused, "--seed", "7")[10:]]  # the script, without accelerate
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "holds the checkpoints of another run (training.seed: 12345 then, 7 now)" in result.stderr
+    assert {p.relative_to(reused): p.stat().st_mtime_ns for p in reused.rglob("*")} == before  # untouched
+
+
 def test_mixed_precision_training_collates_regions_in_float16():
     """fp16/bf16 runs hand region features over as float16 (the autocast casts them on the device)."""
     from hm_hf.training.arguments import DataArguments

@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         training_args.metric_for_best_model = training_args.metric_for_best_model[len("eval_"):]
     set_seed(training_args.seed)
     output_dir = Path(training_args.output_dir)
+    # Another run's checkpoints are refused before this one writes anything into output_dir (tokenizer,
+    # base model, fastText) or spends minutes loading.
+    resume_from = last_complete_checkpoint(output_dir) if extra_args.resume else None
+    run_record = checkpoints.run_settings(model_args, data_args, peft_args, training_args)
+    if resume_from:
+        checkpoints.check_same_run(output_dir, run_record)
 
     # Model first (its config says what data it reads), then data, then the tokenizer-dependent parts.
     inputs = model_inputs(model_loading.build_config(model_args))
@@ -155,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
-    resume_from = last_complete_checkpoint(output_dir) if extra_args.resume else None
-    run_record = checkpoints.run_settings(model_args, data_args, peft_args, training_args)
     if resume_from:
-        checkpoints.check_same_run(output_dir, run_record)
         logger.info("resuming from %s", resume_from)
     if state.is_main_process:
         checkpoints.write_run_record(output_dir, run_record)
