@@ -18,10 +18,20 @@ from pathlib import Path
 
 
 def public_mode(path) -> None:
-    """Give a file made by `mkstemp` (mode 0600) the usual permissions (0666 less the umask)."""
+    """Give a file made by `mkstemp` (mode 0600), or a folder made by `mkdtemp` (0700), the usual permissions
+    (0666, or 0777 for a folder, less the umask)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+
+
+def file_in_the_way(path) -> Path | None:
+    """The nearest existing parent of `path` when it is not a folder (a file there keeps anything from being
+    written at `path`), else None: checked before long work, so that the error comes first, not last."""
+    for parent in Path(path).parents:
+        if parent.exists() or parent.is_symlink():
+            return None if parent.is_dir() else parent
+    return None
 
 
 @contextmanager

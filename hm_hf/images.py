@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 __all__ = ["DEFAULT_MAX_PIXELS", "BadImageError", "load_image", "to_rgb"]
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a photo is turned
 DEFAULT_MAX_PIXELS = 40_000_000  # about 6300 x 6300; far above any meme, far below a decompression bomb
 
 
@@ -108,16 +109,18 @@ def _decode(handle, max_pixels: int, name: str) -> Image.Image:
     return to_rgb(image)
 
 
-def to_rgb(image: Image.Image, turn_upright: bool = True) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """`image` as every hm_hf model sees it, in training, feature extraction and inference alike: turned upright
-    as its EXIF orientation says (`turn_upright`; as photo viewers and OpenCV's `imread` show it), transparent
+    as its EXIF orientation says (as photo viewers and OpenCV's `imread` show it), transparent
     pixels on white (what people see; OpenCV drops alpha instead, which differs only where pixels are not
     opaque), and 16-bit or float grey scaled to 8 bits (as `imread` does; Pillow's own convert clips)."""
-    if turn_upright:
-        try:
+    try:
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # (exif_transpose copies even when it turns nothing)
             image = ImageOps.exif_transpose(image)  # phone photos: upright as shown
-        except Exception:  # noqa: BLE001 - a broken EXIF block is not worth refusing the image
-            pass
+    except Exception:  # noqa: BLE001 - a broken EXIF block is not worth refusing the image
+        pass
+    if image.mode == "RGB":  # already as the models see it: no copy (it is read at several steps)
+        return image
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         background = Image.new("RGB", image.size, (255, 255, 255))  # transparent memes: on white
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))

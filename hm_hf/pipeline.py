@@ -53,6 +53,7 @@ from typing import Sequence
 
 import torch
 
+from hm_hf.data.layouts import has_surrogates
 from hm_hf.hub import hub_options, unusable_location
 from hm_hf.images import load_image
 from hm_hf.inference.detectors import load_detector
@@ -320,9 +321,7 @@ def _one_text_per_image(values, name: str, count: int) -> list[str | None]:
     for i, value in enumerate(values):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name}[{i}] is a {type(value).__name__}: give the text as a str (None: read it by OCR)")
-        try:
-            (value or "").encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise ValueError(f"{name}[{i}] is not valid Unicode ({err.reason} at character {err.start}): decode "
-                             "the text as UTF-8 first") from None
+        if value and has_surrogates(value):
+            raise ValueError(f"{name}[{i}] is not valid Unicode (it holds a lone surrogate, as bytes decoded with "
+                             "errors='surrogateescape' do): decode the text as UTF-8 first")
     return values

@@ -362,10 +362,11 @@ def test_hm_hf_ocr_ids_of_non_ascii_digit_names_are_their_names(tmp_path, ocr_cl
     _png(tmp_path / "img" / "\u00b2\u00b3.png")  # superscript digits: str.isdigit, but int() refuses them
     _png(tmp_path / "img" / "\u0663.png")  # Arabic-Indic three: int() reads 3, not HMD's numbering
     _png(tmp_path / "img" / "0042.png")
+    _png(tmp_path / "img" / "12345678901234567890.png")  # beyond int64: the builders would refuse it as a number
     output = tmp_path / "out.jsonl"
     assert ocr_cli([str(tmp_path / "img"), "--output", str(output)]) == 0
     rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
-    assert sorted(map(str, (r["id"] for r in rows))) == ["42", "\u00b2\u00b3", "\u0663"]
+    assert sorted(map(str, (r["id"] for r in rows))) == ["12345678901234567890", "42", "\u00b2\u00b3", "\u0663"]
     assert {type(r["id"]) for r in rows if r["img"] != "img/0042.png"} == {str}
 
 

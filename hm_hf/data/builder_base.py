@@ -251,7 +251,7 @@ class MemeBuilder(datasets.GeneratorBasedBuilder):
                        **where)
             return False
         if regions.image_xxh3 is not None:  # features are joined by id: make sure they are this image's
-            current = item.get("image_xxh3") or file_checksum(item["image"])
+            current = item["image_xxh3"]  # hashed in `_check_item`, as the entry records one
             if current != regions.image_xxh3:
                 report.add(BAD_FEATURES, f"region features of id {item['id']} in {self.feature_cache.path} were "
                            f"extracted from another image than {item['image_rel']} (xxh3-128 {regions.image_xxh3} "

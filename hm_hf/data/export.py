@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import yaml
 from datasets.table import embed_table_storage, table_cast
 
-from hm_hf.fileio import atomic_path, atomic_write_bytes
+from hm_hf.fileio import atomic_path, atomic_write_bytes, file_in_the_way, public_mode
 
 logger = logging.getLogger(__name__)
 
@@ -138,22 +138,13 @@ def card_files(card) -> list[Path]:
     return found
 
 
-def _public_dir(path: Path) -> None:
-    """Give a folder made by `mkdtemp` (mode 0700) the usual permissions (0777 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
-
-
 def check_output(out: Path) -> None:
     """Refuse an output that is a file, or lies under one, before the build, so nothing is lost to it."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"output {out} is a file, not a folder; name a folder (it is created if missing)")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ExportError(f"output {out}: {parent} is a file, not a folder; name another output folder")
-            break
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise ExportError(f"output {out}: {blocker} is a file, not a folder; name another output folder")
     if (out / "README.md").exists() and not (out / "README.md").is_file():
         raise ExportError(f"output {out}: README.md there is not a file; the card goes there: move it away")
 
@@ -243,7 +234,7 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
     # 1. shards, written next to their final place and swapped in at the end
     staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{config_name}.tmp-"))
     try:
-        _public_dir(staging)  # it becomes <out>/<config>, which others read
+        public_mode(staging)  # it becomes <out>/<config>, which others read
         data_files = []
         for split, dataset in data.items():
             _write_split(dataset, staging, split, max_bytes)

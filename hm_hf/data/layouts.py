@@ -246,7 +246,7 @@ def _over_limit(width: int, height: int) -> tuple[str, str] | None:
     return None
 
 
-def _read_image(path, decode: bool, rgb: bool = False, turn_upright: bool = False):
+def _read_image(path, decode: bool, rgb: bool = False):
     """(size, image or None, None) or (None, None, (kind, reason)); the pixel limit is applied to the
     header's size, before anything is decoded."""
     path = Path(path)
@@ -261,7 +261,7 @@ def _read_image(path, decode: bool, rgb: bool = False, turn_upright: bool = Fals
             image.load()
             if not rgb:
                 return size, None, None
-            return size, to_rgb(image, turn_upright), None  # as the models see it everywhere
+            return size, to_rgb(image), None  # as the models see it everywhere (upright by its EXIF)
     except Image.DecompressionBombError as err:
         return None, None, (IMAGE_TOO_LARGE, f"image over Pillow's decompression-bomb limit: {err}")
     except UnidentifiedImageError:
@@ -281,10 +281,10 @@ def check_image(path) -> tuple[str, str] | None:
     return _read_image(path, decode=True)[2]
 
 
-def open_image(path, turn_upright: bool = False):
-    """(RGB image as the models see it, `hm_hf.images.to_rgb`, None) after the same checks as `check_image`,
-    or (None, (kind, reason)); `turn_upright`: apply the EXIF orientation first."""
-    _, image, problem = _read_image(path, decode=True, rgb=True, turn_upright=turn_upright)
+def open_image(path):
+    """(RGB image as the models see it, `hm_hf.images.to_rgb`: turned upright by its EXIF orientation, None)
+    after the same checks as `check_image`, or (None, (kind, reason))."""
+    _, image, problem = _read_image(path, decode=True, rgb=True)
     return image, problem
 
 

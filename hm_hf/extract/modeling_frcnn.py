@@ -672,7 +672,7 @@ def read_image(path) -> Image.Image:
     opaque); with the data sets' checks (`hm_hf.data.layouts.open_image`: pixel limit, truncated files)."""
     from hm_hf.data.layouts import open_image
 
-    image, problem = open_image(path, turn_upright=True)
+    image, problem = open_image(path)
     if problem:
         raise OSError(f"{path}: {problem[1]}")
     return image

@@ -269,7 +269,7 @@ def extract_features(
         for example_id in mine[start : start + batch_size]:
             with warnings.catch_warnings():  # over-limit images are refused by open_image
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image, problem = open_image(present[example_id], turn_upright=True)  # as the reference reads it
+                image, problem = open_image(present[example_id])  # as the reference reads it
             if problem:
                 stats["unreadable"] += 1
                 stats["unreadable_ids"].append(example_id)

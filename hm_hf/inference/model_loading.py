@@ -81,6 +81,7 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         return _load_model(path, **kwargs)
     from peft import PeftModel
 
+    adapters = _adapters_folder(path, hub)  # checked (safetensors only) before the base model is loaded
     settings = read_json_object(adapter_file, "PEFT adapter settings",
                                 "save the adapters again (model.save_pretrained)")
     base = settings.get("base_model_name_or_path")
@@ -101,14 +102,10 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         raise OSError(f"{adapter_file}: names no base model (base_model_name_or_path) and {path} has no "
                       f"{BASE_MODEL_DIR}/ folder; pass the base model's location: load_trained_model(path, "
                       "base_model=...) or `hm-hf predict --base-model ...`")
-    if local.is_dir() and not (local / _ADAPTER_FILES[1]).is_file():
-        raise OSError(f"{local}: no {_ADAPTER_FILES[1]} beside its adapter_config.json (hm_hf reads adapter "
-                      "weights as safetensors only, never an adapter_model.bin, which is a pickle): save the "
-                      "adapters again with model.save_pretrained")
     from peft.utils.error import NoMatchingPeftModuleError
 
     try:
-        model = PeftModel.from_pretrained(base_model, path if local.is_dir() else _downloaded_adapters(path, hub))
+        model = PeftModel.from_pretrained(base_model, adapters)
     except NoMatchingPeftModuleError as err:
         raise ValueError(f"{adapter_file}: these adapters do not fit the base model they were put on (a "
                          f"{base_config(base_model).model_type} model): {err} Pass the base model they were "
@@ -121,16 +118,20 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def _downloaded_adapters(repo: str, hub: dict) -> str:
-    """The adapters of Hub repo `repo`, downloaded with the model's Hub options, as a folder for peft: given a
-    repo id, peft asks the Hub which weights exist even with ``local_files_only``, and would unpickle an
-    ``adapter_model.bin`` (only safetensors are read here)."""
-    from huggingface_hub import snapshot_download
+def _adapters_folder(path: str, hub: dict) -> str:
+    """The folder of the adapters at `path` for peft, holding ``adapter_model.safetensors``: a local folder as it
+    is, a Hub repo downloaded with the model's Hub options (given a repo id, peft asks the Hub which weights exist
+    even with ``local_files_only``). An ``adapter_model.bin`` alone is refused: it is a pickle, never opened."""
+    if Path(path).is_dir():
+        folder = Path(path)
+    else:
+        from huggingface_hub import snapshot_download
 
-    folder = Path(snapshot_download(repo, allow_patterns=list(_ADAPTER_FILES), **hub))
+        folder = Path(snapshot_download(path, allow_patterns=list(_ADAPTER_FILES), **hub))
     if not (folder / _ADAPTER_FILES[1]).is_file():
-        raise OSError(f"{repo}: no {_ADAPTER_FILES[1]} beside its adapter_config.json (hm_hf reads adapter weights as "
-                      "safetensors only): save the adapters again with model.save_pretrained and push them")
+        raise OSError(f"{path}: no {_ADAPTER_FILES[1]} beside its adapter_config.json (hm_hf reads adapter weights "
+                      "as safetensors only, never an adapter_model.bin, which is a pickle): save the adapters again "
+                      "with model.save_pretrained (and push them)")
     return str(folder)
 
 

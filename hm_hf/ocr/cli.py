@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from hm_hf.data.layouts import parse_id
 from hm_hf.fileio import parse_json
 from hm_hf.ocr import ENGINES
 
@@ -49,10 +50,10 @@ def find_images(inputs: list[str], recursive: bool = False) -> list[Path]:
 
 
 def meme_id(path: Path) -> int | str:
-    """HMD's id for an image file: the number of `08291.png` (8291), else the file name's stem (also for
-    digits other than 0-9, such as `²³.png`, which `int` refuses or reads as another number)."""
-    stem = path.stem
-    return int(stem) if stem.isascii() and stem.isdecimal() else stem
+    """HMD's id for an image file: the number of `08291.png` (8291) as the builders read ids (`parse_id`: ASCII
+    digits within int64), else the file name's stem (`²³.png`, a 20-digit name)."""
+    number = parse_id(path.stem)
+    return path.stem if number is None else number
 
 
 def relative_img(path: Path, root: Path) -> str:

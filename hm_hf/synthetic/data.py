@@ -165,7 +165,7 @@ class SyntheticOutputError(ValueError):
 def _mark_synthetic(out_dir: Path, dataset: str, seed: int) -> None:
     """Mark `out_dir` as synthetic before anything is written to it; a folder that already holds files and no
     marker (a real data set, say the Hateful Memes folder training was pointed at) is refused untouched."""
-    if out_dir.exists() and not (out_dir / SYNTHETIC_MARKER).is_file():
+    if out_dir.exists() and not is_synthetic(out_dir):
         if not out_dir.is_dir():
             raise SyntheticOutputError(f"{out_dir} is a file: give a folder to write the synthetic data set into")
         if any(out_dir.iterdir()):

@@ -39,7 +39,7 @@ import numpy as np
 
 from hm_hf.cli import positive_int
 from hm_hf.data import layouts
-from hm_hf.fileio import atomic_path, atomic_write_text, read_json_object
+from hm_hf.fileio import atomic_path, atomic_write_text, file_in_the_way, read_json_object
 
 __all__ = [
     "SEED_DEFAULTS",
@@ -142,12 +142,10 @@ def _output_problem(output_path) -> str | None:
     if _metadata_path(output_path).is_dir():
         return (f"{_metadata_path(output_path)} is a folder, but the model's settings record is written there; "
                 "remove that folder or choose another model path")
-    for parent in output_path.parents:
-        if parent.is_dir():
-            break
-        if parent.exists() or parent.is_symlink():
-            return (f"{parent} exists and is not a folder, so {output_path} cannot be written inside it; "
-                    "choose a model path in a folder")
+    blocker = file_in_the_way(output_path)
+    if blocker is not None:
+        return (f"{blocker} exists and is not a folder, so {output_path} cannot be written inside it; "
+                "choose a model path in a folder")
     return None
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from hm_hf.fileio import file_in_the_way
 from hm_hf.metrics import MULTI_LABEL
 
 MODEL_TYPES = ("concat", "visual_bert", "uniter", "vilbert", "clip", "rgcl")
@@ -269,12 +270,10 @@ def _check_output_dir(output_dir) -> None:
     if not output_dir:
         return
     path = Path(output_dir)
-    for existing in (path, *path.parents):
-        if existing.exists():
-            if not existing.is_dir():
-                raise RecipeError(f"output_dir {output_dir}: {existing} is a file, not a folder; choose another "
-                                  "output_dir (or move the file away)")
-            return
+    blocker = path if path.exists() and not path.is_dir() else file_in_the_way(path)
+    if blocker is not None:
+        raise RecipeError(f"output_dir {output_dir}: {blocker} is a file, not a folder; choose another "
+                          "output_dir (or move the file away)")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

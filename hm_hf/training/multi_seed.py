@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hm_hf.cli import positive_int
 from hm_hf.fileio import atomic_write_text
 
 __all__ = ["RESULTS_FILE", "seed_output_dir", "finished_results", "aggregate", "format_table", "run_seeds", "cli"]
@@ -172,7 +173,7 @@ def cli(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("recipe", help="the recipe YAML (recipes/<model>/<method>/config_<data>.yaml)")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--seeds", type=int, metavar="N", help="N seeds: the recipe's seed, seed + 1, ...")
+    which.add_argument("--seeds", type=positive_int, metavar="N", help="N seeds: the recipe's seed, seed + 1, ...")
     which.add_argument("--seed-list", type=int, nargs="+", metavar="SEED", help="exactly these seeds")
     parser.add_argument("--launcher", default=None,
                         help="run each seed as '<launcher> <recipe> ...' in a new process (e.g. 'accelerate launch "
@@ -188,8 +189,6 @@ def cli(argv: list[str] | None = None) -> int:
         if args.seed_list:
             seeds = list(args.seed_list)
         else:
-            if args.seeds < 1:
-                parser.error("--seeds must be at least 1")
             base = parse_recipe(train_argv)[-1].seed
             seeds = [base + i for i in range(args.seeds)]
         summary = run_seeds(train_argv, seeds, args.launcher)

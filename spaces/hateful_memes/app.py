@@ -31,6 +31,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from hm_hf.data.layouts import has_surrogates
 from hm_hf.ocr import OcrUnavailableError
 from hm_hf.images import BadImageError, load_image
 from hm_hf.pipeline import HatefulMemePipeline
@@ -188,10 +189,8 @@ def _typed_text(value, box: str) -> str:
         return ""
     if not isinstance(value, str):
         raise _fail(f"The {box} must be text, not {type(value).__name__}.", title="Bad text")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _fail(f"The {box} is not valid Unicode text; send it as UTF-8.", title="Bad text") from None
+    if has_surrogates(value):
+        raise _fail(f"The {box} is not valid Unicode text; send it as UTF-8.", title="Bad text")
     return value.strip()
 
 
