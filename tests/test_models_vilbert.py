@@ -324,6 +324,22 @@ def test_converter_loads_without_missing_or_unexpected(prefix):
     HmVilbertModel(cfg).load_state_dict(base, strict=True)
 
 
+def test_older_mmf_keys_are_renamed_as_mmf_renames_them():
+    """Older MMF checkpoints keep the model one level deeper (bert.bert.*, bert.classifier.*, bert.cls.*); MMF's
+    ViLBERT.format_state_key renames them, and so does the converter (it raised a bare KeyError before)."""
+    cfg = tiny_config()
+    current = mmf_state_dict(cfg, "model.")
+    legacy = {("bert." + k[len("model."):] if k.startswith(("model.bert.", "model.classifier.", "model.cls."))
+               else k): v for k, v in current.items()}
+    assert "bert.bert.embeddings.word_embeddings.weight" in legacy and "bert.classifier.1.bias" in legacy
+    converted, _ = convert_vilbert_state_dict(legacy)
+    expected, _ = convert_vilbert_state_dict(current)
+    assert converted.keys() == expected.keys()
+    HmVilbertForHatefulMemes(cfg).load_state_dict(converted, strict=True)
+    with pytest.raises(ValueError, match="has no bert.embeddings.word_embeddings.weight .* not a ViLBERT"):
+        config_from_state_dict({"bert.pooler.dense.weight": torch.zeros(2, 2)})
+
+
 def test_converter_cli_writes_a_loadable_folder(tmp_path):
     from safetensors.torch import save_file
 

@@ -42,6 +42,8 @@ from .configuration_vilbert import HmVilbertConfig
 logger = logging.getLogger(__name__)
 
 _WRAPPER_PREFIXES = ("module.", "model.")
+# Older MMF checkpoints nest the model one level deeper; MMF's own ViLBERT.format_state_key renames them so.
+_MMF_LEGACY_PREFIXES = (("bert.bert.", "bert."), ("bert.classifier.", "classifier."), ("bert.cls.", "cls."))
 # Heads of other tasks or of pre-training: no counterpart in a hateful-memes classifier.
 _DROPPED_HEADS = re.compile(
     r"^(cls|vil_prediction|vil_prediction_gqa|vil_logit|vil_binary_prediction|vil_tri_prediction|vision_logit|"
@@ -71,6 +73,9 @@ def _strip_wrappers(key: str) -> str:
         for prefix in _WRAPPER_PREFIXES:
             if key.startswith(prefix):
                 key, changed = key[len(prefix):], True
+    for old, new in _MMF_LEGACY_PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old):]
     return key
 
 
@@ -123,6 +128,9 @@ def config_from_state_dict(state_dict: Mapping[str, torch.Tensor], **overrides) 
     (12 / 8 / 8 heads; co-attention after text layers 6..11 and visual layers 0..5) unless overridden.
     """
     def shape(key):
+        if key not in state_dict:
+            raise ValueError(f"the checkpoint has no {key} (after conversion): it is not a ViLBERT checkpoint of "
+                             "vilbert-multi-task or MMF")
         return tuple(state_dict[key].shape)
 
     def count(pattern):
