@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ["hm_hf", "recipes", "spaces", "dataset_scripts"]
 OPT_IN = "# safety-opt-in:"
-SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader"}
+SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader",
+                     "_UniqueKeyLoader"}  # hm_hf.training.arguments': a SafeLoader (test_hm_hf_loaders_are_safe)
 
 
 def _call_name(node: ast.Call) -> str:
@@ -99,3 +100,14 @@ np.load(path, allow_pickle=True)  # safety-opt-in: --allow-pickle-for-mmf-info
 def test_no_unsafe_loading(path):
     problems = unsafe_calls(path.read_text(encoding="utf-8"))
     assert not problems, f"{path.relative_to(ROOT)}: " + "; ".join(f"line {n}: {why}" for n, why in problems)
+
+
+def test_hm_hf_loaders_are_safe():
+    """The hm_hf loader classes in SAFE_YAML_LOADERS only add checks to PyYAML's safe loader."""
+    import yaml
+
+    from hm_hf.training.arguments import _UniqueKeyLoader
+
+    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load("!!python/object/apply:os.system ['true']", Loader=_UniqueKeyLoader)
