@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -53,6 +54,33 @@ def atomic_path(path) -> Iterator[Path]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_folder(folder, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside `folder` to write into; when the block succeeds it becomes `folder` in one
+    rename, so an interrupted writer leaves `folder` as it was, never half old and half new. A `folder` that
+    exists and is not empty is refused before the block runs, unless `overwrite` (then it is replaced whole)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file: give a folder to write into")
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(f"{folder} already holds files: give a new or empty folder, or ask to overwrite it "
+                              "(--overwrite): it is then replaced whole")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield staging
+        public_mode(staging)
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+            os.replace(folder, old)  # (an empty old folder is replaced by the rename)
+        os.replace(staging, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

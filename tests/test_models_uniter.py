@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 import torch
@@ -234,6 +235,36 @@ def test_converter_errors_are_clear(tmp_path):
     torch.save({"foo.weight": torch.zeros(2)}, bad)
     with pytest.raises(ValueError, match="no UNITER weights"):
         convert_uniter_checkpoint(bad, tmp_path / "o")
+
+
+def test_conversion_writes_its_folder_whole_and_replaces_one_only_when_asked(tmp_path, monkeypatch, capsys):
+    """The converters once wrote config.json, then the weights, into an existing folder: Ctrl-C between left a
+    folder that loaded as the wrong model, and a folder of another model was overwritten without a word."""
+    checkpoint = tmp_path / "uniter-tiny.pt"
+    torch.save(original_uniter_state_dict(TINY), checkpoint)
+    out = tmp_path / "converted"
+    out.mkdir()
+    (out / "processor_config.json").write_text("{}")  # another model's folder
+    assert cli(["--checkpoint", str(checkpoint), "--output", str(out)]) == 1
+    assert "already holds files" in capsys.readouterr().err and sorted(os.listdir(out)) == ["processor_config.json"]
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(HmUniterModel, "save_pretrained", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cli(["--checkpoint", str(checkpoint), "--output", str(out), "--overwrite"])
+    monkeypatch.undo()
+    assert sorted(os.listdir(out)) == ["processor_config.json"]  # as it was
+    assert cli(["--checkpoint", str(checkpoint), "--output", str(out), "--overwrite", "--num-labels", "6"]) == 0
+    assert sorted(os.listdir(out)) == ["config.json", "conversion.json", "model.safetensors"]  # replaced whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "uniter-tiny.pt"]  # nothing left beside
+    misshapen = original_uniter_state_dict(TINY)
+    misshapen["uniter.encoder.layer.1.output.dense.weight"] = torch.zeros(5, 3)
+    torch.save(misshapen, tmp_path / "misshapen.pt")
+    with pytest.raises(ValueError, match="misshapen.pt: converted weights do not fit HmUniterModel .*size mismatch"):
+        convert_uniter_checkpoint(tmp_path / "misshapen.pt", tmp_path / "o2")
+    assert not (tmp_path / "o2").exists()
 
 
 def test_from_text_pretrained_copies_bert_weights(tmp_path):

@@ -358,6 +358,15 @@ def test_converter_cli_writes_a_loadable_folder(tmp_path):
         m = HmVilbertForHatefulMemes.from_pretrained(out)
         torch.testing.assert_close(m.bert.v_pooler.dense.weight, foreign["model.bert.v_pooler.dense.weight"])
         assert m.config.v_hidden_size == 24 and m.config.num_hidden_layers == 3
+    again = [str(tmp_path / "vilbert.bin"), str(tmp_path / "out_vilbert.bin"), "--config", str(tmp_path / "cfg.json"),
+             "--origin", "mmf"]
+    assert convert_cli(again) == 2  # an existing model folder is replaced only when asked, and then whole
+    assert convert_cli([*again, "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out_vilbert.bin").iterdir()) == ["config.json", "conversion.json",
+                                                                               "model.safetensors"]
+    (tmp_path / "cfg_list.json").write_text("[1, 2]")
+    assert convert_cli([str(tmp_path / "vilbert.bin"), str(tmp_path / "o3"), "--origin", "mmf",
+                        "--config", str(tmp_path / "cfg_list.json")]) == 2 and not (tmp_path / "o3").exists()
     # inferred base layout needs no co-attention ids; non-base without them is a clear error
     converted, _ = convert_vilbert_state_dict(foreign)
     with pytest.raises(ValueError, match="co-attention"):

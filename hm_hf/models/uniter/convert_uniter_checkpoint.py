@@ -29,6 +29,9 @@ from typing import Any
 
 import torch
 
+from hm_hf.cli import positive_int
+from hm_hf.fileio import atomic_folder, read_json_object
+
 from .configuration_uniter import HmUniterConfig
 from .modeling_uniter import HmUniterModel
 
@@ -46,7 +49,9 @@ def load_uniter_pt(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError (or RuntimeError for a bad archive)
-        raise ValueError(f"{path} is not a plain PyTorch state dict readable with weights_only=True: {err}") from err
+        raise ValueError(f"{path} is not a plain PyTorch state dict readable with weights_only=True "
+                         f"({type(err).__name__}; hm_hf never unpickles code): download uniter-base.pt again, or "
+                         "re-save your weights with torch.save(model.state_dict())") from None
     for wrapper in ("model", "state_dict", "model_state_dict"):
         if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
             state = state[wrapper]
@@ -109,6 +114,7 @@ def convert_uniter_checkpoint(
     checkpoint: str | os.PathLike,
     output_dir: str | os.PathLike,
     config_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
     **config_overrides: Any,
 ) -> HmUniterModel:
     """Convert ``checkpoint`` (a UNITER ``.pt``) and save an hm_hf UNITER folder (body weights + config).
@@ -117,29 +123,38 @@ def convert_uniter_checkpoint(
     ``AutoModelForSequenceClassification.from_pretrained(folder)`` after ``import hm_hf``.
 
     ``config_path``: UNITER's own config json (``uniter-base.json``) for the head count and dropouts;
-    ``config_overrides``: e.g. ``num_labels=6``. Raises if any converted weight does not fit the model.
+    ``config_overrides``: e.g. ``num_labels=6``. Raises if any converted weight does not fit the model. The
+    folder is written whole or not at all (`atomic_folder`); an existing non-empty one only with `overwrite`.
     """
-    converted, dropped = convert_uniter_state_dict(load_uniter_pt(checkpoint))
-    overrides: dict[str, Any] = {}
-    if config_path is not None:
-        with open(config_path, encoding="utf-8") as f:
-            uniter_json = json.load(f)
-        overrides.update({k: uniter_json[k] for k in _UNITER_JSON_FIELDS if k in uniter_json})
-    overrides.update(config_overrides)
-    config = infer_uniter_config(converted, **overrides)
-    # Saved as the bare HmUniterModel: loading the folder into HmUniterForHatefulMemes then reports the
-    # classifier as newly initialised (it is), and HmUniterModel loads it with no missing/unexpected key.
-    model = HmUniterModel(config)
-    result = model.load_state_dict({k[len("uniter."):]: v for k, v in converted.items()}, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{checkpoint}: converted weights do not fit HmUniterModel: missing {result.missing_keys}, "
-            f"unexpected {result.unexpected_keys}"
+    with atomic_folder(output_dir, overwrite) as staging:
+        converted, dropped = convert_uniter_state_dict(load_uniter_pt(checkpoint))
+        overrides: dict[str, Any] = {}
+        if config_path is not None:
+            overrides.update({k: v for k, v in read_json_object(config_path, "UNITER config", "give UNITER's own "
+                                                                "config json, e.g. uniter-base.json").items()
+                              if k in _UNITER_JSON_FIELDS})
+        overrides.update(config_overrides)
+        try:
+            config = infer_uniter_config(converted, **overrides)
+        except TypeError as err:  # a value of the wrong type in the config json
+            raise ValueError(f"{config_path or 'the checkpoint'}: {err}") from None
+        # Saved as the bare HmUniterModel: loading the folder into HmUniterForHatefulMemes then reports the
+        # classifier as newly initialised (it is), and HmUniterModel loads it with no missing/unexpected key.
+        model = HmUniterModel(config)
+        try:
+            result = model.load_state_dict({k[len("uniter."):]: v for k, v in converted.items()}, strict=False)
+        except RuntimeError as err:  # a tensor of another shape than the config says
+            raise ValueError(f"{checkpoint}: converted weights do not fit HmUniterModel "
+                             f"({str(err).strip().splitlines()[-1].strip()})") from None
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"{checkpoint}: converted weights do not fit HmUniterModel: missing {result.missing_keys}, "
+                f"unexpected {result.unexpected_keys}"
+            )
+        model.save_pretrained(staging)
+        (staging / "conversion.json").write_text(
+            json.dumps({"source": str(checkpoint), "dropped_keys": sorted(dropped)}, indent=1), encoding="utf-8"
         )
-    model.save_pretrained(output_dir)  # safetensors; transformers writes atomically per shard
-    (Path(output_dir) / "conversion.json").write_text(
-        json.dumps({"source": str(checkpoint), "dropped_keys": sorted(dropped)}, indent=1), encoding="utf-8"
-    )
     return model
 
 
@@ -149,11 +164,14 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="UNITER .pt state dict (e.g. uniter-base.pt)")
     parser.add_argument("--output", required=True, help="folder to write (config.json + model.safetensors)")
     parser.add_argument("--config", default=None, help="UNITER config json (e.g. uniter-base.json), optional")
-    parser.add_argument("--num-labels", type=int, default=2, help="classifier size (6 for MMHS fine labels)")
+    parser.add_argument("--num-labels", type=positive_int, default=2,
+                        help="classifier size (6 for MMHS fine labels)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output folder (whole)")
     args = parser.parse_args(argv)
     try:
-        convert_uniter_checkpoint(args.checkpoint, args.output, args.config, num_labels=args.num_labels)
-    except (FileNotFoundError, ValueError) as err:
+        convert_uniter_checkpoint(args.checkpoint, args.output, args.config, overwrite=args.overwrite,
+                                  num_labels=args.num_labels)
+    except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}")

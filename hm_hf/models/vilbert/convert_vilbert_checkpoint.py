@@ -37,6 +37,9 @@ from pathlib import Path
 
 import torch
 
+from hm_hf.cli import positive_int
+from hm_hf.fileio import atomic_folder, read_json_object
+
 from .configuration_vilbert import HmVilbertConfig
 
 logger = logging.getLogger(__name__)
@@ -182,9 +185,14 @@ def read_checkpoint(path: str) -> tuple[dict[str, torch.Tensor], str | None]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file.")
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path), None
+        try:
+            return load_file(path), None
+        except SafetensorError as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({err}): damaged or truncated; download "
+                             "it again") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # training checkpoints pickle their configuration or logger next to the weights
@@ -225,7 +233,7 @@ def checkpoint_origin(state_dict: Mapping[str, torch.Tensor], wrapper: str | Non
 
 def convert_vilbert_checkpoint(
     checkpoint_path: str, output_dir: str, config: HmVilbertConfig | None = None, origin: str | None = None,
-    **config_overrides
+    overwrite: bool = False, **config_overrides
 ):
     """Converts a checkpoint file and writes an `HmVilbertForHatefulMemes` folder (safetensors + config +
     `conversion.json`: source, origin, what was dropped).
@@ -233,8 +241,17 @@ def convert_vilbert_checkpoint(
     `origin` ("mmf" or "vilbert-multi-task") sets `add_global_image_token` (see the module docstring); None
     reads it from the file, and a file that does not say raises `VilbertOriginError` (unless the config or
     `config_overrides` set `add_global_image_token` themselves). Returns the loaded model. Raises if any
-    hm_hf weight other than the classification head is missing.
+    hm_hf weight other than the classification head is missing. The folder is written whole or not at all
+    (`atomic_folder`); an existing non-empty one only with `overwrite`.
     """
+    with atomic_folder(output_dir, overwrite) as staging:
+        model, report, origin = _convert(checkpoint_path, staging, config, origin, config_overrides)
+    logger.info("converted %d tensors (%s origin, global image token %s), dropped %d, wrote %s", report.converted,
+                origin or "given", model.config.add_global_image_token, len(report.dropped), output_dir)
+    return model
+
+
+def _convert(checkpoint_path, output_dir: Path, config, origin, config_overrides):
     from .modeling_vilbert import HmVilbertForHatefulMemes
 
     if origin is not None and origin not in GLOBAL_IMAGE_TOKEN:
@@ -259,14 +276,21 @@ def convert_vilbert_checkpoint(
     for key, why in sorted(report.dropped.items()):
         logger.info("dropped %s (%s)", key, why)
     if config is None:
-        config = config_from_state_dict(converted, **config_overrides)
+        try:
+            config = config_from_state_dict(converted, **config_overrides)
+        except TypeError as err:  # a value of the wrong type in --config
+            raise ValueError(f"{checkpoint_path}: the config does not fit HmVilbertConfig ({err})") from None
     model = HmVilbertForHatefulMemes(config)
     head = {k: v for k, v in converted.items() if k.startswith("classifier.")}
     if head and any(model.state_dict()[k].shape != v.shape for k, v in head.items() if k in model.state_dict()):
         logger.warning("classification head shapes differ from num_labels=%d: the head stays freshly initialised",
                        config.num_labels)
         converted = {k: v for k, v in converted.items() if not k.startswith("classifier.")}
-    result = model.load_state_dict(converted, strict=False)
+    try:
+        result = model.load_state_dict(converted, strict=False)
+    except RuntimeError as err:  # a tensor of another shape than the config says
+        raise ValueError(f"{checkpoint_path}: does not match the ViLBERT layout "
+                         f"({str(err).strip().splitlines()[-1].strip()})") from None
     missing = [k for k in result.missing_keys if not k.startswith("classifier.")]
     if missing or result.unexpected_keys:
         raise ValueError(
@@ -277,9 +301,7 @@ def convert_vilbert_checkpoint(
     note = {"source": str(checkpoint_path), "origin": origin, "add_global_image_token": config.add_global_image_token,
             "dropped_keys": dict(sorted(report.dropped.items()))}
     (Path(output_dir) / "conversion.json").write_text(json.dumps(note, indent=1), encoding="utf-8")
-    logger.info("converted %d tensors (%s origin, global image token %s), dropped %d, wrote %s", report.converted,
-                origin or "given", config.add_global_image_token, len(report.dropped), output_dir)
-    return model
+    return model, report, origin
 
 
 def cli(argv: list[str]) -> int:
@@ -293,17 +315,19 @@ def cli(argv: list[str]) -> int:
                         "not say")
     parser.add_argument("--config", help="JSON with HmVilbertConfig fields (vilbert-multi-task's bert_base_6layer_"
                         "6conect.json works: unknown keys are kept as attributes)")
-    parser.add_argument("--num-labels", type=int, default=None)
+    parser.add_argument("--num-labels", type=positive_int, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output_dir (whole)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {}
     try:
         if args.config:
-            with open(args.config, encoding="utf-8") as fh:
-                overrides = json.load(fh)
+            overrides = read_json_object(args.config, "ViLBERT config", "give a JSON object of HmVilbertConfig "
+                                         "fields, e.g. vilbert-multi-task's bert_base_6layer_6conect.json")
         if args.num_labels is not None:
             overrides["num_labels"] = args.num_labels
-        convert_vilbert_checkpoint(args.checkpoint, args.output_dir, origin=args.origin, **overrides)
+        convert_vilbert_checkpoint(args.checkpoint, args.output_dir, origin=args.origin, overwrite=args.overwrite,
+                                   **overrides)
     except (OSError, ValueError) as err:  # missing file, unreadable or unrecognised checkpoint, origin unknown
         print(f"convert-vilbert: error: {err}", file=sys.stderr)
         return 2
