@@ -37,6 +37,18 @@ def unusable_location(path: str) -> str | None:
     return None
 
 
+def repo_id_problem(repo_id: str) -> str | None:
+    """Why `repo_id` is not a Hub repo id (``org/name``), or None: checked before long work that ends in a push."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        return str(err).strip().splitlines()[0]
+    return None
+
+
 def local_reference(name_or_path) -> str:
     """How a model records a folder or Hub repo it reads (a base model, a CLIP checkpoint): a local folder by
     its absolute path (what reads it may run from another directory), a Hub id as it is."""
@@ -114,7 +126,7 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     (which names them) never lands without them; `delete_patterns`: remote files `folder`'s upload removes
     (what an earlier push left)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, OfflineModeIsEnabled
 
     folder = Path(folder)
     kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
@@ -132,6 +144,8 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
         info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
                                  commit_message=commit_message, ignore_patterns=patterns,
                                  **({"delete_patterns": delete_patterns} if delete_patterns else {}))
+    except HFValidationError as err:
+        raise PushError(f"cannot push to {repo_id}: not a Hub repo id ({err}); {retry}") from None
     except OfflineModeIsEnabled:
         raise PushError(f"cannot push to {repo_id}: offline mode is enabled (HF_HUB_OFFLINE); {retry}") from None
     except HfHubHTTPError as err:

@@ -186,6 +186,15 @@ def test_a_bad_shard_size_is_refused_before_the_build(tmp_path, monkeypatch, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_a_push_to_a_name_that_is_no_repo_id_is_refused_before_the_build(tmp_path, monkeypatch, capsys):
+    make_hmd(tmp_path / "data", splits={"train": 2}, image_size=SIZE)
+    _no_build(monkeypatch)
+    assert cli(["--dataset", "hmd", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "out"),
+                "--cache-dir", str(tmp_path / "cache"), "--push-to-hub", "my org/data"]) == 1
+    assert "--push-to-hub 'my org/data' is not a Hub repo id" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_output_that_is_a_file_is_refused_before_the_build(tmp_path, monkeypatch, capsys):
     make_hmd(tmp_path / "data", splits={"train": 2}, image_size=SIZE)
     _no_build(monkeypatch)

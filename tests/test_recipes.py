@@ -144,3 +144,12 @@ def test_the_training_script_reports_a_recipe_mistake_in_one_line(tmp_path):
 def test_training_values_that_fail_late_are_named_at_once(tmp_path, flag, value, says):
     with pytest.raises(RecipeError, match=says):
         parse_recipe([_write(tmp_path, "output_dir: out\n"), flag, value])
+
+
+def test_a_push_to_a_name_that_is_no_repo_id_is_refused_before_training(tmp_path):
+    """Without hub_model_id the repo is named after output_dir: 'my run' once failed after training."""
+    recipe = _write(tmp_path, "output_dir: out\n")
+    with pytest.raises(RecipeError, match="push_to_hub: 'my run' is not a Hub repo id .*set hub_model_id"):
+        parse_recipe([recipe, "--output_dir", str(tmp_path / "my run"), "--push_to_hub", "true"])
+    parse_recipe([recipe, "--output_dir", str(tmp_path / "my run"), "--push_to_hub", "true",
+                  "--hub_model_id", "org/my-run"])

@@ -34,6 +34,7 @@ import yaml
 from datasets.table import embed_table_storage, table_cast
 
 from hm_hf.fileio import atomic_path, atomic_write_bytes, file_in_the_way, public_mode
+from hm_hf.hub import repo_id_problem
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,8 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
                           "privately (the default) and share it through the gated repo's access requests")
     # everything that can be refused is checked before the (long) build and before anything is written
     max_bytes = parse_size(max_shard_size)
+    if push_to_hub and (problem := repo_id_problem(push_to_hub)):
+        raise ExportError(f"--push-to-hub {push_to_hub!r} is not a Hub repo id ({problem}); give org/name")
     if isinstance(data, MemeBuilder):
         config_name = config_name or data.config.name
     config_name = config_name or "default"

@@ -263,6 +263,14 @@ def _check_training_values(training_args) -> None:
               gradient_accumulation_steps=1)
     if not 0 <= training_args.learning_rate < float("inf"):
         raise RecipeError(f"learning_rate must be a number of 0 or more, got {training_args.learning_rate}")
+    if training_args.push_to_hub:  # the repo is named after output_dir unless hub_model_id says
+        from hm_hf.hub import repo_id_problem
+
+        repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+        problem = repo_id_problem(repo_id)
+        if problem:
+            raise RecipeError(f"push_to_hub: {repo_id!r} is not a Hub repo id ({problem}); set hub_model_id to "
+                              "org/name")
 
 
 def _check_output_dir(output_dir) -> None:
