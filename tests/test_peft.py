@@ -305,6 +305,14 @@ def test_peft_params_cli_reproduces_the_papers_visual_bert_counts(capsys):
     assert cli(["hm_visual_bert", "--method", "lora", "--set", "num_hidden_layers=2", "--peft", "r=4"]) == 0
     # LoRA r=4 on query/value of 2 layers: 2 x 2 x (768*4 + 4*768) + head
     assert f"trainable params: {2 * 2 * 2 * 768 * 4 + 593_666:,d}" in capsys.readouterr().out
+    for argv, says in [(["no_such_type"], "'no_such_type' is neither a saved model folder nor a model type "
+                                          "(hm_hf's: hm_visual_bert"),
+                       (["hm_visual_bert", "--set", "num_hiden_layers=1"], "has no setting num_hiden_layers"),
+                       (["hm_visual_bert", "--method", "lora", "--peft", "target_modules=[\"nope\"]"],
+                        "No modules were targeted")]:
+        assert cli(argv) == 2  # a misspelt setting once counted the full-size model without a word
+        err = capsys.readouterr().err
+        assert err.startswith("hm-hf peft-params: error: ") and says in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------------------------------------ head

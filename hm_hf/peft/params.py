@@ -68,10 +68,22 @@ def count_for(model_or_type: str, method: str = "bottleneck", overrides: dict | 
 
     register_auto_classes()
     overrides = dict(overrides or {})
-    if os.path.isdir(model_or_type):
-        config = AutoConfig.from_pretrained(model_or_type, **overrides)
-    else:
-        config = AutoConfig.for_model(model_or_type, **overrides)
+    def make_config(**settings):
+        if os.path.isdir(model_or_type):
+            return AutoConfig.from_pretrained(model_or_type, **settings)
+        try:
+            return AutoConfig.for_model(model_or_type, **settings)
+        except ValueError:  # (transformers' message lists its ~1,000 model types)
+            from ..models.auto import ARCHITECTURES
+
+            raise ValueError(f"{model_or_type!r} is neither a saved model folder nor a model type (hm_hf's: "
+                             f"{', '.join(ARCHITECTURES)})") from None
+
+    default = make_config()
+    unknown = sorted(key for key in overrides if not hasattr(default, key))
+    if unknown:  # AutoConfig would keep a misspelt key as a new attribute, and count the model without it
+        raise ValueError(f"{default.model_type} has no setting {', '.join(unknown)}")
+    config = make_config(**overrides) if overrides else default
     with torch.device("meta"):
         try:
             model = AutoModelForSequenceClassification.from_config(config)
@@ -92,6 +104,7 @@ def count_for(model_or_type: str, method: str = "bottleneck", overrides: dict | 
 def cli(argv: list[str]) -> int:
     """`hm-hf peft-params MODEL [--method ...] [--set key=value ...]`: trainable / total parameters."""
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(
         prog="hm-hf peft-params",
@@ -115,7 +128,14 @@ def cli(argv: list[str]) -> int:
             out[key] = _parse_value(value)
         return out
 
-    trainable, total, pct = count_for(args.model, args.method, pairs(args.set, "--set"), **pairs(args.peft, "--peft"))
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    try:
+        trainable, total, pct = count_for(args.model, args.method, pairs(args.set, "--set"),
+                                          **pairs(args.peft, "--peft"))
+    except (ValueError, TypeError, OSError, RuntimeError, NoMatchingPeftModuleError) as err:  # a setting that
+        print(f"hm-hf peft-params: error: {err}", file=sys.stderr)  # does not fit, a folder that is no model
+        return 2
     print(f"{args.model} [{args.method}] trainable params: {trainable:,d} || all params: {total:,d} || "
           f"trainable%: {pct:.4f}")
     return 0
