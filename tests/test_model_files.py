@@ -112,6 +112,7 @@ PROCESSOR_VALUES = [  # processor_config.json value -> what the error says
     ("max_text_length", -1, "max_text_length"),
     ("max_text_length", 0, "max_text_length"),
     ("max_text_length", "128", "max_text_length"),
+    ("max_text_length", 10**30, r"from 1 to 2\*\*31 - 1"),  # once an OverflowError at the first long text
     ("max_regions", -5, "max_regions"),
     ("max_regions", 2.5, "max_regions"),
     ("max_pixels", 0, "max_pixels"),
@@ -161,6 +162,26 @@ def test_label_names_and_policy_must_fit_the_model(tmp_path):
     DecisionPolicy.neutral(6).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match=r"decision_policy.json.* 6 labels .* 2") as info:
         _load_processor(tmp_path)
+
+
+def test_max_text_length_is_cut_to_the_models_text_positions(tmp_path, caplog):
+    """More tokens than the text encoder has positions fail inside the model at the first long meme."""
+    from transformers import BertConfig
+
+    from hm_hf.models.concat import HmConcatConfig
+
+    config = HmConcatConfig(text_source="encoder", text_config=BertConfig(max_position_embeddings=40, hidden_size=8,
+                                                                          num_hidden_layers=1, num_attention_heads=2,
+                                                                          intermediate_size=8))
+    (tmp_path / PROCESSOR_CONFIG_NAME).write_text(json.dumps(
+        {**MemeProcessor(model_inputs=("regions",), detector="synthetic").to_dict(), "max_text_length": 128,
+         "model_inputs": ["text", "regions"]}))
+    from hm_hf.text.tokenizer import train_wordpiece_tokenizer
+
+    train_wordpiece_tokenizer(["a meme text", "another one"] * 5, tmp_path / "tok", vocab_size=60).save_pretrained(
+        tmp_path)  # beside the settings, as training saves it
+    processor = MemeProcessor.from_pretrained(tmp_path, config)
+    assert processor.max_text_length == 40 and "texts are cut at 40 tokens" in caplog.text
 
 
 def test_the_fasttext_record_comes_with_the_model_from_a_hub_repo(tmp_path, monkeypatch):

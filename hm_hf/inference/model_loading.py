@@ -81,9 +81,9 @@ def load_trained_model(path: str, base_model: str | None = None, **kwargs):
         return _load_model(path, **kwargs)
     from peft import PeftModel
 
-    adapters = _adapters_folder(path, hub)  # checked (safetensors only) before the base model is loaded
     settings = read_json_object(adapter_file, "PEFT adapter settings",
                                 "save the adapters again (model.save_pretrained)")
+    adapters = _adapters_folder(path, hub)  # checked (safetensors only) before the base model is loaded
     base = settings.get("base_model_name_or_path")
     other_repo = other_repo_options(kwargs)  # the adapters' revision is not their base model's
     if base_model is not None:

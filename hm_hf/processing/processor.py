@@ -432,7 +432,8 @@ class MemeProcessor:
 
     def check_fits(self, config, source: str = "the processor", policy_source=None) -> None:
         """Refuse label names or a decision policy made for another model's head (`config`: its label count),
-        naming `source` (the settings file) or `policy_source` (``decision_policy.json``)."""
+        naming `source` (the settings file) or `policy_source` (``decision_policy.json``); cut max_text_length to
+        the model's text positions (a warning), as longer token sequences would fail inside the model."""
         num_labels = int(getattr(config, "num_labels", 2))
         named = len(self.label_names)
         if self.multi_label or num_labels <= 2:
@@ -443,11 +444,28 @@ class MemeProcessor:
         if not fits:
             raise ValueError(f"{source}: {named} label_names {self.label_names} but the model has {expected} labels; "
                              "fix label_names there (or pass label_names=[...], one name per class)")
+        positions = _text_positions(config)
+        reads_tokens = {"text", "clip_text"} & set(self.model_inputs)
+        if reads_tokens and positions is not None and self.max_text_length > positions:
+            logger.warning("%s: max_text_length %d is more than the model's %d text positions: texts are cut at %d "
+                           "tokens (longer ones would fail in the model)", source, self.max_text_length, positions,
+                           positions)
+            self.max_text_length = positions
         policy = self.decision_policy
         if policy is not None and policy.num_labels != max(num_labels, 2):
             raise ValueError(f"{policy_source or 'the decision policy'}: the decision policy is for {policy.num_labels} "
                              f"labels but the model has {max(num_labels, 2)}: it belongs to another model; delete it "
                              "(threshold 0.5) or re-run training to write it again")
+
+
+def _text_positions(config) -> int | None:
+    """How many text positions the model has (its text encoder's ``max_position_embeddings``), or None."""
+    for part in (config, getattr(config, "text_config", None),
+                 getattr(getattr(config, "clip_config", None), "text_config", None)):
+        positions = getattr(part, "max_position_embeddings", None)
+        if isinstance(positions, int):
+            return positions
+    return None
 
 
 _SETTINGS = frozenset(f.name for f in dataclasses.fields(MemeProcessor)) - set(MemeProcessor.PARTS)
@@ -471,8 +489,9 @@ def check_settings(values: dict) -> None:
         if values.get(name) is not None and (not isinstance(values[name], str) or not values[name]):
             fail(name, "a non-empty string or null")
     for name in _COUNTS:
-        if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 1):
-            fail(name, "an integer >= 1")
+        if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int)
+                               or not 1 <= values[name] < 2**31):
+            fail(name, "an integer from 1 to 2**31 - 1")
     for name in _FLAGS:
         if name in values and not isinstance(values[name], bool):
             fail(name, "true or false")
