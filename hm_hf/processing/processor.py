@@ -606,8 +606,8 @@ def _load_tokenizer(path: str, hub: dict | None = None):
             return AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **hub)
         except (OSError, ValueError):
             raise OSError(
-                f"{path}: no tokenizer found beside the model ({first}); "
-                "pass tokenizer=AutoTokenizer.from_pretrained(...)"
+                f"{path}: no tokenizer found beside the model ({first}); training saves it there (tokenizer.json): "
+                "copy it back, or in Python pass tokenizer=AutoTokenizer.from_pretrained(...)"
             ) from None
 
 
