@@ -57,3 +57,17 @@ def test_a_reused_output_dir_of_another_run_is_refused(tmp_path, caplog):
         check_same_run(tmp_path, settings("--seed", "7", "--learning_rate", "0.01"))
     with pytest.raises(RecipeError, match="model.model_type: 'concat' then, 'visual_bert' now"):
         check_same_run(tmp_path, settings("--model_type", "visual_bert"))
+
+
+def test_starting_over_removes_the_old_checkpoints(tmp_path):
+    """resume: false in a folder of checkpoints once left them: a later resume took the old run's newest, and
+    Trainer's rotation by step number could delete the new run's own instead."""
+    from hm_hf.training.checkpoints import remove_checkpoints
+
+    _checkpoint(tmp_path, 4)
+    _checkpoint(tmp_path, 8, complete=False)
+    (tmp_path / "model.safetensors").write_bytes(b"x")  # the finished model and other files stay
+    (tmp_path / "checkpoint-notes.txt").write_text("not a checkpoint folder")
+    assert remove_checkpoints(tmp_path) == ["checkpoint-4", "checkpoint-8"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-notes.txt", "model.safetensors"]
+    assert last_complete_checkpoint(tmp_path) is None and remove_checkpoints(tmp_path / "missing") == []

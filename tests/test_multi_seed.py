@@ -64,6 +64,14 @@ def test_launcher_runs_each_seed_once_and_resumes(tmp_path):
     written = json.loads((out / RESULTS_FILE).read_text())
     assert written["seeds"] == [1, 2] and "ddof=1" in written["std"]
     assert written["metrics"]["dev_seen_auroc"]["mean"] == pytest.approx(0.515)
+    # a finished seed of other settings (its run record) is not averaged in with this recipe's seeds
+    from hm_hf.training.checkpoints import run_settings, write_run_record
+    from hm_hf.training.multi_seed import _seed_args
+
+    write_run_record(out / "seed-1", run_settings(*_seed_args(argv, 1, out / "seed-1")))
+    with pytest.raises(RecipeError, match=r"seed-1 holds the checkpoints of another run \(training.learning_rate: "
+                                          r"0.001 then, 0.002 now\)"):
+        run_seeds([RECIPE, "--output_dir", str(out), "--learning_rate", "2e-3"], [1, 2], launcher=launcher)
     # again with one more seed: only the new seed runs
     summary = run_seeds(argv, [1, 2, 3], launcher=launcher)
     assert len(calls.read_text().splitlines()) == 3 and summary["metrics"]["dev_seen_auroc"]["n"] == 3

@@ -153,3 +153,16 @@ def test_a_push_to_a_name_that_is_no_repo_id_is_refused_before_training(tmp_path
         parse_recipe([recipe, "--output_dir", str(tmp_path / "my run"), "--push_to_hub", "true"])
     parse_recipe([recipe, "--output_dir", str(tmp_path / "my run"), "--push_to_hub", "true",
                   "--hub_model_id", "org/my-run"])
+
+
+def test_synthetic_if_missing_never_writes_into_a_folder_of_other_files(tmp_path):
+    """A real data set in MMF's layout has no train.jsonl at its top: synthetic memes were once written into it."""
+    from hm_hf.training.arguments import DataArguments
+    from hm_hf.training.data import ensure_synthetic_data
+
+    real = tmp_path / "hateful_memes"
+    (real / "defaults" / "annotations").mkdir(parents=True)
+    (real / "defaults" / "annotations" / "train.jsonl").write_text('{"id": 1}\n')
+    with pytest.raises(RecipeError, match="synthetic_if_missing: .*hateful_memes already holds files"):
+        ensure_synthetic_data(DataArguments(dataset="hmd", data_dir=str(real), synthetic_if_missing=True))
+    assert [p.name for p in real.iterdir()] == ["defaults"]

@@ -11,7 +11,8 @@ number as HMD's are (there is no `label`, as in HMD's test files):
     hm-hf ocr --files-from list.txt --output texts.jsonl
 
 It resumes: images already in the output are skipped, and each line is appended whole and flushed, so a
-kill loses at most the line being written (a partial last line is dropped on the next run). Images that
+kill loses at most the line being written (a cut-off last line this command began is dropped on the next run; a
+whole one without its newline is kept, and a file of other lines is refused unchanged). Images that
 cannot be read are skipped and counted, and listed at the end; the next run tries them again.
 """
 
@@ -134,7 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hm-hf ocr", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("inputs", nargs="*", help="image files and/or folders of images")
-    parser.add_argument("--output", required=True, help="jsonl file to write (appended to when it exists)")
+    parser.add_argument("--output", required=True, help="jsonl file to write (appended to when it is an annotation "
+                        "file; any other file is refused unchanged)")
     parser.add_argument("--files-from", help="a text file with one image path per line")
     parser.add_argument("--recursive", action="store_true", help="also take images in sub-folders of a folder")
     parser.add_argument("--engine", default="auto", choices=["auto", *ENGINES],

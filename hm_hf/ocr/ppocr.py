@@ -5,7 +5,8 @@ cards) it reads with a character error rate of 0.25% where Tesseract's is 46% (b
 `benchmarks/meme_ocr.py`). The `rapidocr` wheel ships the PP-OCRv6 small detection and recognition
 models, and they are loaded from the installed package by path, so nothing is downloaded at run time.
 
-Two things are added to RapidOCR's own pipeline, each measured on that benchmark:
+Two things are added to RapidOCR's own pipeline, each measured on that benchmark (and a thin strip is padded to
+at most `MAX_ASPECT_RATIO` : 1 first, as RapidOCR scales the short side up to 736 pixels):
 
 - **word gaps from the recogniser's own output.** PP-OCR's recogniser is a CTC model whose alphabet
   includes the space; on the tight word spacing of condensed meme fonts it often gives the space only

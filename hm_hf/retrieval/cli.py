@@ -5,8 +5,9 @@ to the retrieval index saved beside it, so its kNN vote follows them with no ret
 a Hateful-Memes-format split file (``folder/dev_seen.jsonl``: ``id``, ``img``, ``text``, ``label`` lines,
 images relative to the file's folder) or a Hateful Memes folder with ``--split`` naming its split.
 
-- resumable: memes whose id is already in the index are skipped, so re-running after an interruption (or
-  on the same file again) adds only what is missing; the index is saved every ``--save-every`` memes;
+- resumable: memes whose id is already in the index from the same source are skipped, so re-running after an
+  interruption (or on the same file again) adds only what is missing; an id indexed from another source is
+  refused (another meme, not a resume); the index is saved every ``--save-every`` memes;
 - atomic: each save writes the vectors under a new name and then replaces ``retrieval_index.json``
   (`hm_hf.retrieval.RetrievalIndex.save`), so a crash leaves the previous index;
 - bad input is refused before anything is added, naming the file and line (or id): an unreadable line, a

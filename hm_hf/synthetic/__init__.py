@@ -16,8 +16,9 @@ from hm_hf.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "world": ["DISTRACTOR_COLORS", "KEYWORDS", "OBJECT_COLORS", "REGION_KINDS", "region_prototypes"],
     "data": [
-        "HMD_SPLITS", "HMD_UNLABELED", "MMHS_CLASSES", "MMHS_SPLITS", "SyntheticMeme", "is_synthetic", "make_dataset",
-        "make_fine_grained", "make_hmd", "make_mmhs", "summarize", "write_region_features",
+        "HMD_SPLITS", "HMD_UNLABELED", "MMHS_CLASSES", "MMHS_SPLITS", "SyntheticMeme", "SyntheticOutputError",
+        "is_synthetic", "make_dataset", "make_fine_grained", "make_hmd", "make_mmhs", "summarize",
+        "write_region_features",
     ],
     "detector": ["SyntheticShapeDetector"],
     "examples": ["make_examples"],

@@ -86,7 +86,8 @@ class DataArguments:
     )
     synthetic_if_missing: bool = field(
         default=False,
-        metadata={"help": "write the synthetic data set (and its features) to data_dir when it is missing"},
+        metadata={"help": "write the synthetic data set (and its features) to data_dir when it is missing (never "
+                          "into a folder of other files)"},
     )
     synthetic_scale: float = field(default=1.0, metadata={"help": "size of the synthetic data set"})
     synthetic_clip_pretraining_pairs: int = field(
@@ -152,7 +153,8 @@ class ExtraArguments:
         default=None, metadata={"help": "stop after this many evaluations without a better metric"}
     )
     resume: bool = field(
-        default=True, metadata={"help": "resume from the last complete checkpoint in output_dir when there is one"}
+        default=True, metadata={"help": "resume this run's last complete checkpoint in output_dir when there is one "
+                                        "(another run's are refused); false: start over, deleting its checkpoints"}
     )
     card_title: str | None = field(default=None, metadata={"help": "title of the model card"})
     threshold_rule: str = field(

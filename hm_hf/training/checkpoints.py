@@ -56,7 +56,24 @@ def check_same_run(output_dir, settings: dict) -> None:
     if changed:
         raise RecipeError(f"{output_dir} holds the checkpoints of another run ({'; '.join(changed[:6])}"
                           f"{'; ...' if len(changed) > 6 else ''}): choose another output_dir, or pass --resume false "
-                          "to start this run over in it")
+                          "to start this run over in it (its checkpoint-* folders are then deleted)")
+
+
+def remove_checkpoints(output_dir) -> list[str]:
+    """Delete the `checkpoint-N` folders in `output_dir`, for a run told to start over there (`resume: false`):
+    left in place, a later resume would take the newest of them, and Trainer's rotation (by step number) could
+    delete this run's own checkpoints instead of them."""
+    import shutil
+
+    output_dir = Path(output_dir)
+    removed = sorted(p.name for p in output_dir.iterdir() if p.is_dir() and _CHECKPOINT.match(p.name)) \
+        if output_dir.is_dir() else []
+    for name in removed:
+        shutil.rmtree(output_dir / name)
+    if removed:
+        logger.warning("resume is false: deleted the checkpoints in %s (%s) to start this run over there", output_dir,
+                       ", ".join(removed))
+    return removed
 
 
 def write_run_record(output_dir, settings: dict) -> None:

@@ -43,8 +43,11 @@ def ensure_synthetic_data(data_args: DataArguments) -> None:
     with state.main_process_first():
         if state.is_main_process and not marker.is_file():
             logger.info("writing the synthetic %s data set to %s", dataset, data_dir)
-            synthetic.make_dataset(dataset, data_dir, scale=data_args.synthetic_scale,
-                                   features_dir=default_feature_cache(data_args))
+            try:
+                synthetic.make_dataset(dataset, data_dir, scale=data_args.synthetic_scale,
+                                       features_dir=default_feature_cache(data_args))
+            except synthetic.SyntheticOutputError as err:  # data_dir holds other files (a real data set?)
+                raise RecipeError(f"synthetic_if_missing: {err}") from None
         if state.is_main_process and fine_grained_missing and synthetic.is_synthetic(data_dir):
             logger.info("writing the synthetic fine-grained annotations of %s to %s", data_dir,
                         data_args.fine_grained_annotations_dir)

@@ -40,6 +40,7 @@ import numpy as np
 
 from hm_hf.cli import positive_int
 from hm_hf.fileio import atomic_write_text
+from hm_hf.training.checkpoints import check_same_run, run_settings
 
 __all__ = ["RESULTS_FILE", "seed_output_dir", "finished_results", "aggregate", "format_table", "run_seeds", "cli"]
 
@@ -123,6 +124,14 @@ def _run_one(train_argv: list[str], launcher: str | None) -> int:
                            "such as 'accelerate launch recipes/train_peft.py'") from None
 
 
+def _seed_args(train_argv: list[str], seed: int, seed_dir: Path):
+    """The (model, data, peft, training) arguments of one seed's run, for its run record."""
+    from hm_hf.training.arguments import parse_recipe
+
+    model, data, peft, _, training = parse_recipe([*train_argv, "--seed", str(seed), "--output_dir", str(seed_dir)])
+    return model, data, peft, training
+
+
 def run_seeds(train_argv: list[str], seeds: list[int], launcher: str | None = None) -> dict:
     """Train `train_argv` (a recipe and its overrides) once per seed, then write and return the summary."""
     from hm_hf.training.arguments import RecipeError, parse_recipe
@@ -140,7 +149,8 @@ def run_seeds(train_argv: list[str], seeds: list[int], launcher: str | None = No
     for number, seed in enumerate(seeds, start=1):
         seed_dir = seed_output_dir(output_dir, seed)
         results = finished_results(seed_dir)
-        if results is not None:
+        if results is not None:  # kept only when it is this recipe's run (its hm_hf_run.json)
+            check_same_run(seed_dir, run_settings(*_seed_args(train_argv, seed, seed_dir)))
             logger.info("seed %d (%d of %d): finished earlier in %s, not run again", seed, number, len(seeds),
                         seed_dir)
         else:

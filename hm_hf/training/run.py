@@ -1,8 +1,8 @@
 """The training job behind `accelerate launch recipes/train_peft.py <recipe.yaml> [--key value ...]`.
 
 One function, `main(argv)`, so the whole job is testable in-process: parse the recipe, build data,
-model and PEFT method, train with `transformers.Trainer` (resuming from the last complete checkpoint by
-itself), evaluate every split and fit the decision policy on the evaluation split (`evaluation`), then
+model and PEFT method, train with `transformers.Trainer` (resuming its own last complete checkpoint by
+itself: `checkpoints`), evaluate every split and fit the decision policy on the evaluation split (`evaluation`), then
 save the model or adapters with its processor and policy, `all_results.json`, a model card and figures,
 and push them to the Hub from the main process when asked.
 
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     run_record = checkpoints.run_settings(model_args, data_args, peft_args, training_args)
     if resume_from:
         checkpoints.check_same_run(output_dir, run_record)
+    elif not extra_args.resume and state.is_main_process:
+        checkpoints.remove_checkpoints(output_dir)
 
     # Model first (its config says what data it reads), then data, then the tokenizer-dependent parts.
     inputs = model_inputs(model_loading.build_config(model_args))
