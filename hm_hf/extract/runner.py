@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feature-dtype", choices=list(FEATURE_DTYPES), default="float16",
                         help="how features are stored: float16 (half the disk and memory) or float32")
     parser.add_argument("--fp16", action="store_true", help="float16 autocast (CUDA only)")
-    parser.add_argument("--flush-every", type=positive_int, default=256, help="images per shard (and lost at most on a kill)")
+    parser.add_argument("--flush-every", type=positive_int, default=256,
+                        help="images per shard (and lost at most on a kill)")
     parser.add_argument("--splits", nargs="+", default=None, help="only these splits (default: all)")
     parser.add_argument("--no-progress", action="store_true")
     return parser
