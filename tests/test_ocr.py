@@ -388,3 +388,6 @@ def test_hm_hf_ocr_bad_files_from_and_output_are_named_errors(tmp_path, ocr_cli,
 
     assert ocr_cli([str(image), "--output", str(tmp_path)]) == 2
     assert f"--output {tmp_path} is a folder" in capsys.readouterr().err
+    in_a_file = output / "x.jsonl"  # out.jsonl is a file: nothing can be written under it
+    assert ocr_cli([str(image), "--output", str(in_a_file)]) == 2
+    assert f"--output {in_a_file}: {output} exists and is not a folder" in capsys.readouterr().err

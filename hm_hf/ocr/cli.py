@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from hm_hf.data.layouts import parse_id
-from hm_hf.fileio import parse_json
+from hm_hf.fileio import file_in_the_way, parse_json
 from hm_hf.ocr import ENGINES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -76,6 +76,10 @@ def read_done(output: Path) -> tuple[set[str], set]:
         raise AnnotationFileError(f"--output {output} is a folder; give the path of a jsonl file, "
                                   f"e.g. {output / 'test_unseen.jsonl'}")
     if not output.is_file():
+        blocker = file_in_the_way(output)
+        if blocker is not None:
+            raise AnnotationFileError(f"--output {output}: {blocker} exists and is not a folder, so nothing can be "
+                                      "written inside it; give a jsonl path in a folder")
         return set(), set()
     data = output.read_bytes()
     lines = data.split(b"\n")
