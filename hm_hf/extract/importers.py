@@ -346,43 +346,47 @@ def import_features(
     def size_of(example_id):
         return _image_size(images.get(example_id) or image_files.get(example_id), example_id)
 
-    for example_id in tqdm(expected, desc=f"import {fmt}", unit="img", disable=not progress):
-        if example_id in done:
-            stats["cached"] += 1
-            continue
-        path = found.get(example_id)
-        if path is None:
-            if missing == "empty":
+    def read(example_id, path) -> RegionFeatures:
+        """The regions of one file, checked as the cache stores them; a bad file is an error naming it."""
+        try:
+            if fmt == "bua-json":
+                inner_id, regions = read_bua_json(path)
+                if inner_id is not None and inner_id != example_id:
+                    raise FeatureImportError(f"{path}: img_id {inner_id} does not match the file name ({example_id})")
+            elif fmt == "mmf":
+                regions = read_mmf(path, allow_pickle_for_mmf_info)
+            else:
+                regions = read_uniter_npz(path, size_of(example_id))
+            if validation.storage_problem(regions, feature_dim=FEATURE_DIM):  # what the builders join
+                raise InvalidRegionsError(f"{regions.features.shape[1]}-dimensional features, but the feature "
+                                          f"cache {output} holds {FEATURE_DIM}-dimensional ones (the width the "
+                                          "data-set builders join); import features of a "
+                                          f"{FEATURE_DIM}-dimensional detector")
+            cache.check_storable(regions, example_id)
+        except InvalidRegionsError as err:
+            raise FeatureImportError(f"{path}: {err}; fix or remove the file, then run the import again "
+                                     "(it resumes)") from None
+        return regions
+
+    try:  # what was read before an error or an interruption is written: the next run resumes after it
+        for example_id in tqdm(expected, desc=f"import {fmt}", unit="img", disable=not progress):
+            if example_id in done:
+                stats["cached"] += 1
+                continue
+            path = found.get(example_id)
+            if path is not None:
+                pending[example_id] = read(example_id, path)
+                stats["imported"] += 1
+            elif missing == "empty":
                 width, height = size_of(example_id)
                 pending[example_id] = RegionFeatures(
                     np.zeros((0, FEATURE_DIM), np.float16), np.zeros((0, 4), np.float32), width, height
                 )
                 stats["empty"] += 1
-        else:
-            try:
-                if fmt == "bua-json":
-                    inner_id, regions = read_bua_json(path)
-                    if inner_id is not None and inner_id != example_id:
-                        raise FeatureImportError(f"{path}: img_id {inner_id} does not match the file name "
-                                                 f"({example_id})")
-                elif fmt == "mmf":
-                    regions = read_mmf(path, allow_pickle_for_mmf_info)
-                else:
-                    regions = read_uniter_npz(path, size_of(example_id))
-                if validation.storage_problem(regions, feature_dim=FEATURE_DIM):  # what the builders join
-                    raise InvalidRegionsError(f"{regions.features.shape[1]}-dimensional features, but the feature "
-                                              f"cache {output} holds {FEATURE_DIM}-dimensional ones (the width the "
-                                              "data-set builders join); import features of a "
-                                              f"{FEATURE_DIM}-dimensional detector")
-                cache.check_storable(regions, example_id)
-            except InvalidRegionsError as err:
-                raise FeatureImportError(f"{path}: {err}; fix or remove the file, then run the import again "
-                                         "(it resumes)") from None
-            pending[example_id] = regions
-            stats["imported"] += 1
-        if len(pending) >= flush_every:
-            flush()
-    flush()
+            if len(pending) >= flush_every:
+                flush()
+    finally:
+        flush()
     return stats
 
 
