@@ -432,19 +432,25 @@ def test_killed_run_resumes_to_the_same_cache(setup, tmp_path):
     assert_same_cache(root / "clean", output, ids)
 
 
-@pytest.mark.slow
-def test_two_processes_give_the_same_cache(setup, tmp_path):
-    """Two CPU processes with the environment `accelerate launch --num_processes 2 --cpu` (or torchrun) sets."""
-    root, ids = setup
-    output = tmp_path / "two"
-    command = [sys.executable, "-m", "hm_hf.extract.runner", *runner_args(root, output, "--flush-every", "4")]
+def _run_two_processes(args: list[str]):
+    """The runner in two CPU processes with the environment `accelerate launch --num_processes 2 --cpu` (or
+    torchrun) sets: (the processes, their (stdout, stderr))."""
+    command = [sys.executable, "-m", "hm_hf.extract.runner", *args]
     port = str(_free_port())
     workers = []
     for rank in range(2):
         env = dict(_env(), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=port, ACCELERATE_USE_CPU="true")  # fmt: skip
         workers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    outputs = [w.communicate(timeout=300) for w in workers]
+    return workers, [w.communicate(timeout=300) for w in workers]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_cache(setup, tmp_path):
+    """Two CPU processes with the environment `accelerate launch --num_processes 2 --cpu` (or torchrun) sets."""
+    root, ids = setup
+    output = tmp_path / "two"
+    workers, outputs = _run_two_processes(runner_args(root, output, "--flush-every", "4"))
     for worker, (_, err) in zip(workers, outputs):
         assert worker.returncode == 0, err.decode()[-3000:]
     per_rank = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in outputs]
@@ -455,3 +461,23 @@ def test_two_processes_give_the_same_cache(setup, tmp_path):
     assert stored_images(output) == N_IMAGES  # disjoint shares: no id done twice
     assert_clean_folder(output)
     assert_same_cache(root / "clean", output, ids)
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_image_check_and_both_refuse(setup, tmp_path):
+    """Each process hashes half the cached images; one changed image, in either half, stops both."""
+    root, ids = setup
+    shutil.copytree(root / "hmd", tmp_path / "hmd")
+    shutil.copytree(root / "clean", tmp_path / "feats")
+    shards = [p.name for p in FeatureCache(tmp_path / "feats").shard_paths()]
+    changed = sorted(ids)[1]  # checked by the second process alone
+    image = tmp_path / "hmd" / "img" / f"{int(changed):05d}.png"
+    with Image.open(image) as picture:
+        picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(image)
+    args = runner_args(root, tmp_path / "feats")
+    args[args.index("--data-dir") + 1] = str(tmp_path / "hmd")
+    workers, outputs = _run_two_processes(args)
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 2, err.decode()[-3000:]
+        assert f"1 of the {N_IMAGES} cached ids checked" in err.decode() and f"ids ['{changed}']" in err.decode()
+    assert [p.name for p in FeatureCache(tmp_path / "feats").shard_paths()] == shards  # nothing extracted

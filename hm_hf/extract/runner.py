@@ -115,25 +115,31 @@ def _remove_stale_temporaries(cache_dir: Path) -> list[str]:
     return removed
 
 
-def _check_cached_images(cache: FeatureCache, images: dict[str, Path], data_dir) -> None:
+def _check_cached_images(cache: FeatureCache, images: dict[str, Path], data_dir, state) -> None:
     """Refuse to resume when cached ids were computed from other image files than `images` (id -> path).
 
     Ids are skipped by id alone, so without this a cache made from another data folder with the same ids
     would keep that folder's features for these images. Entries with no recorded checksum (older caches,
-    imported features) cannot be checked and are kept.
+    imported features) cannot be checked and are kept. Each process hashes its share of the images and all
+    learn every share's result, so all stop together.
     """
+    from accelerate.utils import gather_object
+
     mismatched, checked = [], 0
-    for example_id, path in images.items():
+    for example_id in sorted(images)[state.process_index :: state.num_processes]:
         recorded = cache.image_checksum(example_id)
         if recorded is None:
             continue
         try:
-            current = file_checksum(path)
+            current = file_checksum(images[example_id])
         except OSError:  # unreadable now: counted as such by the builders, nothing to compare
             continue
         checked += 1
         if current != recorded:
             mismatched.append(example_id)
+    if state.num_processes > 1:
+        shares = gather_object([(mismatched, checked)])
+        mismatched, checked = sorted(i for share, _ in shares for i in share), sum(count for _, count in shares)
     if mismatched:
         raise FeatureCacheError(
             f"{cache.path} holds features of other images: {len(mismatched)} of the {checked} cached ids checked "
@@ -230,8 +236,7 @@ def extract_features(
     state.wait_for_everyone()  # everyone has listed the cache before anyone writes to it
 
     present = {i: p for i, p in images.items() if p.is_file()}
-    # every process checks them all, so all stop together; hashing is cheap next to the detector
-    _check_cached_images(cache, {i: p for i, p in present.items() if i in done}, data_dir)
+    _check_cached_images(cache, {i: p for i, p in present.items() if i in done}, data_dir, state)
     missing = [i for i in images if i not in present]
     todo = [i for i in present if i not in done]
     mine = todo[state.process_index :: state.num_processes]
