@@ -55,8 +55,19 @@ def test_a_reused_output_dir_of_another_run_is_refused(tmp_path, caplog):
                                           r"training.learning_rate: 0.0005 then, 0.01 now\): choose another "
                                           r"output_dir, or pass --resume false"):
         check_same_run(tmp_path, settings("--seed", "7", "--learning_rate", "0.01"))
-    with pytest.raises(RecipeError, match="model.model_type: 'concat' then, 'visual_bert' now"):
+    with pytest.raises(RecipeError, match="model.model_type: 'concat' then, 'visual_bert' now") as refused:
         check_same_run(tmp_path, settings("--model_type", "visual_bert"))
+    assert "only moved" not in str(refused.value)
+    # A local model folder that moved: refused (a model is named by where it is), saying how to resume.
+    write_run_record(tmp_path, settings("--vision_model_name_or_path", str(tmp_path / "clip")))
+    moved = settings("--vision_model_name_or_path", str(tmp_path / "elsewhere" / "clip"))
+    with pytest.raises(RecipeError, match=r"If the same model files only moved, write the new location for "
+                                          rf"model.vision_model_name_or_path into {tmp_path / 'hm_hf_run.json'}"):
+        check_same_run(tmp_path, moved)
+    record = json.loads((tmp_path / "hm_hf_run.json").read_text())
+    record["model.vision_model_name_or_path"] = str(tmp_path / "elsewhere" / "clip")
+    (tmp_path / "hm_hf_run.json").write_text(json.dumps(record))
+    check_same_run(tmp_path, moved)  # as it says
 
 
 def test_starting_over_removes_the_old_checkpoints(tmp_path):

@@ -52,11 +52,14 @@ def check_same_run(output_dir, settings: dict) -> None:
     except (OSError, ValueError) as err:
         raise RecipeError(f"{record}: unreadable ({err}); if the checkpoints beside it are of this run, delete it; "
                           "else choose another output_dir") from None
-    changed = [f"{k}: {saved.get(k)!r} then, {v!r} now" for k, v in settings.items() if saved.get(k, v) != v]
+    changed = {k: f"{k}: {saved.get(k)!r} then, {v!r} now" for k, v in settings.items() if saved.get(k, v) != v}
     if changed:
-        raise RecipeError(f"{output_dir} holds the checkpoints of another run ({'; '.join(changed[:6])}"
+        moved = [k for k in changed if k.endswith("_name_or_path")]  # a model is named by where it is
+        raise RecipeError(f"{output_dir} holds the checkpoints of another run ({'; '.join(list(changed.values())[:6])}"
                           f"{'; ...' if len(changed) > 6 else ''}): choose another output_dir, or pass --resume false "
-                          "to start this run over in it (its checkpoint-* folders are then deleted)")
+                          "to start this run over in it (its checkpoint-* folders are then deleted)"
+                          + (f". If the same model files only moved, write the new location for {', '.join(moved)} "
+                             f"into {record} and run again" if moved else ""))
 
 
 def remove_checkpoints(output_dir) -> list[str]:
