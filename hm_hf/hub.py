@@ -114,6 +114,29 @@ def warn_without_safetensors(folder: Path, what: str) -> None:
                        "again with save_pretrained before pushing", what, folder)
 
 
+def _stage(folder: Path, patterns: list[str], extra_folders: dict, staging: Path) -> None:
+    """Lay `folder` and its `extra_folders` out in `staging` as the repo will hold them, with links to the files
+    (no copy of the weights), each filtered as `upload_folder` filters; an extra folder replaces what `folder` has
+    at its path."""
+    import os
+    import shutil
+
+    from huggingface_hub.utils import filter_repo_objects
+
+    trees = [("", folder, patterns)] + [(path_in_repo, Path(extra), patterns + PICKLED_WEIGHT_PATTERNS)
+                                        for path_in_repo, extra in extra_folders.items()]
+    for path_in_repo, source, ignore in trees:
+        shutil.rmtree(staging / path_in_repo, ignore_errors=True)
+        files = {path.relative_to(source).as_posix(): path for path in sorted(source.rglob("*")) if path.is_file()}
+        for relative in filter_repo_objects(list(files), ignore_patterns=ignore):
+            target = staging / path_in_repo / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.symlink(files[relative].resolve(), target)
+            except OSError:  # no symbolic links here (Windows without the right): a copy
+                shutil.copy2(files[relative], target)
+
+
 def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None = None,
                 repo_type: str = "model", commit_message: str = "Upload with hm_hf",
                 ignore_patterns: list[str] | None = None, create_repo_kwargs: dict | None = None,
@@ -121,10 +144,12 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     """Create `repo_id` (private by default; an existing repo keeps its visibility) and upload `folder`.
 
     `create_repo_kwargs` go to `HfApi.create_repo` (a Space's `space_sdk` and `space_variables`);
-    `extra_folders` ({path in the repo: local folder}, an adapters' local base model as ``base_model/``) are
-    uploaded first (less `PICKLED_WEIGHT_PATTERNS`), each replacing what the repo held at that path, so `folder`
-    (which names them) never lands without them; `delete_patterns`: remote files `folder`'s upload removes
-    (what an earlier push left)."""
+    `extra_folders` ({path in the repo: local folder}, an adapters' local base model as ``base_model/``) travel
+    in the same commit (less `PICKLED_WEIGHT_PATTERNS`), each replacing what the repo held at that path: one
+    commit, so a failed push never leaves the repo with one push's base model under another's adapters;
+    `delete_patterns`: remote files the upload removes (what an earlier push left)."""
+    import tempfile
+
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, OfflineModeIsEnabled
 
@@ -133,25 +158,26 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     commands = [f"`hf upload{kind} {repo_id} {extra} {path_in_repo}`" for path_in_repo, extra in
                 (extra_folders or {}).items()] + [f"`hf upload{kind} {repo_id} {folder}`"]
     retry = f"the files are saved in {folder}; push them later with {', then '.join(commands)}"
+    patterns = MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns
+    delete = list(dict.fromkeys([*(delete_patterns or []), *(f"{path}/**" for path in extra_folders or {})]))
     api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **(create_repo_kwargs or {}))
-        patterns = MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns
-        for path_in_repo, extra in (extra_folders or {}).items():
-            api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(extra), path_in_repo=path_in_repo,
-                              commit_message=f"{commit_message}: {path_in_repo}",
-                              ignore_patterns=patterns + PICKLED_WEIGHT_PATTERNS, delete_patterns=["**"])
-        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
-                                 commit_message=commit_message, ignore_patterns=patterns,
-                                 **({"delete_patterns": delete_patterns} if delete_patterns else {}))
-    except HFValidationError as err:
-        raise PushError(f"cannot push to {repo_id}: not a Hub repo id ({err}); {retry}") from None
-    except OfflineModeIsEnabled:
-        raise PushError(f"cannot push to {repo_id}: offline mode is enabled (HF_HUB_OFFLINE); {retry}") from None
-    except HfHubHTTPError as err:
-        status = getattr(getattr(err, "response", None), "status_code", None)
-        raise PushError(f"cannot push to {repo_id} (HTTP {status}); {retry}") from None
-    except (HTTPError, OSError) as err:  # no network: the HTTP client's transport errors (not OSErrors), or OSErrors
-        raise PushError(f"cannot push to {repo_id}: {type(err).__name__} (no network?); {retry}") from None
+    with tempfile.TemporaryDirectory(prefix="hm_hf-push-") as staging:
+        if extra_folders:
+            _stage(folder, patterns, extra_folders, Path(staging))
+        try:
+            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **(create_repo_kwargs or {}))
+            info = api.upload_folder(repo_id=repo_id, repo_type=repo_type,
+                                     folder_path=staging if extra_folders else str(folder),
+                                     commit_message=commit_message, ignore_patterns=patterns,
+                                     **({"delete_patterns": delete} if delete else {}))
+        except HFValidationError as err:
+            raise PushError(f"cannot push to {repo_id}: not a Hub repo id ({err}); {retry}") from None
+        except OfflineModeIsEnabled:
+            raise PushError(f"cannot push to {repo_id}: offline mode is enabled (HF_HUB_OFFLINE); {retry}") from None
+        except HfHubHTTPError as err:
+            status = getattr(getattr(err, "response", None), "status_code", None)
+            raise PushError(f"cannot push to {repo_id} (HTTP {status}); {retry}") from None
+        except (HTTPError, OSError) as err:  # no network: the HTTP client's transport errors, or OSErrors
+            raise PushError(f"cannot push to {repo_id}: {type(err).__name__} (no network?); {retry}") from None
     logger.info("pushed %s to %s (%s)", folder, repo_id, "private" if private else "public")
     return str(getattr(info, "commit_url", info))

@@ -116,7 +116,7 @@ def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tm
     assert local_base_model_to_push(trained / "models" / "tiny") is None  # not adapters
     uploads = []
 
-    class FakeApi:  # stands in for the Hub: records each upload_folder
+    class FakeApi:  # stands in for the Hub: records each upload_folder and the files it would send
         def __init__(self, token=None):
             pass
 
@@ -124,7 +124,9 @@ def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tm
             pass
 
         def upload_folder(self, folder_path, repo_id, path_in_repo=None, delete_patterns=None, **kwargs):
-            uploads.append((path_in_repo, Path(folder_path), delete_patterns))
+            files = {p.relative_to(folder_path).as_posix(): p.resolve() for p in Path(folder_path).rglob("*")
+                     if p.is_file()}
+            uploads.append((path_in_repo, files, delete_patterns))
             return f"https://huggingface.co/{repo_id}/commit/{len(uploads)}"
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
@@ -137,7 +139,12 @@ def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tm
                  "--per_device_train_batch_size", "8", "--eval_strategy", "no", "--save_strategy", "no",
                  "--load_best_model_at_end", "false", "--push_to_hub", "true", "--hub_model_id", "org/lora"]) == 0
     assert not (out / "base_model").exists()  # the stale base model is gone, not loaded in place of the real one
-    assert uploads == [("base_model", base, ["**"]), (None, out, ["clip_model/**"])]  # the base first, replacing
+    (path_in_repo, files, delete), = uploads  # one commit: adapters and base model land together or not at all
+    assert path_in_repo is None and delete == ["clip_model/**", "base_model/**"]  # the base replaces an earlier one
+    assert {name: files[name] for name in files if name.startswith("base_model/")} == {
+        f"base_model/{p.relative_to(base).as_posix()}": p.resolve() for p in base.rglob("*") if p.is_file()}
+    assert files["adapter_model.safetensors"] == (out / "adapter_model.safetensors").resolve()
+    assert not any(name.startswith("checkpoint-") for name in files)
 
     # The repo as pushed, on a machine without the base model's folder: it loads by id and scores as locally.
     repo = tmp_path / "repo"
@@ -154,7 +161,7 @@ def test_pushing_adapters_on_a_local_base_model_takes_the_base_along(trained, tm
         torch.testing.assert_close(weights, hub_weights[name], msg=name)
 
 
-def test_push_uploads_extra_folders_first_and_a_failure_says_how_to_finish(tmp_path, monkeypatch):
+def test_push_sends_extra_folders_in_the_same_commit_and_a_failure_says_how_to_finish(tmp_path, monkeypatch):
     import huggingface_hub
 
     from hm_hf.hub import PushError, push_folder
@@ -178,7 +185,7 @@ def test_push_uploads_extra_folders_first_and_a_failure_says_how_to_finish(tmp_p
     with pytest.raises(PushError) as err:
         push_folder(tmp_path / "out", "org/x", extra_folders={"base_model": tmp_path / "base"},
                     delete_patterns=["base_model/**"])
-    assert uploads == [("base_model", ["**"]), (None, ["base_model/**"])]
+    assert uploads == [(None, ["base_model/**"])]
     message = str(err.value)
     assert f"hf upload org/x {tmp_path / 'base'} base_model" in message
     assert f"hf upload org/x {tmp_path / 'out'}" in message

@@ -157,7 +157,7 @@ def folders_to_push(folder) -> tuple[dict[str, Path], list[str]]:
     an earlier push may have left there that would now mislead: ({path in the repo: local folder}, delete
     patterns for the upload of `folder`). Travelling: the adapters' local base model as ``base_model/``, and a
     local frozen CLIP the model (or that base model) references as ``clip_model/`` (``base_model/clip_model/``).
-    The folders are listed in upload order: a base model before the CLIP inside it."""
+    The folders are listed in staging order: a base model before the CLIP inside it (which replaces its own)."""
     from hm_hf.models.clip.modeling_clip import CLIP_MODEL_DIR, local_clip_to_push
 
     folder = Path(folder)
