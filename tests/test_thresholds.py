@@ -89,6 +89,16 @@ def test_against_brute_force_over_every_threshold():
         assert best.threshold == max(p["threshold"] for p in points if p["f1"] == pytest.approx(best.metrics["f1"]))
 
 
+def test_max_f1_ties_go_to_the_highest_threshold_exactly():
+    """F1 from the curve's rounded precision and recall gave 0.8 at threshold 0 and 0.7999999999999999 at 1, so
+    the rule flagged every meme instead of the 58% that score 1 (same F1, fewer false alarms)."""
+    labels = np.array([1, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1, 1])
+    scores = np.array([1, 0, 0, 0, 1, 1, 1, 1, 0, 1, 1, 0], dtype=float)
+    assert metrics_at_threshold(labels, scores, 0.0)["f1"] == metrics_at_threshold(labels, scores, 1.0)["f1"]
+    best = choose_threshold(labels, scores, "max_f1")
+    assert best.threshold == 1.0 and best.metrics["flag_rate"] == pytest.approx(7 / 12)
+
+
 def test_unlabelled_rows_are_left_out_and_two_columns_mean_class_one():
     labels = np.concatenate([LABELS, [-100, -1]])
     scores = np.concatenate([SCORES, [0.99, 0.98]])
@@ -109,7 +119,7 @@ def test_rule_names():
     assert parse_rule("fpr@0.01") == ("fpr", 0.01)
     assert parse_rule(" recall@0.9 ") == ("recall", 0.9)
     assert parse_rule("fixed@0.5") == ("fixed", 0.5)
-    for bad in ("f1", "fpr@1.5", "recall@0", "fpr@", "max_f1@0.2", "fixed@-1"):
+    for bad in ("f1", "fpr@1.5", "recall@0", "fpr@", "max_f1@0.2", "fixed@-1", "fixed@7"):
         with pytest.raises(ValueError):
             parse_rule(bad)
 

@@ -204,6 +204,8 @@ def parse_rule(rule: str) -> tuple[str, float | None]:
         _check_target("fpr@ target", value, low_open=False)
     elif kind == "recall":
         _check_target("recall@ target", value, low_open=True)
+    else:
+        _check_target("fixed@ threshold", value, low_open=False)
     return kind, value
 
 
@@ -224,12 +226,16 @@ def choose_threshold(labels, scores, rule: str = "max_f1") -> ThresholdChoice:
         elif kind == "recall":
             threshold = pr_point_at_recall(labels, scores, value)[0]
         else:  # max_f1
-            precision, recall, thresholds = precision_recall_curve(labels, scores)
-            precision, recall = precision[:-1], recall[:-1]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+            candidates = precision_recall_curve(labels, scores)[2]
+            # F1 from the integer counts, 2 TP / (2 TP + FP + FN): one correctly rounded division, so equal
+            # F1 values compare equal and the tie rule (the highest threshold) holds; 2PR / (P + R) from the
+            # curve's rounded precision and recall can differ in the last bit between tied points.
+            positives, negatives = np.sort(scores[labels == 1]), np.sort(scores[labels == 0])
+            tp = positives.size - np.searchsorted(positives, candidates, side="left")
+            fp = negatives.size - np.searchsorted(negatives, candidates, side="left")
+            f1 = 2 * tp / (2 * tp + fp + (positives.size - tp))
             best = np.flatnonzero(f1 == f1.max())
-            threshold = float(thresholds[best].max())
+            threshold = float(candidates[best].max())
     if math.isinf(threshold):
         warnings.warn(f"threshold rule {rule!r} is met only by flagging nothing on this split (threshold +inf): "
                       "every positive scores below some negative that the rule's target does not allow",
