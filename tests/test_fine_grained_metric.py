@@ -182,6 +182,35 @@ def test_bad_files_name_the_line(files):
         score_files(test_file, folder / "predictions.json")
 
 
+@pytest.mark.parametrize("line, message", [
+    ("[" * 100_000 + "]" * 100_000, "line 2: .*nest"),
+    ('{"id": "1\u00b2"}', r"line 2: .*id"),
+    ('{"id": "\u0661"}', r"line 2: .*id"),  # an Arabic-Indic one: not meme 1
+    ('{"id": ' + "9" * 5000 + "}", r"line 2: .*"),
+])
+def test_hostile_prediction_lines_are_named_errors(files, line, message):
+    """Each was a traceback (RecursionError, int conversion) or, for the Arabic-Indic digit, scored as meme 1."""
+    folder, _, predictions = files
+    bad = folder / "bad.json"
+    bad.write_text(predictions[0] + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"bad.json, {message}"):
+        score_files(folder / "dev_seen.json", bad)
+
+
+def test_a_huge_score_and_a_line_separator_inside_a_string(files):
+    folder, _, predictions = files
+    row = json.loads(predictions[0])
+    bad = folder / "bad.json"
+    huge = dict(row, pred_hate={name: 123.25 for name in row["pred_hate"]})
+    bad.write_text(predictions[1] + "\n" + json.dumps(huge).replace("123.25", "1" + "0" * 400, 1))
+    with pytest.raises(ValueError, match=r"bad.json, line 2 \(id 104\): pred_hate"):  # an OverflowError before
+        score_files(folder / "dev_seen.json", bad)
+    row["note"] = "one\u2028line"  # U+2028 inside a string: one JSON line, as the data builders read it
+    ok = folder / "ok.json"
+    ok.write_text("\n".join([json.dumps(row, ensure_ascii=False), *predictions[1:]]) + "\n", encoding="utf-8")
+    assert score_files(folder / "dev_seen.json", ok)["num_memes"] == 4
+
+
 def test_cli_prints_one_line_per_task(files, capsys):
     folder, _, _ = files
     assert cli(["-g", str(folder / "dev_seen.json"), "-p", str(folder / "predictions.json"), "--tasks", "pc"]) == 0

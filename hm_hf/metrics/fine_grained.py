@@ -183,28 +183,32 @@ def miss_rate_by_category(hate_scores, gold_pc: Iterable[Sequence[str]], thresho
 # -- files in the shared task's format ----------------------------------------------------------
 def _json_lines(path: Path):
     """(line number, object) per non-blank line of a JSON-lines file (the task's .json files are JSON lines)."""
+    from hm_hf.fileio import JsonInputError, parse_json
+
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text: {err}") from err
-    for number, line in enumerate(text.splitlines(), start=1):
+    # "\n" only, as the data builders split (str.splitlines also breaks at U+2028, U+0085, ... inside strings)
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}, line {number}: invalid JSON ({err.msg} at column {err.colno})") from err
+            obj = parse_json(line)  # also too deep nesting and over-long integers, as a JsonInputError
+        except JsonInputError as err:
+            raise ValueError(f"{path}, line {number}: {err}") from None
         if not isinstance(obj, dict):
             raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(obj).__name__}")
         yield number, obj
 
 
 def _meme_id(obj: dict, where: str) -> int:
-    value = obj.get("id")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{where}: id must be a non-negative integer, got {value!r}")
+    """The data builders' rule (`hm_hf.data.layouts.parse_id`): an int, or ASCII digits, in 0..2**63-1."""
+    from hm_hf.data.layouts import id_problem, parse_id
+
+    value = parse_id(obj.get("id"))
+    if value is None:
+        raise ValueError(f"{where}: {id_problem(obj.get('id'))}")
     return value
 
 
@@ -259,7 +263,7 @@ def read_predictions(path, tasks: Sequence[str] = tuple(TASK_CLASSES)) -> tuple[
                 raise ValueError(f"{where} (id {meme}): pred_{task} must score exactly {list(classes)}; "
                                  f"missing {missing}, unknown {extra}")
             row = [value[name] for name in classes]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in row):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and -1e300 < v < 1e300 for v in row):
                 raise ValueError(f"{where} (id {meme}): pred_{task} scores must be finite numbers, got {value!r}")
             scores[task] = row
         if meme in predictions:
