@@ -226,3 +226,55 @@ def test_cli_output_and_data_dir_in_the_way(hmd, tmp_path, capsys):
     assert not (tmp_path / "ft.bin").exists()
     with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
         fte.read_split_texts("hmd", a_file)
+
+
+@pytest.mark.parametrize("cut", [12, 100, "half", -10, "extra"])
+def test_truncated_or_damaged_models_are_refused_before_fasttext_reads_them(model_path, tmp_path, cut):
+    """fastText's loader trusts the sizes in the file: a 12-byte prefix killed the process (SIGFPE), 100 bytes
+    hung allocating, and half a model loaded with garbage vectors."""
+    data = model_path.read_bytes()
+    damaged = tmp_path / "ft.bin"
+    if cut == "extra":
+        damaged.write_bytes(data + b"\0\0\0\0")
+    else:
+        damaged.write_bytes(data[: len(data) // 2 if cut == "half" else cut])
+    kind = "damaged" if cut == "extra" else "truncated"
+    with pytest.raises(ValueError, match=rf"ft.bin: {kind} fastText model .*train it again or copy it again"):
+        fte.load_fasttext(damaged)
+    assert fte.load_fasttext(model_path).get_dimension() == DIM  # the whole file still loads
+
+
+def test_a_settings_record_with_a_string_for_lowercase_is_refused(model_path, tmp_path):
+    """bool("false") is True: such a hand-edited record lowercased the text the model was trained without."""
+    import shutil
+
+    model = shutil.copy(model_path, tmp_path / "ft.bin")
+    record = tmp_path / "ft.bin.json"
+    record.write_text(json.dumps({"lowercase": "false"}))
+    with pytest.raises(ValueError, match=r"ft.bin.json: lowercase must be true or false, got 'false'"):
+        fte.add_text_embeddings(datasets.Dataset.from_list([{"text": "a"}]), model)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"bucket": 0}, "bucket must be a whole number >= 1"),  # fastText died of SIGFPE
+    ({"thread": -1}, "thread must be a whole number >= 1"),  # aborted
+    ({"lr": -1.0}, "lr must be a positive number"),  # trained nonsense
+    ({"minn": 7, "maxn": 3}, "0 <= minn <= maxn"),  # reported as a diverged run on a small corpus
+    ({"dim": 0}, "dim must be a whole number >= 1"),  # 0-dimensional vectors
+])
+def test_bad_training_settings_are_named_before_training(tmp_path, setting, message):
+    with pytest.raises(ValueError, match=message):
+        fte.train_fasttext(["some words here"] * 5, tmp_path / "ft.bin", **{**FAST, **setting})
+    assert not (tmp_path / "ft.bin").exists()
+    assert fte.train_fasttext(["some words here"] * 5, tmp_path / "ok.bin", **{**FAST, "bucket": 0, "minn": 0,
+                                                                              "maxn": 0}).is_file()  # no subwords
+
+
+def test_cli_bad_settings_keep_the_existing_model(hmd, tmp_path, capsys):
+    root, _ = hmd
+    out = tmp_path / "ft.bin"
+    out.write_bytes(b"the existing model")
+    assert fte.cli(["--dataset", "hmd", "--data-dir", str(root), "--output", str(out), "--bucket", "0", "--overwrite",
+                    "--quiet"]) == 2
+    assert "bucket must be a whole number >= 1" in capsys.readouterr().err
+    assert out.read_bytes() == b"the existing model"

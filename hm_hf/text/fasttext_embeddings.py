@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -186,6 +187,22 @@ def _train_in_child(corpus: str, output: str, first_line: str, **params) -> None
         raise RuntimeError(message or f"the fastText training process exited with code {completed.returncode}")
 
 
+def _check_training_settings(*, dim, min_count, epoch, lr, ws, minn, maxn, neg, bucket, thread) -> None:
+    """Settings fastText does not check itself: it dies on a signal (bucket 0 with subwords: SIGFPE; thread < 1:
+    abort), trains nonsense (lr <= 0) or reports NaN (minn > maxn) instead of an error naming the setting."""
+    for name, value in (("dim", dim), ("min_count", min_count), ("epoch", epoch), ("ws", ws), ("neg", neg)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    if thread is not None and (isinstance(thread, bool) or not isinstance(thread, int) or thread < 1):
+        raise ValueError(f"thread must be a whole number >= 1 (or None: CPUs - 1), got {thread!r}")
+    if not (isinstance(lr, (int, float)) and 0 < lr < float("inf")):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if not (isinstance(minn, int) and isinstance(maxn, int) and 0 <= minn <= maxn):
+        raise ValueError(f"character n-gram lengths need 0 <= minn <= maxn, got minn {minn!r}, maxn {maxn!r}")
+    if not isinstance(bucket, int) or bucket < 0 or (bucket == 0 and maxn > 0):
+        raise ValueError(f"bucket must be a whole number >= 1 (0 only with maxn 0: no subwords), got {bucket!r}")
+
+
 def train_fasttext(
     texts: Iterable[str],
     output_path,
@@ -226,6 +243,8 @@ def train_fasttext(
         raise ValueError(f"The training corpus{where} is empty: no non-blank text to train fastText on.")
     if model not in ("skipgram", "cbow"):
         raise ValueError(f"model must be 'skipgram' or 'cbow', got {model!r}")
+    _check_training_settings(dim=dim, min_count=min_count, epoch=epoch, lr=lr, ws=ws, minn=minn, maxn=maxn, neg=neg,
+                             bucket=bucket, thread=thread)
     fd, corpus = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.corpus.", suffix=".txt")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -281,17 +300,70 @@ def _read_metadata(model_path: Path) -> dict:
     path = _metadata_path(model_path)
     if not path.is_file():
         return {}
-    return read_json_object(path, "fastText training settings", "delete it or retrain the model")
+    fix = "delete it or retrain the model"
+    record = read_json_object(path, "fastText training settings", fix)
+    if not isinstance(record.get("lowercase", False), bool):  # bool("false") is True
+        raise ValueError(f"{path}: lowercase must be true or false, got {record['lowercase']!r}; {fix}")
+    return record
+
+
+_FASTTEXT_MAGIC, _FASTTEXT_VERSION = 793712314, 12  # fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32, FASTTEXT_VERSION
+
+
+def _check_fasttext_file(path: Path) -> None:
+    """Refuse a file that is not a whole fastText `.bin` before fastText's C++ loader reads it: that loader
+    trusts every size in the file, so a truncated or damaged model kills the process (SIGFPE), allocates
+    without bound, or loads with part of its vectors missing. Walks the header (magic, version, 12 int32
+    arguments and a double), the dictionary and both dense matrices, and checks they end where the file ends."""
+    size = path.stat().st_size
+    fix = "train it again or copy it again"
+    with path.open("rb") as handle:
+        def read(fmt: str):
+            data = handle.read(struct.calcsize(fmt))
+            if len(data) != struct.calcsize(fmt):
+                raise ValueError(f"{path}: truncated fastText model ({size} bytes); {fix}")
+            return struct.unpack(fmt, data)
+
+        magic, version = read("<ii")
+        if magic != _FASTTEXT_MAGIC or not 11 <= version <= _FASTTEXT_VERSION:
+            raise ValueError(f"{path}: not a fastText .bin model (magic {magic}, version {version}); {fix}")
+        dim, *_, bucket, _minn, _maxn, _lr_update = read("<12i")
+        read("<d")
+        words, nwords, nlabels = read("<3i")
+        _ntokens, pruned = read("<2q")
+        if not 0 < dim <= 100_000 or words < 0 or nwords + nlabels != words or bucket < 0 or pruned < -1:
+            raise ValueError(f"{path}: damaged fastText model header (dim {dim}, {words} words); {fix}")
+        for _ in range(words):  # each word: its bytes up to a NUL, an int64 count and an int8 type
+            while (byte := handle.read(1)) != b"\0":
+                if not byte:
+                    raise ValueError(f"{path}: truncated fastText model (in its dictionary); {fix}")
+            read("<qb")
+        handle.seek(8 * max(pruned, 0), os.SEEK_CUR)
+        if read("<?")[0]:
+            return  # a quantized model (.ftz): hm_hf never writes one; left to fastText
+        end = handle.tell()
+        for matrix in ("input", "output"):
+            handle.seek(end)
+            rows, columns = read("<2q")
+            if rows < 0 or columns != dim:
+                raise ValueError(f"{path}: damaged fastText model ({matrix} matrix {rows} x {columns}, dim {dim}); "
+                                 f"{fix}")
+            end = handle.tell() + 4 * rows * columns + (1 if matrix == "input" else 0)  # + the qout flag
+    if end != size:
+        raise ValueError(f"{path}: {'truncated' if end > size else 'damaged'} fastText model ({size} bytes; its own "
+                         f"sizes say {end}); {fix}")
 
 
 def load_fasttext(model_path):
-    """Load a fastText `.bin` model, with a clear error when the file is missing or not a fastText model."""
+    """Load a fastText `.bin` model, with a clear error when the file is missing, truncated, damaged or not a
+    fastText model (checked before fastText reads it)."""
     fasttext = _import_fasttext()
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(
             f"fastText model not found: {model_path}. Train one with `hm-hf train-fasttext ... --output {model_path}`."
         )
+    _check_fasttext_file(model_path)
     try:
         return fasttext.load_model(str(model_path))
     except ValueError as err:
@@ -441,17 +513,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=SEED_DEFAULTS["model"], choices=["skipgram", "cbow"])
     parser.add_argument("--dim", type=positive_int, default=SEED_DEFAULTS["dim"], help="vector size (default: 100)")
     parser.add_argument(
-        "--min-count", type=int, default=SEED_DEFAULTS["min_count"], help="minimum word count (default: 1)"
+        "--min-count", type=positive_int, default=SEED_DEFAULTS["min_count"], help="minimum word count (default: 1)"
     )
     parser.add_argument("--epoch", type=positive_int, default=SEED_DEFAULTS["epoch"], help="epochs (default: 100)")
     parser.add_argument("--lr", type=float, default=0.05, help="learning rate (fastText default 0.05)")
-    parser.add_argument("--ws", type=int, default=5, help="context window (fastText default 5)")
+    parser.add_argument("--ws", type=positive_int, default=5, help="context window (fastText default 5)")
+    parser.add_argument("--neg", type=positive_int, default=5, help="negatives sampled (fastText default 5)")
     parser.add_argument("--minn", type=int, default=3, help="min char n-gram length (default 3)")
     parser.add_argument("--maxn", type=int, default=6, help="max char n-gram length (default 6)")
     parser.add_argument(
         "--bucket", type=int, default=2_000_000, help="subword buckets (default 2,000,000: an 800 MB model at dim 100)"
     )
-    parser.add_argument("--thread", type=int, default=None, help="training threads (default: CPUs - 1)")
+    parser.add_argument("--thread", type=positive_int, default=None, help="training threads (default: CPUs - 1)")
     parser.add_argument(
         "--lowercase", action="store_true", help="lowercase the text (the seed did not); recorded with the model"
     )
@@ -471,6 +544,13 @@ def cli(argv: list[str] | None = None) -> int:
     if output.exists() and not args.overwrite:
         print(f"error: {output} exists; pass --overwrite to replace it.", file=sys.stderr)
         return 2
+    settings = dict(dim=args.dim, min_count=args.min_count, epoch=args.epoch, lr=args.lr, ws=args.ws, minn=args.minn,
+                    maxn=args.maxn, neg=args.neg, bucket=args.bucket, thread=args.thread)
+    try:
+        _check_training_settings(**settings)
+    except ValueError as err:  # before the data is read
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         texts = read_split_texts(args.dataset, args.data_dir, args.split, include_img_text=not args.no_img_text)
         source = f"{args.dataset} {args.split} in {args.data_dir}"
@@ -478,15 +558,7 @@ def cli(argv: list[str] | None = None) -> int:
             texts,
             output,
             model=args.model,
-            dim=args.dim,
-            min_count=args.min_count,
-            epoch=args.epoch,
-            lr=args.lr,
-            ws=args.ws,
-            minn=args.minn,
-            maxn=args.maxn,
-            bucket=args.bucket,
-            thread=args.thread,
+            **settings,
             lowercase=args.lowercase,
             verbose=0 if args.quiet else 2,
             source=source,
