@@ -96,6 +96,13 @@ def test_bad_policy_files_name_the_file(tmp_path):
         DecisionPolicy(rule="f1")
     with pytest.raises(ValueError, match="numeric threshold"):
         DecisionPolicy(threshold=math.nan)
+    with pytest.raises(ValueError, match=r"rule 'fixed@0.9' fixes the threshold at 0.9 but threshold is 0.2"):
+        DecisionPolicy(threshold=0.2, rule="fixed@0.9")  # the pipeline reported one rule and applied another
+    with pytest.raises(ValueError, match=r"fixed@ threshold must be in \[0, 1\]"):
+        DecisionPolicy(threshold=0.5, rule="fixed@7")
+    tiny = DecisionPolicy(temperature=1e-310)  # a hand-edited file: logits / T overflow, P would be NaN (not flagged)
+    with pytest.raises(ValueError, match="temperature 1e-310 is too small for these logits"):
+        tiny.decide([[0.3, -0.2]])
 
 
 def test_evaluate_reports_calibration_operating_points_and_the_threshold():

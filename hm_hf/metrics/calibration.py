@@ -84,7 +84,12 @@ def scaled_probabilities(logits, temperature: float = 1.0) -> np.ndarray:
     from scipy.special import softmax
 
     _check_temperature(temperature)
-    return softmax(as_class_logits(logits) / temperature, axis=1)
+    with np.errstate(over="ignore"):
+        scaled = as_class_logits(logits) / temperature
+    if not np.isfinite(scaled).all():  # softmax of an infinite logit is NaN: never a silent "not flagged"
+        raise ValueError(f"temperature {temperature!r} is too small for these logits (logits / T overflow); a "
+                         f"fitted temperature lies in {TEMPERATURE_BOUNDS}: check the decision policy")
+    return softmax(scaled, axis=1)
 
 
 def _check_temperature(temperature: float) -> None:

@@ -88,7 +88,10 @@ class DecisionPolicy:
             raise ValueError("metrics must be an object of metric names and numbers")
         if self.binary:
             _check_threshold(self.threshold)
-            thresholds.parse_rule(self.rule)
+            kind, value = thresholds.parse_rule(self.rule)
+            if kind == "fixed" and value != self.threshold:
+                raise ValueError(f"rule {self.rule!r} fixes the threshold at {value} but threshold is "
+                                 f"{self.threshold!r}; make them agree")
         elif self.threshold is not None or self.rule != "argmax":
             raise ValueError("a multi-class policy decides by arg-max: threshold must be None and rule 'argmax'")
 
