@@ -107,6 +107,29 @@ def test_bad_lines_are_reported_and_strict_names_them(data, tmp_path):
                                 cache_dir=tmp_path / "strict").download_and_prepare()
 
 
+def test_a_contradictory_not_hateful_label_and_another_meme_s_image_are_skipped(data, tmp_path):
+    """Both were kept: a not-hateful meme with pc [race] (counted as a missed race meme by the scorer), and meme
+    B's labels joined to meme A's image."""
+    root, _, ids = data
+    t = ids["train"]
+    annotations = tmp_path / "annotations"
+    annotations.mkdir()
+    borrowed = json.loads(_line(t[1], "train", "hateful", ["race"], ["mocking"]))
+    borrowed["img"] = f"img/{t[0]:05d}.png"  # meme t[0]'s picture
+    (annotations / "train.json").write_text("\n".join([
+        _line(t[0], "train", "not_hateful", ["race"], ["attack_empty"]),
+        json.dumps(borrowed),
+        _line(t[2], "train", "hateful", ["race"], ["mocking"]),
+    ]) + "\n")
+    builder = HatefulMemesFineGrained(data_dir=root / "hmd", annotations_dir=annotations, cache_dir=tmp_path / "c")
+    builder.download_and_prepare()
+    assert builder.report.counts() == {"bad_label": 1, "bad_field": 1}
+    reasons = " | ".join(issue.message() for issue in builder.report.issues)
+    assert "line 1" in reasons and "on a not-hateful meme" in reasons
+    assert f"line 2 (id {t[1]}): img 'img/{t[0]:05d}.png' is not meme {t[1]}'s image" in reasons
+    assert builder.as_dataset(split="train")["id"] == [t[2]]
+
+
 def test_missing_images_are_skipped(data, tmp_path):
     root, _, ids = data
     import shutil

@@ -153,6 +153,10 @@ class HatefulMemesFineGrained(MemeBuilder):
                 image = files.folder.resolve(files.image_base / img, report, shown=f"img {img!r}", **where)
                 if image is None:  # leads outside the Hateful Memes folder: counted, never opened
                     continue
+                if parse_id(Path(img).stem) != item["id"]:  # joined by id: another meme's image is not this one's
+                    report.add(BAD_FIELD, f"img {img!r} is not meme {item['id']}'s image (img/{item['id']:05d}.png)",
+                               **where)
+                    continue
                 item.update(split=split, file=rel, line=line, image=str(image), image_rel=self._relative(image))
                 items.append(item)
         return splits
@@ -187,6 +191,10 @@ class HatefulMemesFineGrained(MemeBuilder):
             if classes[0] in labels and len(labels) > 1:
                 report.add(BAD_LABEL, f"gold_{key} {labels} holds {classes[0]!r} together with other labels",
                            **where)
+                return None
+            if item["label"] == 0 and labels != [classes[0]]:  # not hateful: nothing attacked, no attack
+                report.add(BAD_LABEL, f"gold_{key} {labels} on a not-hateful meme (gold_hate [\"not_hateful\"]), "
+                           f"which has exactly [{classes[0]!r}]", **where)
                 return None
             item[key] = sorted({classes.index(label) for label in labels})
             annotations = obj.get(key)
