@@ -212,7 +212,15 @@ def test_a_huge_score_and_a_line_separator_inside_a_string(files):
 
 
 def test_cli_prints_one_line_per_task(files, capsys):
-    folder, _, _ = files
+    folder, _, predictions = files
+    one_task = folder / "pc_only.json"  # what one hm_hf run (one task) writes
+    one_task.write_text("\n".join(json.dumps({k: v for k, v in json.loads(line).items() if k in ("id", "pred_pc")})
+                                  for line in predictions))
+    assert cli(["-g", str(folder / "dev_seen.json"), "-p", str(one_task)]) == 1
+    assert "no pred_hate; this file predicts pc (hm_hf trains one task per run): score it with --tasks pc" in \
+        capsys.readouterr().err
+    assert cli(["-g", str(folder / "dev_seen.json"), "-p", str(one_task), "--tasks", "pc"]) == 0
+    capsys.readouterr()
     assert cli(["-g", str(folder / "dev_seen.json"), "-p", str(folder / "predictions.json"), "--tasks", "pc"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 1 and lines[0]["task"] == "pc" and lines[0]["f1_micro"] == pytest.approx(0.8)

@@ -256,6 +256,9 @@ def read_predictions(path, tasks: Sequence[str] = tuple(TASK_CLASSES)) -> tuple[
         for task in tasks:
             classes = TASK_CLASSES[task]
             value = obj.get(f"pred_{task}")
+            if value is None and (present := [t for t in TASK_CLASSES if isinstance(obj.get(f"pred_{t}"), dict)]):
+                raise ValueError(f"{where} (id {meme}): no pred_{task}; this file predicts {', '.join(present)} "
+                                 f"(hm_hf trains one task per run): score it with --tasks {' '.join(present)}")
             if not isinstance(value, dict):
                 raise ValueError(f"{where} (id {meme}): pred_{task} must be a {{label: score}} object, got {value!r}")
             missing, extra = sorted(set(classes) - set(value)), sorted(set(value) - set(classes))
