@@ -166,3 +166,16 @@ def test_synthetic_if_missing_never_writes_into_a_folder_of_other_files(tmp_path
     with pytest.raises(RecipeError, match="synthetic_if_missing: .*hateful_memes already holds files"):
         ensure_synthetic_data(DataArguments(dataset="hmd", data_dir=str(real), synthetic_if_missing=True))
     assert [p.name for p in real.iterdir()] == ["defaults"]
+
+
+def test_a_missing_data_dir_is_named_before_the_hub_is_asked_for_the_model(tmp_path, monkeypatch):
+    """A recipe on a Hub checkpoint with no data here retried the Hub for ~30 s, then ended in a connection
+    traceback that never named the missing folder."""
+    from hm_hf.training.run import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = Path(__file__).resolve().parents[1] / "recipes/visual_bert/adapter/config_hmd.yaml"
+    missing = tmp_path / "hateful_memes"
+    with pytest.raises(RecipeError, match=f"data_dir {missing} does not exist"):
+        main([str(recipe), "--data_dir", str(missing), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

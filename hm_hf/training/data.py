@@ -54,15 +54,21 @@ def ensure_synthetic_data(data_args: DataArguments) -> None:
             synthetic.make_fine_grained(data_dir, data_args.fine_grained_annotations_dir)
 
 
-def load_splits(data_args: DataArguments, needs: set[str]):
-    """The data set's DatasetDict, with region features joined when the model reads them."""
-    from hm_hf.data.loading import load_hmd, load_mmhs
-
+def ensure_data_dir(data_args: DataArguments) -> None:
+    """The data folder is there (made, for a synthetic recipe): checked before any model is looked up, so a
+    missing folder is named at once, not after the Hub has been tried for the model's config."""
     if not data_args.data_dir:
         raise RecipeError("data_dir is not set: point it at the data set's folder (or a new one for synthetic)")
     ensure_synthetic_data(data_args)
     if not Path(data_args.data_dir).is_dir():
         raise RecipeError(f"data_dir {data_args.data_dir} does not exist")
+
+
+def load_splits(data_args: DataArguments, needs: set[str]):
+    """The data set's DatasetDict (from the folder `ensure_data_dir` checked), with region features joined when
+    the model reads them."""
+    from hm_hf.data.loading import load_hmd, load_mmhs
+
     options = {}
     if "regions" in needs:
         cache = default_feature_cache(data_args)

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints.remove_checkpoints(output_dir)
 
     # Model first (its config says what data it reads), then data, then the tokenizer-dependent parts.
+    data.ensure_data_dir(data_args)
     inputs = model_inputs(model_loading.build_config(model_args))
     needs = set(inputs)
     splits = data.load_splits(data_args, needs)
