@@ -179,3 +179,16 @@ def test_a_missing_data_dir_is_named_before_the_hub_is_asked_for_the_model(tmp_p
     with pytest.raises(RecipeError, match=f"data_dir {missing} does not exist"):
         main([str(recipe), "--data_dir", str(missing), "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_command_line_value_is_not_blamed_on_the_recipe_alone(tmp_path):
+    """`recipe.yaml --max_regions -1` said "recipe.yaml: max_regions must be at least 1", pointing at a file that
+    does not hold the value; the flags are named, never their values (one may be a token)."""
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes/synthetic/config_tiny.yaml")
+    with pytest.raises(RecipeError) as refused:
+        parse_recipe([recipe, "--max_regions", "-1", "--hub_token=hf_secret", "--output_dir", str(tmp_path)])
+    message = str(refused.value)
+    assert message.startswith(f"{recipe} with command line --max_regions, --hub_token, --output_dir: max_regions "
+                              "must be at least 1") and "hf_secret" not in message
+    with pytest.raises(RecipeError, match=r"^command line --max_regions: max_regions must be at least 1"):
+        parse_recipe(["--max_regions", "-1"])

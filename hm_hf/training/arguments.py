@@ -323,6 +323,16 @@ def _read_recipe(path: Path) -> tuple[dict, str]:
     return values, text
 
 
+def _values_from(recipe_path: Path | None, argv: list[str]) -> str:
+    """Where a recipe's values came from, to start an error: the recipe file, and the command-line flags that
+    override it (names only: a value may be a token)."""
+    flags = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
+    if not flags:
+        return str(recipe_path) if recipe_path else "command line"
+    overridden = f"command line {', '.join(flags)}"
+    return f"{recipe_path} with {overridden}" if recipe_path else overridden
+
+
 def parse_recipe(argv: list[str] | None = None):
     """`[recipe.yaml] [--key value ...]` -> (model, data, peft, extra, training) argument dataclasses."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -344,6 +354,7 @@ def parse_recipe(argv: list[str] | None = None):
         for action in parser._actions:  # a key the recipe gives is no longer required on the command line
             if action.dest in recipe_values:
                 action.required = False
+    where = _values_from(recipe_path, argv)
     try:
         parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except SystemExit as err:
@@ -351,7 +362,7 @@ def parse_recipe(argv: list[str] | None = None):
             raise RecipeError(f"bad command-line arguments {argv} (see the message above)") from err
         raise
     except RecipeError as err:  # a range check of our dataclasses
-        raise RecipeError(f"{recipe_path or 'command line'}: {err}") from None
+        raise RecipeError(f"{where}: {err}") from None
     *dataclass_values, remaining = parsed
     if remaining:
         raise RecipeError(f"unknown command-line argument(s): {' '.join(remaining)}")
@@ -362,11 +373,11 @@ def parse_recipe(argv: list[str] | None = None):
         raise RecipeError(f"model_type {model_args.model_type!r} is not one of {', '.join(MODEL_TYPES)}")
     if peft_args.peft_method not in PEFT_METHODS:
         raise RecipeError(f"peft_method {peft_args.peft_method!r} is not one of {', '.join(PEFT_METHODS)}")
-    _apply_task(model_args, data_args, recipe_path or "command line")
+    _apply_task(model_args, data_args, where)
     try:
         _check_training_values(training_args)
     except RecipeError as err:
-        raise RecipeError(f"{recipe_path or 'command line'}: {err}") from None
+        raise RecipeError(f"{where}: {err}") from None
     _check_output_dir(training_args.output_dir)
     return model_args, data_args, peft_args, extra_args, training_args
 
