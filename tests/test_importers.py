@@ -147,6 +147,9 @@ def test_mmf_needs_the_pickle_opt_in(truth, tmp_path, capsys):
     assert not (tmp_path / "c").exists()
     assert cli([*args, "--allow-pickle-for-mmf-info"]) == 0
     check_cache(tmp_path / "c", regions)
+    missing = tmp_path / "nowhere"  # named as missing, not answered with the pickle opt-in
+    assert cli(["--format", "mmf", "--input", str(missing), "--output", str(tmp_path / "d"), "--no-progress"]) == 2
+    assert f"--input {missing} is not a folder" in capsys.readouterr().err
 
 
 def test_uniter_npz_boxes_back_to_pixels(truth, tmp_path):

@@ -289,6 +289,7 @@ def import_features(
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    found = scan(fmt, input_dir)  # a missing --input is named first
     if fmt == "mmf" and not allow_pickle_for_mmf_info:
         raise FeatureImportError(
             f"MMF's <id>_info.npy files are pickles, and unpickling can run arbitrary code; pass {PICKLE_FLAG} "
@@ -316,7 +317,6 @@ def import_features(
             "--image-dir) so the sizes can be read from the images"
         )
 
-    found = scan(fmt, input_dir)
     expected = list(images) if images else list(found)
     extra = sorted(set(found) - set(expected)) if images else []
     absent = [i for i in expected if i not in found]
