@@ -300,6 +300,7 @@ def test_peft_params_cli_reproduces_the_papers_visual_bert_counts(capsys):
     assert count_for("hm_visual_bert", "full")[:2] == (112_044_290, 112_044_290)
     assert count_for("hm_visual_bert", "head")[0] == 593_666
     assert count_for("hm_visual_bert", "bottleneck")[0] == 2_004_626
+    assert count_for("visual_bert", "head")[0] == 593_666  # a recipe's model_type: hm_hf's model, not transformers'
     assert cli(["hm_vilbert", "--method", "head"]) == 0
     assert "trainable params: 1,053,698 || all params: 236,759,554" in capsys.readouterr().out
     assert cli(["hm_visual_bert", "--method", "lora", "--set", "num_hidden_layers=2", "--peft", "r=4"]) == 0

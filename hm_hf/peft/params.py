@@ -68,14 +68,17 @@ def count_for(model_or_type: str, method: str = "bottleneck", overrides: dict | 
 
     register_auto_classes()
     overrides = dict(overrides or {})
+    from ..models.auto import ARCHITECTURES
+
+    if not os.path.isdir(model_or_type) and f"hm_{model_or_type}" in ARCHITECTURES:
+        model_or_type = f"hm_{model_or_type}"  # a recipe's model_type (visual_bert), not transformers' own model
+
     def make_config(**settings):
         if os.path.isdir(model_or_type):
             return AutoConfig.from_pretrained(model_or_type, **settings)
         try:
             return AutoConfig.for_model(model_or_type, **settings)
         except ValueError:  # (transformers' message lists its ~1,000 model types)
-            from ..models.auto import ARCHITECTURES
-
             raise ValueError(f"{model_or_type!r} is neither a saved model folder nor a model type (hm_hf's: "
                              f"{', '.join(ARCHITECTURES)})") from None
 
@@ -111,7 +114,8 @@ def cli(argv: list[str]) -> int:
         description="Count trainable / total parameters of an hm_hf model under a PEFT method, on the meta "
         "device (no weights allocated). Example: hm-hf peft-params hm_vilbert --method bottleneck",
     )
-    parser.add_argument("model", help="a model_type (hm_vilbert, hm_visual_bert, hm_uniter, ...) or a saved folder")
+    parser.add_argument("model", help="a model_type (hm_vilbert, hm_visual_bert, hm_uniter, ...; a recipe's "
+                        "vilbert, visual_bert, ... name the same) or a saved folder")
     parser.add_argument("--method", choices=["full", "head", "lora", "ia3", "bottleneck"], default="bottleneck")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="model config override, JSON-typed (e.g. --set num_hidden_layers=6)")
