@@ -278,3 +278,29 @@ def test_cli_bad_settings_keep_the_existing_model(hmd, tmp_path, capsys):
                     "--quiet"]) == 2
     assert "bucket must be a whole number >= 1" in capsys.readouterr().err
     assert out.read_bytes() == b"the existing model"
+
+
+def test_a_run_stopped_between_record_and_model_leaves_a_refused_pair(model_path, tmp_path, monkeypatch):
+    """The record is written first and names its model's size: stopped before the model is replaced, the old
+    model beside the new record (lowercase, say) is refused instead of being embedded with the wrong cleaning."""
+    import os
+    import shutil
+
+    model = shutil.copy(model_path, tmp_path / "ft.bin")
+    shutil.copy(model_path.with_name("ft.bin.json"), tmp_path / "ft.bin.json")
+    assert json.loads((tmp_path / "ft.bin.json").read_text())["model_bytes"] == model.stat().st_size
+    replace = os.replace
+
+    def stop_at_the_model(src, dst):
+        if str(dst).endswith(".bin"):
+            raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", stop_at_the_model)
+    with pytest.raises(KeyboardInterrupt):
+        fte.train_fasttext(["Other Words Entirely"] * 5, model, lowercase=True, **FAST)
+    monkeypatch.setattr(os, "replace", replace)
+    assert json.loads((tmp_path / "ft.bin.json").read_text())["lowercase"] is True  # the new record, the old model
+    with pytest.raises(ValueError, match=r"ft.bin.json records the settings of a \d+-byte model, but .*ft.bin has "
+                                         r"\d+ bytes: .*train the model again"):
+        fte.add_text_embeddings(datasets.Dataset.from_list([{"text": "a"}]), model)

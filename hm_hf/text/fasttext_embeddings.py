@@ -267,6 +267,26 @@ def train_fasttext(
                 thread=thread or max(1, (os.cpu_count() or 2) - 1),
                 verbose=verbose,
             )
+            # The record is written before the model replaces the old one: a run stopped between the two
+            # leaves the old model beside a record whose model_bytes do not fit it, which loading refuses.
+            metadata = {
+                "format_version": _FORMAT_VERSION,
+                "model": model,
+                "dim": dim,
+                "min_count": min_count,
+                "epoch": epoch,
+                "lr": lr,
+                "ws": ws,
+                "minn": minn,
+                "maxn": maxn,
+                "neg": neg,
+                "bucket": bucket,
+                "lowercase": lowercase,
+                "num_lines": len(lines),
+                "source": source,
+                "model_bytes": tmp_model.stat().st_size,  # ties the record to this model
+            }
+            atomic_write_text(_metadata_path(output_path), json.dumps(metadata, indent=2) + "\n")
     except RuntimeError as err:
         if "NaN" in str(err) or "non-finite" in str(err):
             raise RuntimeError(
@@ -276,23 +296,6 @@ def train_fasttext(
         raise
     finally:
         Path(corpus).unlink(missing_ok=True)
-    metadata = {
-        "format_version": _FORMAT_VERSION,
-        "model": model,
-        "dim": dim,
-        "min_count": min_count,
-        "epoch": epoch,
-        "lr": lr,
-        "ws": ws,
-        "minn": minn,
-        "maxn": maxn,
-        "neg": neg,
-        "bucket": bucket,
-        "lowercase": lowercase,
-        "num_lines": len(lines),
-        "source": source,
-    }
-    atomic_write_text(_metadata_path(output_path), json.dumps(metadata, indent=2) + "\n")
     return output_path
 
 
@@ -304,6 +307,11 @@ def _read_metadata(model_path: Path) -> dict:
     record = read_json_object(path, "fastText training settings", fix)
     if not isinstance(record.get("lowercase", False), bool):  # bool("false") is True
         raise ValueError(f"{path}: lowercase must be true or false, got {record['lowercase']!r}; {fix}")
+    size = model_path.stat().st_size
+    if record.get("model_bytes", size) != size:  # older records have no model_bytes
+        raise ValueError(f"{path} records the settings of a {record['model_bytes']}-byte model, but {model_path} has "
+                         f"{size} bytes: it belongs to another model (a training run stopped between the two "
+                         "files?); train the model again")
     return record
 
 
