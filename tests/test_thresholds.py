@@ -127,6 +127,8 @@ def test_rule_names():
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="0 or 1"):
         recall_at_fpr([0, 2], [0.1, 0.2], 0.1)
+    with pytest.raises(ValueError, match=r"0 or 1 .*got \[0.7\]"):  # was truncated to class 0
+        recall_at_fpr([0.7, 1.0, 0.0], [0.1, 0.2, 0.3], 0.1)
     with pytest.raises(ValueError, match="3 scores but 2 labels"):
         recall_at_fpr([0, 1], [0.1, 0.2, 0.3], 0.1)
     with pytest.raises(ValueError, match="max_fpr"):

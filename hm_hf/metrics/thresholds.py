@@ -92,13 +92,13 @@ def binary_inputs(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     if scores.shape[0] != labels.shape[0]:
         raise ValueError(f"{scores.shape[0]} scores but {labels.shape[0]} labels")
     keep = ~np.isin(labels, IGNORE_LABELS)
-    labels, scores = labels[keep].astype(np.int64), scores[keep]
-    bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
+    labels, scores = labels[keep], scores[keep]
+    bad = sorted(set(np.unique(labels).tolist()) - {0, 1})  # before the cast: 0.7 is not class 0
     if bad:
         raise ValueError(f"binary labels must be 0 or 1 (or -100 / -1 for unlabelled rows), got {bad}")
     if not np.isfinite(scores).all():
         raise ValueError("scores contain NaN or infinite values")
-    return labels, scores
+    return labels.astype(np.int64), scores
 
 
 def _both_classes(labels: np.ndarray) -> bool:
