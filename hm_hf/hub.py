@@ -99,7 +99,8 @@ class PushError(RuntimeError):
     """The push failed; the local folder is complete and can be pushed again later."""
 
 
-MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", ".*", "**/.*"]
+#: training_args.bin: Trainer's pickle of the TrainingArguments, hub_token included; hm_hf never reads it
+MODEL_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "runs/**", "*.tmp", ".*", "**/.*", "training_args.bin"]
 #: left out of the folders that travel with a model (a local base model or CLIP checkpoint): pickled or
 #: framework-specific weights, which hm_hf never loads from a repo (safetensors are read) and which would only
 #: add gigabytes
@@ -153,12 +154,19 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, OfflineModeIsEnabled
 
+    import shlex
+
     folder = Path(folder)
-    kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
-    commands = [f"`hf upload{kind} {repo_id} {extra} {path_in_repo}`" for path_in_repo, extra in
-                (extra_folders or {}).items()] + [f"`hf upload{kind} {repo_id} {folder}`"]
-    retry = f"the files are saved in {folder}; push them later with {', then '.join(commands)}"
     patterns = MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns
+    kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
+
+    def leaving_out(ignored):  # the same files as this push (training_args.bin holds a --hub_token)
+        return "".join(f" --exclude {shlex.quote(pattern)}" for pattern in ignored)
+
+    commands = [f"`hf upload{kind} {repo_id} {extra} {path_in_repo}{leaving_out(patterns + PICKLED_WEIGHT_PATTERNS)}`"
+                for path_in_repo, extra in (extra_folders or {}).items()]
+    commands.append(f"`hf upload{kind} {repo_id} {folder}{leaving_out(patterns)}`")
+    retry = f"the files are saved in {folder}; push them later with {', then '.join(commands)}"
     delete = list(dict.fromkeys([*(delete_patterns or []), *(f"{path}/**" for path in extra_folders or {})]))
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="hm_hf-push-") as staging:

@@ -88,3 +88,15 @@ def test_a_hub_cache_snapshot_names_its_repo_as_the_base_model(tmp_path):
     assert hub_base_model(None, str(snapshot)) == "openai/clip-vit-large-patch14-336"
     assert hub_base_model(str(lookalike), str(legacy)) == "bert-base-uncased"
     assert hub_base_model(str(lookalike)) is None
+
+
+def test_no_access_token_reaches_the_card(tmp_path):
+    """The card is pushed with the model: a --hub_token on the command line or hub_token in the recipe is masked."""
+    token = "hf_" + "Secret0" * 5
+    path = write_model_card(tmp_path, model_name="org/m", model_type="concat", base_model=None, dataset="hmd",
+                            peft_method="none", results={}, figures=[], trainable=1, total=1,
+                            recipe_text=f"hub_model_id: org/m\nhub_token: {token}\n",
+                            command=f"accelerate launch recipes/train_peft.py r.yaml --hub_token {token} --hub_token={token}")
+    text = path.read_text(encoding="utf-8")
+    assert token not in text and "Secret0" not in text
+    assert "--hub_token ***" in text and "hub_token: ***" in text and "hub_model_id: org/m" in text

@@ -188,7 +188,8 @@ def test_push_sends_extra_folders_in_the_same_commit_and_a_failure_says_how_to_f
     assert uploads == [(None, ["base_model/**"])]
     message = str(err.value)
     assert f"hf upload org/x {tmp_path / 'base'} base_model" in message
-    assert f"hf upload org/x {tmp_path / 'out'}" in message
+    assert f"hf upload org/x {tmp_path / 'out'} --exclude 'checkpoint-*'" in message
+    assert "--exclude training_args.bin" in message and "--exclude '*.bin'" in message  # as this push leaves out
 
     class NoNetworkApi(FakeApi):  # huggingface_hub's HTTP client raises transport errors that are not OSErrors
         def create_repo(self, repo_id, **kwargs):

@@ -59,7 +59,13 @@ def test_lora_run_pushes_a_self_contained_folder(data, tmp_path, monkeypatch, ca
     assert main(_args(data, output_dir)) == 0
     assert ("token_given", True) in calls
     assert ("create_repo", "org/tiny-lora", "model", True) in calls  # private by default
-    (_, _, files, _), = [c for c in calls if c[0] == "upload_folder"]
+    (_, _, files, ignored), = [c for c in calls if c[0] == "upload_folder"]
+    from huggingface_hub.utils import filter_repo_objects
+
+    pushed = set(filter_repo_objects(files, ignore_patterns=ignored))
+    assert "training_args.bin" in files and "training_args.bin" not in pushed  # Trainer's pickle holds the token
+    for name in pushed:  # nothing that travels holds the token (the card once quoted the command line)
+        assert SECRET.encode() not in (output_dir / name).read_bytes(), name
     for name in ("README.md", "adapter_config.json", "adapter_model.safetensors", "base_model/config.json",
                  "base_model/model.safetensors", "all_results.json", "roc_curve_dev_seen.png",
                  "confusion_matrix_dev_seen.png", "predictions_test_seen.csv", "decision_policy.json",

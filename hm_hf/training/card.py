@@ -11,6 +11,7 @@ fine-grained model, false-alarm) rate per category when fine-grained labels were
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,20 @@ SYNTHETIC_WARNING = (
     "data set (coloured shapes and made-up words in the {format} format), so its output on real memes means "
     "nothing. It exists to test the training, inference and demo code end to end."
 )
+
+
+_SECRET_FLAG = re.compile(r"(--hub_token(?:=|\s+))(?:'[^']*'|\"[^\"]*\"|\S+)")
+_SECRET_KEY = re.compile(r"^(\s*hub_token\s*:\s*)\S.*$", re.M)
+_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+
+
+def redact(text: str | None) -> str | None:
+    """`text` (the training command, the recipe) with every access token masked: the card is pushed with the
+    model, and ``--hub_token`` / ``hub_token:`` take one."""
+    if text is None:
+        return None
+    text = _SECRET_KEY.sub(r"\1***", _SECRET_FLAG.sub(r"\1***", text))
+    return _TOKEN.sub("hf_***", text)
 
 
 def dataset_name(dataset: str, synthetic: bool = False) -> str:
@@ -246,12 +261,12 @@ pipe = HatefulMemePipeline.from_pretrained("{load_name or model_name}")  # the m
 
 ## Training
 
-Command: `{command}`
+Command: `{redact(command)}`
 
 Recipe:
 
 ```yaml
-{(recipe_text or "(given on the command line)").strip()}
+{(redact(recipe_text) or "(given on the command line)").strip()}
 ```
 
 ## Intended use and limitations
