@@ -50,8 +50,36 @@ def render_readme(text: str, model: str) -> str:
     return "---\n" + new_header.rstrip("\n") + rest
 
 
+_HM_HF_REQUIREMENT = re.compile(r"^\s*hm[_-]hf\s*(?:\[([^\]]*)\])?\s*(?:==\s*\S+)?\s*$", re.I)
+
+
+def space_requirements(text: str) -> str:
+    """requirements.txt for the Space: hm_hf is not on PyPI, so its line (``hm_hf[extras]==version``) becomes
+    hm_hf's own requirements with those extras (the package itself travels in the Space, beside app.py)."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    lines = []
+    for line in text.splitlines():
+        match = _HM_HF_REQUIREMENT.match(line)
+        if not match:
+            lines.append(line)
+            continue
+        extras = {e.strip() for e in (match.group(1) or "").split(",") if e.strip()}
+        for spec in requires("hm_hf") or []:
+            req = Requirement(spec)
+            if req.marker is not None and "extra" in str(req.marker):  # an extra's: kept for the extras named
+                if not any(req.marker.evaluate({"extra": extra}) for extra in extras):
+                    continue
+                req.marker = None
+            lines.append(str(req))
+    return "\n".join(dict.fromkeys(lines)) + "\n"
+
+
 def stage_space(space_dir, model: str, out_dir) -> list[str]:
-    """Copy the Space's files (README with the model filled in, app, requirements, examples) to out_dir."""
+    """Copy the Space's files (README with the model filled in, app, requirements, examples) to out_dir, with
+    the hm_hf package itself (not on PyPI: the app imports it from beside app.py)."""
     space_dir, out_dir = Path(space_dir), Path(out_dir)
     missing = [name for name in SPACE_FILES if not (space_dir / name).is_file()]
     if missing:
@@ -66,6 +94,9 @@ def stage_space(space_dir, model: str, out_dir) -> list[str]:
                 raise SpaceError(f"{space_dir / name}: not UTF-8 text (byte {err.start}); save it as UTF-8, then push "
                                  "again (nothing was uploaded)") from None
             (out_dir / name).write_text(render_readme(readme, model), encoding="utf-8")
+        elif name == "requirements.txt":
+            (out_dir / name).write_text(space_requirements((space_dir / name).read_text(encoding="utf-8")),
+                                        encoding="utf-8")
         else:
             shutil.copyfile(space_dir / name, out_dir / name)
         files.append(name)
@@ -74,6 +105,10 @@ def stage_space(space_dir, model: str, out_dir) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(example, target)
         files.append(example.relative_to(space_dir).as_posix())
+    package = Path(__file__).resolve().parent
+    shutil.copytree(package, out_dir / "hm_hf", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                    dirs_exist_ok=True)
+    files += sorted(p.relative_to(out_dir).as_posix() for p in (out_dir / "hm_hf").rglob("*") if p.is_file())
     return files
 
 

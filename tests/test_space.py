@@ -454,8 +454,9 @@ def test_push_space_uploads_a_private_space_with_the_model(tmp_path, monkeypatch
     body = (SPACE / "README.md").read_text().split("---", 2)[2]
     assert (uploaded / "README.md").read_text().split("---", 2)[2] == body
     names = sorted(p.relative_to(uploaded).as_posix() for p in uploaded.rglob("*") if p.is_file())
-    assert names == sorted(["README.md", "app.py", "packages.txt", "requirements.txt"]
-                           + [f"examples/{p.name}" for p in example_paths()])
+    assert [n for n in names if not n.startswith("hm_hf/")] == sorted(
+        ["README.md", "app.py", "packages.txt", "requirements.txt"] + [f"examples/{p.name}" for p in example_paths()])
+    assert "hm_hf/__init__.py" in names and "hm_hf/space.py" in names
     hub.calls.clear()
     assert cli(["--repo", "my-org/meme-demo", "--model", "my-org/meme-model", "--space-dir", str(SPACE),
                 "--public"]) == 0
@@ -683,3 +684,18 @@ def test_a_multi_class_model_without_a_policy_is_said_to_take_the_most_probable_
     line = app_module.decision_line(pipe)
     assert "the most probable class" in line and "threshold 0.5" not in line and "not calibrated" in line
     assert pipe(str(example_paths()[0]), texts="a caption")["threshold_rule"] == "argmax"
+
+
+def test_the_space_installs_without_hm_hf_on_pypi(tmp_path):
+    """hm_hf is not on PyPI: the staged Space carries the package and installs its requirements instead of
+    `hm_hf[...]==version`, which no index has."""
+    from packaging.requirements import Requirement
+
+    from hm_hf.space import stage_space
+
+    stage_space(SPACE, "org/model", tmp_path)
+    requirements = [Requirement(line) for line in (tmp_path / "requirements.txt").read_text().split("\n") if line]
+    names = {r.name.lower().replace("_", "-") for r in requirements}
+    assert "hm-hf" not in names and {"torch", "transformers", "gradio", "torchvision", "rapidocr"} <= names
+    assert "gradio==6.31.0" in map(str, requirements) and all(r.marker is None for r in requirements)
+    assert (tmp_path / "hm_hf" / "__init__.py").is_file() and not list(tmp_path.rglob("__pycache__"))
