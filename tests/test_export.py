@@ -17,6 +17,7 @@ from hm_hf.data.export import cli, export_dataset, parse_size, split_card
 from hm_hf.data.hateful_memes import HatefulMemes
 from hm_hf.data.mmhs150k import MMHS150K
 from hm_hf.synthetic import make_hmd, make_mmhs, write_region_features
+from hm_hf.synthetic.data import SYNTHETIC_MARKER
 
 SIZE = (64, 48)
 
@@ -35,6 +36,7 @@ def _same_rows(built: datasets.Dataset, loaded: datasets.Dataset, columns):
 
 def test_hmd_default_round_trip_and_card(tmp_path):
     memes = make_hmd(tmp_path / "data", splits={"train": 6, "dev_seen": 4, "test_unseen": 4}, image_size=SIZE)
+    (tmp_path / "data" / SYNTHETIC_MARKER).unlink()  # stands in for the real data set
     builder = HatefulMemes(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     out = export_dataset(builder, tmp_path / "out")
     built = builder.as_dataset()
@@ -53,6 +55,7 @@ def test_hmd_default_round_trip_and_card(tmp_path):
 
     header, body = split_card((out / "README.md").read_text())
     assert header["license"] == "other" and "extra_gated_prompt" in header
+    assert header["size_categories"] == ["n<1K"] and header["pretty_name"] == "Hateful Memes"
     assert "may not be redistributed" in body
     assert [c["config_name"] for c in header["configs"]] == ["default"]  # only what was exported
     assert {f["split"] for f in header["configs"][0]["data_files"]} == {"train", "dev_seen", "test_unseen"}
@@ -244,3 +247,18 @@ def test_the_exported_config_folder_is_readable_by_others(tmp_path):
         os.umask(umask)
     assert (out / "default").stat().st_mode & 0o777 == 0o755
     assert (next((out / "default").glob("*.parquet"))).stat().st_mode & 0o777 == 0o644
+
+
+def test_synthetic_data_is_not_carded_as_the_real_data_set(tmp_path):
+    """make-synthetic's memes exported: their card must not claim Meta's licence, gating or 10K-100K rows."""
+    make_hmd(tmp_path / "data", splits={"train": 4, "dev_seen": 2}, image_size=SIZE)
+    out = export_dataset(HatefulMemes(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"), tmp_path / "out")
+    header, body = split_card((out / "README.md").read_text())
+    assert header["size_categories"] == ["n<1K"] and header["license"] == "apache-2.0"
+    assert "synthetic-data" in header["tags"] and "Synthetic" in header["pretty_name"]
+    assert not {"extra_gated_prompt", "license_link", "viewer"} & set(header)
+    assert body.lstrip().startswith("> **Synthetic data.**")
+    export_dataset(HatefulMemes(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"), out)  # exported again
+    again, body = split_card((out / "README.md").read_text())
+    assert again["pretty_name"] == header["pretty_name"] and body.count("**Synthetic data.**") == 1
+    assert export_module.size_category(12_540) == "10K<n<100K" and export_module.size_category(150_000) == "100K<n<1M"

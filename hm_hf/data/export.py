@@ -41,6 +41,21 @@ logger = logging.getLogger(__name__)
 CARD_FOLDERS = {"hateful_memes": "hateful_memes", "mmhs150k": "mmhs150k"}
 DATASET_CHOICES = {"hmd": "hateful_memes", "mmhs": "mmhs150k"}
 ROWS_PER_GROUP = 100  # Parquet row groups of images stay small enough to read one at a time
+#: the Hub's size_categories (upper bounds of the number of rows)
+SIZE_CATEGORIES = [(10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M"),
+                   (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
+                   (10**11, "10B<n<100B"), (10**12, "100B<n<1T")]
+#: keys of a real data set's card that do not hold for hm_hf.synthetic's data (its licence, gating, viewer)
+REAL_DATA_KEYS = ("license_name", "license_link", "viewer", "extra_gated_heading", "extra_gated_prompt",
+                  "extra_gated_fields")
+SYNTHETIC_NOTE = ("> **Synthetic data.** Made by `hm-hf make-synthetic` (hm_hf.synthetic): coloured shapes and "
+                  "made-up words in the {name} format, no real meme. The rest of this card describes the format "
+                  "of the real data set; its licence and size do not apply here.\n")
+
+
+def size_category(rows: int) -> str:
+    """The Hub's `size_categories` value for a data set of `rows` rows."""
+    return next((name for bound, name in SIZE_CATEGORIES if rows < bound), "n>1T")
 
 
 def dataset_scripts_dir() -> Path:
@@ -224,7 +239,11 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
     existing = read_card(out / "README.md") if (out / "README.md").is_file() else None
     template = read_card(card) if card is not None and Path(card).is_file() else None
 
+    synthetic = False
     if isinstance(data, MemeBuilder):
+        from hm_hf.synthetic.data import is_synthetic
+
+        synthetic = is_synthetic(data.folder.path)
         data.download_and_prepare()
         data = data.as_dataset()
     if not isinstance(data, (datasets.DatasetDict, dict)):
@@ -262,6 +281,19 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
         header, body = {}, f"\n# {dataset_name or out.name}\n\nExported with `hm-hf export-dataset`.\n"
     configs = [c for c in existing_configs
                if c["config_name"] != config_name and (out / c["config_name"]).is_dir()]
+    header = dict(header)
+    header["size_categories"] = [size_category(sum(len(split) for split in data.values()))]
+    if synthetic:  # not the real data set: not its name, licence or gating
+        for key in REAL_DATA_KEYS:
+            header.pop(key, None)
+        name = header.get("pretty_name") or dataset_name
+        real_name = name.removeprefix("Synthetic ").removesuffix(" (hm_hf.synthetic)")  # a card exported before
+        header["pretty_name"] = f"Synthetic {real_name} (hm_hf.synthetic)"
+        header["license"] = "apache-2.0"  # hm_hf's own: the memes are its drawings
+        header["tags"] = list(dict.fromkeys([*(header.get("tags") or []), "synthetic-data"]))
+        note = SYNTHETIC_NOTE.format(name=real_name)
+        if note not in body:
+            body = "\n" + note + body
     entry = {"config_name": config_name, "data_files": data_files}
     if config_name == "default":
         entry["default"] = True
