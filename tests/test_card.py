@@ -100,3 +100,29 @@ def test_no_access_token_reaches_the_card(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert token not in text and "Secret0" not in text
     assert "--hub_token ***" in text and "hub_token: ***" in text and "hub_model_id: org/m" in text
+
+
+def _card(tmp_path, dataset: str, synthetic: bool) -> tuple[dict, str]:
+    path = write_model_card(tmp_path, model_name="org/m", model_type="visual_bert", base_model=None, dataset=dataset,
+                            peft_method="none", results={"dev_seen": {"auroc": 0.7, "accuracy": 0.6, "f1": 0.5}},
+                            figures=[], trainable=10, total=100, recipe_text=None, command="x", synthetic=synthetic)
+    text = path.read_text(encoding="utf-8")
+    return yaml.safe_load(text.split("---")[1]), text
+
+
+def test_model_index_metric_types_are_hub_metric_ids(tmp_path):
+    """model-index `type` is a metric id of https://hf.co/metrics, like the card's own `metrics:` list."""
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    header, _ = _card(tmp_path / "binary", "hmd", synthetic=False)
+    _, results = model_index_to_eval_results(header["model-index"])
+    assert [r.metric_type for r in results] == ["roc_auc", "accuracy", "f1"]
+    assert {r.metric_type for r in results} <= set(header["metrics"])
+    path = write_model_card(tmp_path / "fg", model_name="org/m", model_type="visual_bert", base_model=None,
+                            dataset="hmd_fine_grained", peft_method="none",
+                            results={"dev": {"roc_auc_micro": 0.8, "f1_micro": 0.5}}, figures=[], trainable=1,
+                            total=1, recipe_text=None, command="x", problem_type="multi_label_classification",
+                            task="pc")
+    _, results = model_index_to_eval_results(yaml.safe_load(path.read_text().split("---")[1])["model-index"])
+    assert [(r.metric_type, r.metric_args) for r in results] == [("roc_auc", {"average": "micro"}),
+                                                                 ("f1", {"average": "micro"})]

@@ -105,7 +105,7 @@ def test_refusals_are_clear(tmp_path, capsys):
     with pytest.raises(RecipeError, match="--seeds N or --seed-list"):
         run_seeds([RECIPE, "--seed", "3"], [1, 2])
     with pytest.raises(RecipeError, match="does not push"):
-        run_seeds([RECIPE, "--output_dir", str(tmp_path), "--push_to_hub", "true"], [1, 2])
+        run_seeds([RECIPE, "--output_dir", str(tmp_path), "--push_to_hub", "true", "--hub_model_id", "org/m"], [1, 2])
     with pytest.raises(RecipeError, match="must differ"):
         run_seeds([RECIPE], [1, 1])
     assert hm_hf_main(["multi-seed", RECIPE, "--seeds", "2", "--not_a_key", "1"]) == 2

@@ -153,6 +153,9 @@ def test_a_push_to_a_name_that_is_no_repo_id_is_refused_before_training(tmp_path
         parse_recipe([recipe, "--output_dir", str(tmp_path / "my run"), "--push_to_hub", "true"])
     parse_recipe([recipe, "--output_dir", str(tmp_path / "my run"), "--push_to_hub", "true",
                   "--hub_model_id", "org/my-run"])
+    # a bare name: the card pushed with the model would load it from this machine's output_dir
+    with pytest.raises(RecipeError, match="push_to_hub: 'my-run' is not a Hub repo id .*set hub_model_id"):
+        parse_recipe([recipe, "--output_dir", str(tmp_path / "my-run"), "--push_to_hub", "true"])
 
 
 def test_synthetic_if_missing_never_writes_into_a_folder_of_other_files(tmp_path):

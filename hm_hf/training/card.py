@@ -25,6 +25,8 @@ DATASET_NAMES = {"hmd": "Hateful Memes", "mmhs": "MMHS150K",
                  "hmd_fine_grained": "Hateful Memes with the WOAH 2021 fine-grained labels"}
 FORMAT_NAMES = {"hmd": "Hateful-Memes", "mmhs": "MMHS150K", "hmd_fine_grained": "fine-grained Hateful-Memes"}
 RELIABILITY_PREFIX = "reliability_diagram_"
+#: hm_hf's metric names -> the Hub's metric ids (https://hf.co/metrics), as model-index `type` wants them
+HUB_METRIC_IDS = {"auroc": "roc_auc", "roc_auc_micro": "roc_auc", "f1_micro": "f1"}
 SYNTHETIC_TAG = "synthetic-data"  # in the card's tags of every model trained on hm_hf.synthetic
 
 CONTENT_WARNING = (
@@ -176,9 +178,10 @@ def write_model_card(
             dataset_type=f"hm_hf-synthetic-{dataset}" if synthetic else DATASET_IDS.get(dataset, dataset),
             dataset_name=dataset_name(dataset, synthetic),
             dataset_split=split,
-            metric_type=metric,
+            metric_type=HUB_METRIC_IDS.get(metric, metric),
             metric_name=headline[metric] if multi_label or metric == "auroc" else metric.capitalize(),
             metric_value=float(value),
+            metric_args={"average": "micro"} if metric.endswith("_micro") else None,
         )
         for split, metrics in results.items()
         for metric, value in metrics.items()
