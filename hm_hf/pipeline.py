@@ -94,7 +94,7 @@ class HatefulMemePipeline:
                    if need in declared and part is None]
         if missing:
             raise ValueError(f"this model reads {sorted(declared)} and needs {', '.join(missing)}")
-        if "text" in declared:  # a tokenizer from elsewhere must be the model's vocabulary
+        if declared & {"text", "clip_text"}:  # a tokenizer from elsewhere must be the model's vocabulary
             from hm_hf.text.tokenizer import check_tokenizer_fits
 
             check_tokenizer_fits(self.processor.tokenizer, model)

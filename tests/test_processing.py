@@ -223,3 +223,47 @@ def test_older_folders_read_text_with_ppocr_and_tesseract_can_be_chosen(old_fold
         assert code == 2 and "tesseract" in out.err.lower()
         with pytest.raises(OcrUnavailableError):
             chosen.processor.ocr_engine_info()
+
+
+def test_a_tokenizer_without_its_vocabulary_is_refused_not_loaded_empty(old_folder, tmp_path):
+    """tokenizer_config.json without tokenizer.json loads in transformers as a tokenizer of the special tokens
+    only (every word [UNK]); it is refused, the recipe's tokenizer/ copy is used where there is one, and a
+    damaged tokenizer.json is named."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(old_folder / "model", folder)
+    vocabulary = len(MemeProcessor.from_pretrained(folder).tokenizer)
+    (folder / "tokenizer.json").unlink()
+    assert len(MemeProcessor.from_pretrained(folder).tokenizer) == vocabulary  # the recipe's tokenizer/ copy
+    shutil.rmtree(folder / "tokenizer")
+    with pytest.raises(OSError, match="no vocabulary beyond its 5 special tokens"):
+        MemeProcessor.from_pretrained(folder)
+    with pytest.raises(OSError, match="no vocabulary beyond"):
+        AutoProcessor.from_pretrained(folder)
+    (folder / "tokenizer.json").write_text('{"version": "1.0"}')
+    with pytest.raises(OSError, match="no usable tokenizer"):
+        MemeProcessor.from_pretrained(folder)
+
+
+def test_the_pipeline_checks_a_clip_models_tokenizer_too(tmp_path):
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from hm_hf.models.clip import HmClipForHatefulMemes, make_tiny_clip
+    from hm_hf.text.tokenizer import TokenizerMismatchError
+
+    texts = ["neighbors like the garden", "friends at the picnic"]
+    clip = make_tiny_clip(tmp_path / "clip", texts * 3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, projection_dim=8, image_size=16, patch_size=8, vocab_size=400)
+    other = make_tiny_clip(tmp_path / "other", ["a b c"], hidden_size=16, num_hidden_layers=1,
+                           num_attention_heads=2, intermediate_size=32, projection_dim=8, image_size=16,
+                           patch_size=8, vocab_size=300)
+    model = HmClipForHatefulMemes.from_clip_pretrained(clip, projection_dim=4, num_pre_output_layers=1,
+                                                       pre_output_dim=8)
+    image_processor = AutoImageProcessor.from_pretrained(clip)
+    HatefulMemePipeline(model, MemeProcessor.for_model(model.config, tokenizer=AutoTokenizer.from_pretrained(clip),
+                                                       image_processor=image_processor), device="cpu")
+    wrong = MemeProcessor.for_model(model.config, tokenizer=AutoTokenizer.from_pretrained(other),
+                                    image_processor=image_processor)
+    with pytest.raises(TokenizerMismatchError):
+        HatefulMemePipeline(model, wrong, device="cpu")

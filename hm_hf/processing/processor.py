@@ -596,19 +596,31 @@ def _model_config(path: str, hub: dict | None = None):
 
 
 def _load_tokenizer(path: str, hub: dict | None = None):
+    """The tokenizer saved beside the model (else in its ``tokenizer/`` folder, where the recipe also keeps it).
+
+    A tokenizer that loads but knows only its special tokens is refused: transformers builds one when
+    ``tokenizer_config.json`` is there but the vocabulary (``tokenizer.json``, ``vocab.txt``, ...) is not, and
+    it would turn every word into [UNK] (CLIP: into nothing) without a word of warning."""
     from transformers import AutoTokenizer
 
     hub = hub or {}
-    try:
-        return AutoTokenizer.from_pretrained(path, **hub)
-    except (OSError, ValueError) as first:
-        try:  # the recipe also keeps the tokenizer it trained in tokenizer/
-            return AutoTokenizer.from_pretrained(path, subfolder="tokenizer", **hub)
-        except (OSError, ValueError):
-            raise OSError(
-                f"{path}: no tokenizer found beside the model ({first}); training saves it there (tokenizer.json): "
-                "copy it back, or in Python pass tokenizer=AutoTokenizer.from_pretrained(...)"
-            ) from None
+    problems = []
+    for subfolder in ("", "tokenizer"):
+        where = f"{path}/{subfolder}" if subfolder else path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, **({"subfolder": subfolder} if subfolder else {}), **hub)
+        except Exception as err:  # noqa: BLE001 - tokenizers' own errors (KeyError, TypeError, Exception) too
+            problems.append(f"{where}: {type(err).__name__}: {err}")
+            continue
+        if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):
+            problems.append(f"{where}: the tokenizer has no vocabulary beyond its {len(tokenizer)} special tokens "
+                            "(tokenizer.json, or vocab.txt / vocab.json + merges.txt, is missing)")
+            continue
+        return tokenizer
+    raise OSError(
+        f"{path}: no usable tokenizer beside the model ({problems[0]}); training saves it there (tokenizer.json "
+        "with tokenizer_config.json): copy them back, or in Python pass tokenizer=AutoTokenizer.from_pretrained(...)"
+    )
 
 
 def _load_image_processor(path: str, name_or_path: str | None, hub: dict | None = None):
