@@ -40,3 +40,6 @@ def test_an_empty_region_set_is_kept_and_masked(tmp_path):
     batch = MemeCollator(use_regions=True)(rows)
     index = [r["id"] for r in rows].index(memes[0].id)
     assert batch["visual_attention_mask"][index].sum() == 0 and batch["visual_attention_mask"].sum() == 6
+    alone = RegionRowsDataset(split)[[r["id"] for r in rows].index(memes[0].id)]  # a batch of empty rows only
+    assert alone["region_features"].shape == (0, 2048) and alone["boxes"].shape == (0, 4)
+    assert MemeCollator(use_regions=True)([alone])["visual_embeds"].shape == (1, 0, 2048)

@@ -19,6 +19,9 @@ def _rows_of_2d(column: pa.ChunkedArray, width_hint: int | None = None) -> list[
     """Split an Array2D column (rows of N x D) into per-row numpy arrays without per-value copies."""
     array = column.combine_chunks()
     storage = array.storage if isinstance(array, pa.ExtensionArray) else array
+    if width_hint is None:  # an Array2D column knows its width: (None, D); rows of no region keep it
+        shape = getattr(column.type, "shape", None)
+        width_hint = shape[-1] if shape and isinstance(shape[-1], int) else None
     row_offsets = storage.offsets.to_numpy()
     inner = storage.flatten()  # one list per region
     values = inner.flatten().to_numpy(zero_copy_only=False)
