@@ -93,3 +93,25 @@ def test_float16_region_batches_and_every_region_model_accepts_them():
             b = model(**{k: v for k, v in {**text, **half}.items() if k in accepted and k != "labels"}).logits
         assert b.dtype == torch.float32, type(model).__name__
         torch.testing.assert_close(a, b, msg=type(model).__name__)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"boxes": [[0, 0, 200, 100]]}, r"boxes must be \(N, 4\) for the 3 regions"),  # one box broadcast over three
+    ({"boxes": [0, 0, 200, 100]}, r"boxes must be \(N, 4\)"),
+    ({"region_features": np.ones((3, 4, 2))}, r"region_features must be an \(N, D\) matrix"),
+    ({"image_width": 0}, "image_width must be the image's size"),
+    ({"image_height": None}, "image_height must be the image's size"),
+    ({"boxes": [[float("nan"), 0, 1, 1]] * 3}, "boxes hold NaN or infinite"),
+])
+def test_malformed_region_rows_are_refused_naming_the_row(change, message):
+    with pytest.raises(ValueError, match=f"row 3: {message}"):
+        MemeCollator(use_regions=True)([{**_row(3, 1), **change}])
+
+
+def test_rows_of_another_feature_width_are_refused():
+    other = {**_row(2, 0), "id": 9, "region_features": np.ones((2, 16), np.float16)}
+    with pytest.raises(ValueError, match="row 9: region_features are 16-d but the batch's are 2048-d"):
+        MemeCollator(use_regions=True)([_row(3, 1), other])
+    empty = {**_row(2, 0), "region_features": [], "boxes": []}  # no regions, as dataset[i] gives them
+    assert MemeCollator(use_regions=True)([_row(3, 1), empty])["visual_attention_mask"].tolist() == [[1, 1, 1],
+                                                                                                      [0, 0, 0]]

@@ -129,10 +129,15 @@ class MemeCollator:
         # A float32 feature cache stays float32 up to `region_dtype`; float16 ones are padded in float16.
         stored = np.float32 if any(getattr(row["region_features"], "dtype", None) == np.float32 for row in rows) \
             else np.float16
-        features = [_as_array(row["region_features"], stored)[: self.max_regions] for row in rows]
-        boxes = [_as_array(row["boxes"], np.float32)[: self.max_regions] for row in rows]
+        features = [_as_array(row["region_features"], stored) for row in rows]
+        boxes = [_as_array(row["boxes"], np.float32) for row in rows]
+        dim = next((f.shape[1] for f in features if f.ndim == 2 and f.size), None)
+        for i, (row, feats, bxs) in enumerate(zip(rows, features, boxes)):
+            _check_regions(row, i, feats, bxs, dim)
+        features = [f[: self.max_regions] for f in features]
+        boxes = [b[: self.max_regions] for b in boxes]
         num_regions = max(len(f) for f in features)
-        dim = next((f.shape[1] for f in features if f.ndim == 2), 2048)
+        dim = dim or next((f.shape[1] for f in features if f.ndim == 2), 2048)
         visual_embeds = np.zeros((len(rows), num_regions, dim), dtype=stored)
         visual_boxes = np.zeros((len(rows), num_regions, 4), dtype=np.float32)
         mask = np.zeros((len(rows), num_regions), dtype=np.int64)
@@ -149,3 +154,29 @@ class MemeCollator:
             "visual_attention_mask": torch.from_numpy(mask),
             "visual_boxes": torch.from_numpy(visual_boxes),
         }
+
+
+def _check_regions(row: dict, index: int, features: np.ndarray, boxes: np.ndarray, dim: int | None) -> None:
+    """Refuse a row whose regions would be collated into something else without an error: boxes that do not
+    match the features one to one (numpy would broadcast one box over every region), features of another width
+    than the batch's, an image size that is not a positive number (NaN boxes), boxes that are not finite.
+    (Cheap shape checks only: the feature cache checks the values themselves, `hm_hf.extract.validation`.)"""
+    where = f"row {row.get('id', index)}"
+    if features.size == 0 and boxes.size == 0:  # no regions (an empty list, or (0, D) and (0, 4))
+        return
+    if features.ndim != 2:
+        raise ValueError(f"{where}: region_features must be an (N, D) matrix, got shape {features.shape}")
+    if dim is not None and features.shape[1] != dim:
+        raise ValueError(f"{where}: region_features are {features.shape[1]}-d but the batch's are {dim}-d: the "
+                         "rows come from different feature caches (detectors)")
+    if boxes.shape != (len(features), 4):
+        raise ValueError(f"{where}: boxes must be (N, 4) for the {len(features)} regions of region_features, got "
+                         f"shape {boxes.shape}")
+    if not np.isfinite(boxes).all():
+        raise ValueError(f"{where}: boxes hold NaN or infinite values")
+    for name in ("image_width", "image_height"):
+        value = row.get(name)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+                or not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{where}: {name} must be the image's size in pixels (> 0), got {value!r}; the boxes "
+                             "are divided by it")
