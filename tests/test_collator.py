@@ -115,3 +115,16 @@ def test_rows_of_another_feature_width_are_refused():
     empty = {**_row(2, 0), "region_features": [], "boxes": []}  # no regions, as dataset[i] gives them
     assert MemeCollator(use_regions=True)([_row(3, 1), empty])["visual_attention_mask"].tolist() == [[1, 1, 1],
                                                                                                       [0, 0, 0]]
+
+
+def test_features_given_as_lists_keep_their_float32_values():
+    """`dataset[i]` gives a float32 feature cache's regions as lists: they are not rounded to float16 (which
+    turns values past 65504 into inf)."""
+    row = {"region_features": [[0.1, 70000.0], [1.5, -2.0]], "boxes": [[0, 0, 1, 1]] * 2, "image_width": 4,
+           "image_height": 4}
+    batch = MemeCollator(use_regions=True)([row])
+    assert batch["visual_embeds"].dtype == torch.float32
+    assert torch.equal(batch["visual_embeds"][0], torch.tensor(row["region_features"], dtype=torch.float32))
+    half = {**row, "region_features": np.asarray([[0.1]], np.float16),
+            "boxes": [[0, 0, 1, 1]]}
+    assert MemeCollator(use_regions=True, region_dtype="float16")([half])["visual_embeds"].dtype == torch.float16

@@ -267,3 +267,43 @@ def test_the_pipeline_checks_a_clip_models_tokenizer_too(tmp_path):
                                     image_processor=image_processor)
     with pytest.raises(TokenizerMismatchError):
         HatefulMemePipeline(model, wrong, device="cpu")
+
+
+def test_saving_without_a_decision_policy_removes_a_stale_one(old_folder, tmp_path):
+    from hm_hf.metrics.policy import POLICY_FILE
+
+    MemeProcessor.from_pretrained(old_folder / "model", threshold=0.9).save_pretrained(tmp_path)  # another model's
+    assert (tmp_path / POLICY_FILE).is_file()
+    processor = MemeProcessor.from_pretrained(old_folder / "model")
+    assert processor.decision_policy is None
+    processor.save_pretrained(tmp_path)
+    assert not (tmp_path / POLICY_FILE).exists()
+    assert MemeProcessor.from_pretrained(tmp_path).threshold == processor.threshold == 0.5
+
+
+@pytest.mark.parametrize("length, pair", [(1, None), (2, None), (2, "text_pair"), (3, "text_pair")])
+def test_a_max_text_length_below_the_special_tokens_is_refused(old_folder, length, pair):
+    """A tokenizer cannot cut a text below its special tokens: it would cut nothing at all."""
+    with pytest.raises(ValueError, match=f"max_text_length {length} leaves no room for text"):
+        MemeProcessor.from_pretrained(old_folder / "model", max_text_length=length, text_pair_column=pair)
+    ok = 3 if pair is None else 4
+    processor = MemeProcessor.from_pretrained(old_folder / "model", max_text_length=ok, text_pair_column=pair)
+    row = {"text": "a long caption " * 20, "text_pair": "more text", "region_features": np.ones((1, 2048), np.float16),
+           "boxes": np.zeros((1, 4), np.float32), "image_width": 5, "image_height": 5}
+    assert processor([row])["input_ids"].shape == (1, ok)
+
+
+def test_hand_edited_image_processor_and_model_inputs_are_refused_naming_the_file(old_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    HatefulMemePipeline.from_pretrained(old_folder / "model", device="cpu").save_pretrained(folder)
+    settings = json.loads((folder / PROCESSOR_CONFIG_NAME).read_text())
+    (folder / PROCESSOR_CONFIG_NAME).write_text(json.dumps({**settings, "model_inputs": ["text"]}))
+    with pytest.raises(ValueError, match=rf"{PROCESSOR_CONFIG_NAME}: model_inputs \['text'\] but the model reads"):
+        AutoProcessor.from_pretrained(folder)
+    (folder / PROCESSOR_CONFIG_NAME).write_text(json.dumps({**settings, "model_inputs": ["text", "pixels"]}))
+    (folder / "preprocessor_config.json").write_text("[]")
+    with pytest.raises(OSError, match=r"preprocessor_config.json \(the model's image processor\) cannot be read"):
+        MemeProcessor.from_pretrained(folder)
+    shutil.rmtree(folder)

@@ -126,9 +126,10 @@ class MemeCollator:
         # Features are padded in float16 by numpy, then (region_dtype float32) converted by torch in one
         # call: numpy's fp16 -> fp32 conversion costs ~5x more. The conversion is still ~90% of this method's
         # time at 100 regions x 2048, hence region_dtype="float16" for mixed-precision training.
-        # A float32 feature cache stays float32 up to `region_dtype`; float16 ones are padded in float16.
-        stored = np.float32 if any(getattr(row["region_features"], "dtype", None) == np.float32 for row in rows) \
-            else np.float16
+        # A float32 feature cache stays float32 up to `region_dtype`; float16 ones are padded in float16. Lists
+        # (`dataset[i]`, hand-made rows) say nothing of their precision: read as float32, exact for both.
+        stored = np.float16 if all(getattr(row["region_features"], "dtype", None) == np.float16 for row in rows) \
+            else np.float32
         features = [_as_array(row["region_features"], stored) for row in rows]
         boxes = [_as_array(row["boxes"], np.float32) for row in rows]
         dim = next((f.shape[1] for f in features if f.ndim == 2 and f.size), None)

@@ -186,6 +186,7 @@ class MemeProcessor:
                    if part is None and kinds & set(self.model_inputs)]
         if missing:
             raise ValueError(f"this model reads {sorted(self.model_inputs)} and needs {', '.join(missing)}")
+        self._check_text_length()
         if self.decision_policy is not None and not isinstance(self.decision_policy, DecisionPolicy):
             raise TypeError(f"decision_policy must be a DecisionPolicy, got {type(self.decision_policy).__name__}")
         if self.label_thresholds is not None and (not self.multi_label or len(self.label_thresholds) != len(
@@ -195,6 +196,20 @@ class MemeProcessor:
         if self.multi_label and self.decision_policy is not None:
             raise ValueError("a multi-label model predicts each label when its score is > 0.5 (the shared task's "
                              "rule); a DecisionPolicy is for single-label models")
+
+    def _check_text_length(self) -> None:
+        """Refuse a max_text_length that leaves no room for the text: a tokenizer asked to cut a text to fewer
+        tokens than its own special tokens ([CLS], [SEP], ...) cuts nothing, so every text would reach the model
+        whole (and fail there past its positions), in training and at inference alike."""
+        count = getattr(self.tokenizer, "num_special_tokens_to_add", None)
+        if count is None or not set(self.model_inputs) & TOKEN_INPUTS:
+            return
+        pair = self.text_pair_column is not None and "text" in self.model_inputs  # (CLIP joins the pair: one text)
+        special = count(pair=pair)
+        if self.max_text_length <= special:
+            raise ValueError(f"max_text_length {self.max_text_length} leaves no room for text: the tokenizer adds "
+                             f"{special} special tokens{' to a text pair' if pair else ''}, and a tokenizer cannot cut "
+                             f"below them, so texts would not be cut at all; set max_text_length above {special}")
 
     @classmethod
     def for_model(cls, config, **kwargs) -> "MemeProcessor":
@@ -353,6 +368,10 @@ class MemeProcessor:
         written = []
         if self.decision_policy is not None:
             written.append(str(self.decision_policy.save_pretrained(folder)))
+        elif (folder / POLICY_FILE).is_file():  # another model's (or an earlier run's): it would decide for this one
+            (folder / POLICY_FILE).unlink()
+            logger.info("%s: removed the %s saved there before; this processor has no decision policy", folder,
+                        POLICY_FILE)
         atomic_write_text(folder / PROCESSOR_CONFIG_NAME, json.dumps(values, indent=2) + "\n")
         return [str(folder / PROCESSOR_CONFIG_NAME), *written]
 
@@ -420,12 +439,17 @@ class MemeProcessor:
                 values["fasttext_lowercase"] = recorded
         processor = cls(tokenizer=tokenizer, image_processor=image_processor, fasttext=fasttext,
                         decision_policy=decision_policy, **values)
+        files = [model_file(path, name, **hub) for name in (PROCESSOR_CONFIG_NAME, legacy.PIPELINE_CONFIG_NAME)]
         if config is None:
             try:
                 config = _model_config(path, hub)
             except OSError:  # (a processor folder without its model: nothing to check against)
                 return processor
-        files = [model_file(path, name, **hub) for name in (PROCESSOR_CONFIG_NAME, legacy.PIPELINE_CONFIG_NAME)]
+            declared = getattr(config, "model_inputs", None)  # (the folder's own model: it must read these)
+            if declared and set(declared) != set(processor.model_inputs):
+                raise ValueError(f"{next((str(f) for f in files if f is not None), path)}: model_inputs "
+                                 f"{list(processor.model_inputs)} but the model reads {list(declared)}; fix "
+                                 "model_inputs there, or save the processor again")
         processor.check_fits(config, next((str(f) for f in files if f is not None), "the processor settings"),
                              model_file(path, POLICY_FILE, **hub))
         return processor
@@ -628,7 +652,12 @@ def _load_image_processor(path: str, name_or_path: str | None, hub: dict | None 
 
     hub = hub or {}
     if model_file(path, "preprocessor_config.json", **hub) is not None:
-        return AutoImageProcessor.from_pretrained(path, **hub)
+        try:
+            return AutoImageProcessor.from_pretrained(path, **hub)
+        except Exception as err:  # noqa: BLE001 - a hand-edited file fails anywhere in transformers (AttributeError...)
+            raise OSError(f"{path}/preprocessor_config.json (the model's image processor) cannot be read "
+                          f"({type(err).__name__}: {err}); copy it back from the vision backbone the model was "
+                          "trained with, or pass image_processor=<its folder or Hub id>") from None
     if name_or_path:  # a folder of the model's first (a relative setting is the model's, not the cwd's)
         inside = None if Path(name_or_path).is_absolute() else model_path(path, name_or_path, **hub)
         if inside is not None:
