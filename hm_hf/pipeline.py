@@ -48,6 +48,7 @@ Command line: `hm-hf predict --model outputs/synthetic-tiny img/00001.png [--tex
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -63,6 +64,12 @@ from hm_hf.processing import MemeProcessor, model_inputs
 from hm_hf.processing.processor import SYNTHETIC_DETECTOR
 
 __all__ = ["HatefulMemePipeline"]
+
+
+def _visible(text: str | None) -> bool:
+    """Whether a given text has a visible character: one of spaces and format characters only (a zero-width
+    space, a direction mark, as a copy-paste brings) is no text, and the meme's own text is read instead."""
+    return bool(text) and any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
 
 
 class HatefulMemePipeline:
@@ -251,14 +258,14 @@ class HatefulMemePipeline:
                 if pair_column is not None:  # OCR reads the image's own text: the pair (the first text is the post's)
                     ocr_needed = pair is None  # ("": an image without text, as most of MMHS150K's)
                 else:
-                    ocr_needed = not text or not text.strip()
+                    ocr_needed = not _visible(text)
                 ocr = processor.read_text(image) if ocr_needed else None
                 if pair_column is not None:
                     row[text_column], row[pair_column] = text or "", pair if pair is not None else ocr
                     out["text_pair"] = row[pair_column]
                     out["text_source"] = "given" if pair is not None else "ocr"
                 else:
-                    given = bool(text and text.strip())
+                    given = _visible(text)
                     row[text_column] = text.strip() if given else ocr
                     out["text_source"] = "given" if given else "ocr"
                 out["text"] = row[text_column]

@@ -469,6 +469,8 @@ def test_pipeline_reads_the_text_when_none_is_given(world, pipe):
     assert result["text_source"] == "ocr" and result["ocr_engine"] == "ppocr"
     assert result["text"].lower() == meme.text
     assert result["probability"] == pytest.approx(pipe(world["image"](meme), texts=meme.text)["probability"], abs=1e-5)
+    invisible = pipe(world["image"](meme), texts="\u200b \u200e")  # zero-width space, direction mark: no text
+    assert invisible["text_source"] == "ocr" and invisible["text"].lower() == meme.text
 
 
 def test_fasttext_text_embedding_model(world, tmp_path):
