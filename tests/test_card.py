@@ -102,14 +102,6 @@ def test_no_access_token_reaches_the_card(tmp_path):
     assert "--hub_token ***" in text and "hub_token: ***" in text and "hub_model_id: org/m" in text
 
 
-def _card(tmp_path, dataset: str, synthetic: bool) -> tuple[dict, str]:
-    path = write_model_card(tmp_path, model_name="org/m", model_type="visual_bert", base_model=None, dataset=dataset,
-                            peft_method="none", results={"dev_seen": {"auroc": 0.7, "accuracy": 0.6, "f1": 0.5}},
-                            figures=[], trainable=10, total=100, recipe_text=None, command="x", synthetic=synthetic)
-    text = path.read_text(encoding="utf-8")
-    return yaml.safe_load(text.split("---")[1]), text
-
-
 def test_model_index_metric_types_are_hub_metric_ids(tmp_path):
     """model-index `type` is a metric id of https://hf.co/metrics, like the card's own `metrics:` list."""
     from huggingface_hub.repocard_data import model_index_to_eval_results
