@@ -9,6 +9,10 @@ files are, so the caller can run it after everything has been saved locally and 
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import shutil
+import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -119,9 +123,6 @@ def _stage(folder: Path, patterns: list[str], extra_folders: dict, staging: Path
     """Lay `folder` and its `extra_folders` out in `staging` as the repo will hold them, with links to the files
     (no copy of the weights), each filtered as `upload_folder` filters; an extra folder replaces what `folder` has
     at its path."""
-    import os
-    import shutil
-
     from huggingface_hub.utils import filter_repo_objects
 
     trees = [("", folder, patterns)] + [(path_in_repo, Path(extra), patterns + PICKLED_WEIGHT_PATTERNS)
@@ -149,12 +150,8 @@ def push_folder(folder, repo_id: str, *, private: bool = True, token: str | None
     in the same commit (less `PICKLED_WEIGHT_PATTERNS`), each replacing what the repo held at that path: one
     commit, so a failed push never leaves the repo with one push's base model under another's adapters;
     `delete_patterns`: remote files the upload removes (what an earlier push left)."""
-    import tempfile
-
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, OfflineModeIsEnabled
-
-    import shlex
 
     folder = Path(folder)
     patterns = MODEL_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns
