@@ -116,10 +116,13 @@ def test_cli_and_private_push_without_printing_the_token(tmp_path, monkeypatch, 
     captured = capsys.readouterr()
     assert secret not in captured.out + captured.err
     assert "train=4" in captured.out
-    with pytest.raises(SystemExit):
-        cli(args + ["--public"])
-    assert "may not be redistributed" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="may not be redistributed"):  # the library refuses it too
+    assert cli(args + ["--public"]) == 0  # synthetic memes (hm_hf's drawings) may be public
+    assert ("create_repo", "org/hateful_memes", "dataset", False) in calls
+    (tmp_path / "data" / SYNTHETIC_MARKER).unlink()  # now it stands for the real data set
+    calls.clear()
+    assert cli(args + ["--public", "--output", str(tmp_path / "o3")]) == 1
+    assert "may not be redistributed" in capsys.readouterr().err and not calls
+    with pytest.raises(ValueError, match="may not be redistributed"):  # the library refuses it
         export_dataset(HatefulMemes(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache"), tmp_path / "o2",
                        push_to_hub="org/x", private=False)
     # bad input in strict mode: a clear message and exit status 1, no traceback

@@ -214,15 +214,19 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
     for a builder's data set. Its YAML `configs` is rewritten to list the configs exported to
     `out_dir`. push_to_hub: "org/name" to upload the folder as a dataset repo (private unless
     private=False; the token comes from `token`, HF_TOKEN or the cached login and is never printed).
-    HMD's images may not be redistributed, so a public push of Hateful Memes is refused.
+    HMD's images may not be redistributed, so a public push of Hateful Memes is refused (of its synthetic
+    stand-in, made by hm_hf.synthetic, allowed).
     """
     from hm_hf.data.builder_base import MemeBuilder
+    from hm_hf.synthetic.data import is_synthetic
 
+    synthetic = isinstance(data, MemeBuilder) and is_synthetic(data.folder.path)  # hm_hf's drawings, not Meta's
     if isinstance(data, MemeBuilder):
         dataset_name = dataset_name or data.DATASET_LABEL
-    if push_to_hub and not private and dataset_name == "hateful_memes":
+    if push_to_hub and not private and dataset_name == "hateful_memes" and not synthetic:
         raise ExportError("Hateful Memes images may not be redistributed: refusing a public push; push it "
-                          "privately (the default) and share it through the gated repo's access requests")
+                          "privately (the default: drop --public) and share it through the gated repo's access "
+                          "requests")
     # everything that can be refused is checked before the (long) build and before anything is written
     max_bytes = parse_size(max_shard_size)
     if push_to_hub and (problem := repo_id_problem(push_to_hub)):
@@ -239,11 +243,7 @@ def export_dataset(data, out_dir, card=None, config_name: str | None = None, max
     existing = read_card(out / "README.md") if (out / "README.md").is_file() else None
     template = read_card(card) if card is not None and Path(card).is_file() else None
 
-    synthetic = False
     if isinstance(data, MemeBuilder):
-        from hm_hf.synthetic.data import is_synthetic
-
-        synthetic = is_synthetic(data.folder.path)
         data.download_and_prepare()
         data = data.as_dataset()
     if not isinstance(data, (datasets.DatasetDict, dict)):
@@ -348,9 +348,6 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload the folder as this dataset repo")
     parser.add_argument("--public", action="store_true", help="create the Hub repo public (default: private)")
     args = parser.parse_args(argv)
-    if args.public and args.push_to_hub and args.dataset == "hmd":
-        parser.error("Hateful Memes images may not be redistributed: refusing a public push (drop --public; "
-                     "the repo is created private)")
     if args.config == "regions" and not args.feature_cache:
         parser.error("--config regions needs --feature-cache")
     if args.card and not Path(args.card).is_file():
