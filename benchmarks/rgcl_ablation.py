@@ -91,6 +91,19 @@ def write_twins(data_dir: Path, split: str, out_dir: Path, seed: int = 7) -> Pat
     return path
 
 
+def synthetic_code_tag(*settings) -> str:
+    """A tag of `settings` and of hm_hf.synthetic's code, naming the folders the benchmark writes with it (the data,
+    the pre-trained tiny CLIP): a reused --work-dir then never serves a folder that an earlier version of the
+    generator, or other settings, wrote."""
+    import hm_hf.synthetic
+
+    code = sorted((p.name, p.read_bytes()) for p in Path(hm_hf.synthetic.__file__).parent.glob("*.py"))
+    digest = hashlib.sha256(json.dumps(settings).encode())
+    for name, data in code:
+        digest.update(name.encode() + data)
+    return digest.hexdigest()[:8]
+
+
 def score_split(model_dir: Path, data_dir: Path, split: str) -> dict[str, float]:
     """AUROC of the head, the kNN vote and their mean on a labelled split (the saved index as it is now)."""
     import torch
@@ -237,14 +250,15 @@ def main(argv=None) -> int:
     elif synthetic:
         from hm_hf.synthetic.data import TRAIN_SINGLES, make_hmd
 
-        data_dir = work / f"data-{mode}{singles_tag}"
+        splits = TINY_SPLITS if args.tiny else BENCH_SPLITS
+        singles = TRAIN_SINGLES if args.train_singles is None else args.train_singles
+        data_dir = work / f"data-{mode}{singles_tag}-{synthetic_code_tag(splits, BENCH_DATA_SEED, singles)}"
         if not (data_dir / "train.jsonl").is_file():
-            make_hmd(data_dir, splits=TINY_SPLITS if args.tiny else BENCH_SPLITS, seed=BENCH_DATA_SEED,
-                     train_singles=TRAIN_SINGLES if args.train_singles is None else args.train_singles)
+            make_hmd(data_dir, splits=splits, seed=BENCH_DATA_SEED, train_singles=singles)
     else:
         parser.error("--recipes hmd needs --data-dir: the Hateful Memes folder as distributed")
     shared = ["--data_dir", str(data_dir), "--dataset_cache_dir", str(work / "datasets_cache")]
-    clip_dir = work / f"tiny_clip_pretrained-{mode}" if synthetic else args.vision_model
+    clip_dir = work / f"tiny_clip_pretrained-{mode}-{synthetic_code_tag()}" if synthetic else args.vision_model
     if clip_dir:
         shared += ["--vision_model_name_or_path", str(clip_dir)]
     if args.tiny:
@@ -301,8 +315,8 @@ def main(argv=None) -> int:
                       " ".join(f"{m:>7.3f}+-{s:.3f}" for m, s in cells.values()))
     reference = None
     if synthetic and args.reference_memes:
-        reference = reference_heads(clip_dir, data_dir, split, work / f"reference-{mode}-{args.reference_memes}",
-                                    64 if args.tiny else args.reference_memes)
+        probes = work / f"reference-{mode}-{args.reference_memes}-{synthetic_code_tag()}"
+        reference = reference_heads(clip_dir, data_dir, split, probes, 64 if args.tiny else args.reference_memes)
         print(f"\nreference heads on the frozen CLIP vectors, {split} (trained on {reference['probe_memes']} "
               f"fresh memes): image kind accuracy {reference['image_kind_accuracy']:.3f}, text kind accuracy "
               f"{reference['text_kind_accuracy']:.3f}; AUROC of their XOR {reference['xor_of_probes_auroc']:.3f}, "

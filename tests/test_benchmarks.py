@@ -154,6 +154,7 @@ def test_rgcl_ablation(bench, tmp_path, capsys):
     """The RGCL benchmark trains both recipes, scores with and without the twins, and measures the feature
     reference heads; `hidden_kinds` recovers the generator's own factors from a written meme."""
     from hm_hf.synthetic import make_hmd
+    from hm_hf.synthetic.data import TRAIN_SINGLES
 
     rgcl_ablation = bench("rgcl_ablation")
     memes = make_hmd(tmp_path / "kinds", splits={"dev_unseen": 12}, seed=5)["dev_unseen"]
@@ -167,6 +168,11 @@ def test_rgcl_ablation(bench, tmp_path, capsys):
     assert "reference heads on the frozen CLIP vectors, dev_unseen" in out
     twins = (tmp_path / "work" / "twins-tiny" / "dev_unseen_twins.jsonl").read_text().splitlines()
     assert len(twins) == 16  # one labelled twin per dev_unseen meme
+    # folders the benchmark writes are named by their settings and the generator's code, never reused stale
+    tag = rgcl_ablation.synthetic_code_tag
+    assert tag({"train": 4}, 3, 0.4) == tag({"train": 4}, 3, 0.4) != tag({"train": 4}, 3, 0.95)
+    assert [p.name for p in (tmp_path / "work").glob("data-tiny-*")] == [
+        f"data-tiny-{tag(rgcl_ablation.TINY_SPLITS, rgcl_ablation.BENCH_DATA_SEED, TRAIN_SINGLES)}"]
 
 
 def test_rgcl_ablation_paper_recipes(bench, tmp_path, capsys):
@@ -195,6 +201,9 @@ def test_rgcl_ablation_paper_recipes(bench, tmp_path, capsys):
     ablation = json.loads((run_folder / "config.json").read_text())
     assert (ablation["contrastive_loss"], ablation["decision_rule"]) == ("none", "head")
     assert ablation["projection_dim"] == 1024  # the paper's settings, not the tiny recipe's
+    (rgcl_folder,) = (tmp_path / "work").glob("rgcl-byhead-hmd-full-*-n0-s12345")  # best epoch by head, as the ablation
+    rgcl = json.loads((rgcl_folder / "config.json").read_text())
+    assert (rgcl["contrastive_loss"], rgcl["decision_rule"], rgcl["knn_k"]) == ("triplet", "head", 20)
 
     not_synthetic = tmp_path / "not_synthetic"
     not_synthetic.mkdir()
