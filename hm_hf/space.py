@@ -56,10 +56,16 @@ _HM_HF_REQUIREMENT = re.compile(r"^\s*hm[_-]hf\s*(?:\[([^\]]*)\])?\s*(?:==\s*\S+
 def space_requirements(text: str) -> str:
     """requirements.txt for the Space: hm_hf is not on PyPI, so its line (``hm_hf[extras]==version``) becomes
     hm_hf's own requirements with those extras (the package itself travels in the Space, beside app.py)."""
-    from importlib.metadata import requires
+    from importlib.metadata import PackageNotFoundError, requires
 
     from packaging.requirements import Requirement
 
+    try:
+        own = requires("hm_hf") or []
+    except PackageNotFoundError:
+        raise SpaceError("hm_hf is not installed (only importable from its folder), so its requirements cannot be "
+                         "read for the Space: install it with the README's command (pip install -e ...), then push "
+                         "again (nothing was uploaded)") from None
     lines = []
     for line in text.splitlines():
         match = _HM_HF_REQUIREMENT.match(line)
@@ -67,7 +73,7 @@ def space_requirements(text: str) -> str:
             lines.append(line)
             continue
         extras = {e.strip() for e in (match.group(1) or "").split(",") if e.strip()}
-        for spec in requires("hm_hf") or []:
+        for spec in own:
             req = Requirement(spec)
             if req.marker is not None and "extra" in str(req.marker):  # an extra's: kept for the extras named
                 if not any(req.marker.evaluate({"extra": extra}) for extra in extras):

@@ -699,3 +699,17 @@ def test_the_space_installs_without_hm_hf_on_pypi(tmp_path):
     assert "hm-hf" not in names and {"torch", "transformers", "gradio", "torchvision", "rapidocr"} <= names
     assert "gradio==6.31.0" in map(str, requirements) and all(r.marker is None for r in requirements)
     assert (tmp_path / "hm_hf" / "__init__.py").is_file() and not list(tmp_path.rglob("__pycache__"))
+
+
+def test_the_space_requirements_need_hm_hf_installed(monkeypatch):
+    """Its requirements are read from its installed metadata; run from a bare checkout, the push says so."""
+    import importlib.metadata
+
+    from hm_hf.space import SpaceError, space_requirements
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "requires", not_installed)
+    with pytest.raises(SpaceError, match="hm_hf is not installed .*nothing was uploaded"):
+        space_requirements("hm_hf[demo]==0.1.0\n")
