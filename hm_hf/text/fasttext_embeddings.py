@@ -243,8 +243,9 @@ def train_fasttext(
         raise ValueError(f"The training corpus{where} is empty: no non-blank text to train fastText on.")
     if model not in ("skipgram", "cbow"):
         raise ValueError(f"model must be 'skipgram' or 'cbow', got {model!r}")
-    _check_training_settings(dim=dim, min_count=min_count, epoch=epoch, lr=lr, ws=ws, minn=minn, maxn=maxn, neg=neg,
-                             bucket=bucket, thread=thread)
+    settings = dict(dim=dim, min_count=min_count, epoch=epoch, lr=lr, ws=ws, minn=minn, maxn=maxn, neg=neg,
+                    bucket=bucket)  # checked, and recorded beside the model
+    _check_training_settings(**settings, thread=thread)
     fd, corpus = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.corpus.", suffix=".txt")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -272,15 +273,7 @@ def train_fasttext(
             metadata = {
                 "format_version": _FORMAT_VERSION,
                 "model": model,
-                "dim": dim,
-                "min_count": min_count,
-                "epoch": epoch,
-                "lr": lr,
-                "ws": ws,
-                "minn": minn,
-                "maxn": maxn,
-                "neg": neg,
-                "bucket": bucket,
+                **settings,
                 "lowercase": lowercase,
                 "num_lines": len(lines),
                 "source": source,

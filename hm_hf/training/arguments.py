@@ -269,8 +269,9 @@ def _check_training_values(training_args) -> None:
         from hm_hf.hub import repo_id_problem
 
         repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-        problem = repo_id_problem(repo_id) or (None if "/" in repo_id else
-                                               "no org/: the model card's example loads the model by this id")
+        problem = repo_id_problem(repo_id)
+        if problem is None and "/" not in repo_id:
+            problem = "no org/: the model card's example loads the model by this id"
         if problem:
             raise RecipeError(f"push_to_hub: {repo_id!r} is not a Hub repo id ({problem}); set hub_model_id to "
                               "org/name")
